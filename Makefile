@@ -34,6 +34,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/squeeze demo --out outputs/demo
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check squeeze domain_adapt bench tests
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
