@@ -460,3 +460,13 @@ def open_raw_drive(base: str | Path, date: str, drive: str, frames: list[int] | 
         if not (Path(base) / date / calib_name).exists():
             raise CalibrationError(Path(base) / date / calib_name, "raw-drive calibration file not found")
     return pykitti.raw(str(base), date, drive, frames=frames)
+
+
+def raw_drive_calibration(drive) -> Calibration:
+    """The object-benchmark style Calibration of a pykitti raw drive, so the same projections apply.
+
+    P_i = P_rect_i0, R0_rect = R_rect_00, Tr_velo_to_cam = the unrectified velodyne -> cam0 transform.
+    """
+    c = drive.calib
+    return Calibration(P0=c.P_rect_00, P1=c.P_rect_10, P2=c.P_rect_20, P3=c.P_rect_30, R0_rect=c.R_rect_00[:3, :3],
+                       Tr_velo_to_cam=c.T_cam0_velo_unrect[:3, :4], Tr_imu_to_velo=c.T_velo_imu[:3, :4])

@@ -265,3 +265,50 @@ def test_fuzz_calib_free_text(text):
         parse_calib(text)
     except CalibrationError:
         pass
+
+
+def _write_raw_drive(base, date="2011_09_26", drive="0005", n=2):
+    """A tiny raw drive in pykitti's layout: calib files, oxts packets with timestamps, velodyne scans."""
+    day = base / date
+    folder = day / f"{date}_drive_{drive}_sync"
+    p = "7.215377e+02 0 6.095593e+02 {} 0 7.215377e+02 1.728540e+02 0 0 0 1 0"
+    cam = ["calib_time: 09-Jan-2012 13:57:47"]
+    for i, tx in enumerate(["0", "-3.875744e+02", "4.485728e+01", "-3.395242e+02"]):
+        cam += [f"P_rect_0{i}: {p.format(tx)}", f"R_rect_0{i}: 1 0 0 0 1 0 0 0 1"]
+    (day).mkdir(parents=True)
+    (day / "calib_cam_to_cam.txt").write_text("\n".join(cam) + "\n")
+    (day / "calib_velo_to_cam.txt").write_text(
+        "calib_time: 15-Mar-2012 11:37:16\nR: 0 -1 0 0 0 -1 1 0 0\nT: -0.004 -0.076 -0.27\n")
+    (day / "calib_imu_to_velo.txt").write_text(
+        "calib_time: 25-May-2012 16:47:16\nR: 1 0 0 0 1 0 0 0 1\nT: -0.81 0.32 -0.8\n")
+    (folder / "oxts" / "data").mkdir(parents=True)
+    stamps = []
+    for i in range(n):
+        packet = [49.0 + i * 1e-5, 8.4, 116.0, 0.0, 0.0, 0.1] + [0.0] * 19 + [4, 10, 4, 4, 0]
+        (folder / "oxts" / "data" / f"{i:010d}.txt").write_text(" ".join(str(v) for v in packet) + "\n")
+        stamps.append(f"2011-09-26 13:02:25.{i:09d}")
+        write_velodyne(folder / "velodyne_points" / "data" / f"{i:010d}.bin",
+                       np.array([[10.0 + i, 0, 0, 0.5]], np.float32))
+    (folder / "oxts" / "timestamps.txt").write_text("\n".join(stamps) + "\n")
+    return date, drive
+
+
+def test_raw_drive_through_pykitti(tmp_path):
+    from squeeze.geometry import velo_to_image
+    from squeeze.kitti import raw_drive_calibration
+
+    date, drive = _write_raw_drive(tmp_path)
+    raw = open_raw_drive(tmp_path, date, drive)
+    assert len(raw) == 2
+    np.testing.assert_allclose(raw.get_velo(1)[0], [11.0, 0, 0, 0.5])
+    poses = [o.T_w_imu for o in raw.oxts]
+    assert poses[1][0, 3] > poses[0][0, 3] or poses[1][1, 3] != poses[0][1, 3]  # the car moved north
+    calib = raw_drive_calibration(raw)
+    # A point 10 m straight ahead of the velodyne projects near the principal point of camera 2.
+    uv, depth = velo_to_image(np.array([[10.0, 0.0, 0.0]]), calib)
+    # Camera frame: X = -0.004, Z = 10 - 0.27; u = (fx X + cx Z + tx) / Z with P_rect_02's tx = 44.857.
+    assert depth[0] == pytest.approx(9.73, abs=1e-9)
+    assert uv[0, 0] == pytest.approx((721.5377 * -0.004 + 609.5593 * 9.73 + 44.85728) / 9.73, abs=1e-6)
+    with pytest.raises(CalibrationError, match="calib_imu_to_velo.txt"):
+        (tmp_path / date / "calib_imu_to_velo.txt").unlink()
+        open_raw_drive(tmp_path, date, drive)
