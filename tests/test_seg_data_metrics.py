@@ -1,0 +1,167 @@
+"""Segmentation data (all four folder kinds, flip, point drop, stats) and metrics (hand-computed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from squeeze.errors import DataError
+from squeeze.kitti import write_calib, write_image_set, write_labels, write_point_labels, write_velodyne
+from squeeze.range_image import project_scan, squeezeseg_front, write_range_npy
+from squeezeseg.data import ChannelStats, RangeDataset, SegDataConfig, compute_stats, flip_sample
+from squeezeseg.metrics import confusion_matrix, metrics_from_confusion, plot_confusion
+from tests.conftest import kitti_like_calibration, synthetic_labels
+from tests.test_range_image import ring_ordered_scan
+
+
+# ------------------------------------------------------------------------------------------- metrics
+def test_confusion_and_iou_by_hand():
+    target = np.array([0, 0, 1, 1, 1, 2, 2, 3])
+    pred = np.array([0, 1, 1, 1, 0, 2, 0, 3])
+    valid = np.array([1, 1, 1, 1, 1, 1, 1, 0], bool)  # the cyclist pixel is empty: not counted
+    conf = confusion_matrix(pred, target, 4, valid)
+    assert conf.tolist() == [[1, 1, 0, 0], [1, 2, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
+    m = metrics_from_confusion(conf, ("background", "car", "pedestrian", "cyclist"))
+    # car: TP 2, FP 1 (a background pixel), FN 1 -> IoU 2/4, precision 2/3, recall 2/3
+    assert m.iou[1] == pytest.approx(0.5) and m.precision[1] == pytest.approx(2 / 3)
+    assert m.recall[1] == pytest.approx(2 / 3)
+    # pedestrian: TP 1, FP 0, FN 1 -> IoU 1/2, precision 1, recall 1/2
+    assert m.iou[2] == pytest.approx(0.5) and m.precision[2] == 1.0 and m.recall[2] == 0.5
+    assert np.isnan(m.iou[3])
+    d = m.as_dict()
+    assert d["iou_car"] == pytest.approx(0.5) and d["miou"] == pytest.approx(0.5)
+
+
+def test_summed_over_the_set_not_averaged_per_frame():
+    # Frame A: car IoU 1 (1 pixel); frame B: car IoU 0 (9 pixels missed). Summed: 1 / 10.
+    conf = confusion_matrix(np.array([1]), np.array([1]), 2) + confusion_matrix(np.zeros(9, int), np.ones(9, int), 2)
+    assert metrics_from_confusion(conf, ("bg", "car")).iou[1] == pytest.approx(0.1)
+
+
+def test_confusion_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="outside"):
+        confusion_matrix(np.array([5]), np.array([0]), 4)
+    with pytest.raises(ValueError, match="differ in size"):
+        confusion_matrix(np.array([1, 2]), np.array([0]), 4)
+    plot_confusion(np.eye(4, dtype=int) * 10, ("a", "b", "c", "d"), tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+# ------------------------------------------------------------------------------------------- folders
+def _npy_folder(root, n=3):
+    for i in range(n):
+        scan = ring_ordered_scan(seed=i)
+        labels = (np.arange(len(scan)) // 50) % 4
+        image, _ = project_scan(scan, squeezeseg_front(), labels=labels)
+        write_range_npy(root / "lidar_2d" / f"{i:06d}.npy", image)
+    (root / "ImageSet").mkdir(parents=True, exist_ok=True)
+    (root / "ImageSet" / "train.txt").write_text("000000\n000001\n")
+    (root / "ImageSet" / "val.txt").write_text("000002\n")
+
+
+def _kitti_folder(root, with_point_labels: bool):
+    calib = kitti_like_calibration()
+    for i in range(2):
+        scan = ring_ordered_scan(seed=10 + i)
+        write_velodyne(root / "training" / "velodyne" / f"{i:06d}.bin", scan)
+        write_calib(root / "training" / "calib" / f"{i:06d}.txt", calib)
+        write_labels(root / "training" / "label_2" / f"{i:06d}.txt", synthetic_labels())
+        if with_point_labels:
+            write_point_labels(root / "training" / "velodyne" / f"{i:06d}.label",
+                               np.where(np.arange(len(scan)) % 7 == 0, 4, 10).astype(np.uint16))
+    write_image_set(root, "train", ["000000"])
+
+
+def test_npy_folder_dataset(tmp_path):
+    _npy_folder(tmp_path)
+    ds = RangeDataset(tmp_path, split="train")
+    assert len(ds) == 2 and ds.source.kind == "npy"
+    item = ds[0]
+    assert item["inputs"].shape == (5, 64, 512) and item["mask"].dtype.is_floating_point is False
+    assert set(np.unique(item["labels"].numpy())) <= {0, 1, 2, 3}
+    # Normalisation: a valid pixel's x equals (x - 10.88) / 11.47.
+    s = ds.sample(0)
+    r, c = np.argwhere(s.mask)[0]
+    assert item["inputs"][0, r, c].item() == pytest.approx((s.raw[r, c, 0] - 10.88) / 11.47, rel=1e-5)
+    assert len(RangeDataset(tmp_path, split="val")) == 1
+    with pytest.raises(DataError, match="split list for 'test' not found"):
+        RangeDataset(tmp_path, split="test")
+
+
+def test_kitti_folder_labels_from_boxes_and_from_label_files(tmp_path):
+    _kitti_folder(tmp_path / "a", with_point_labels=False)
+    ds = RangeDataset(tmp_path / "a", split="all")
+    assert len(ds) == 2 and ds.source.kind == "kitti"
+    s = ds.sample(0)
+    assert s.pixel_of_point is not None and len(s.point_labels) == len(s.pixel_of_point)
+    _kitti_folder(tmp_path / "b", with_point_labels=True)
+    ds_b = RangeDataset(tmp_path / "b", split="train")
+    s_b = ds_b.sample(0)
+    # Point class 4 (van) maps to SqueezeSeg car (1); road (10) to background.
+    assert set(np.unique(s_b.point_labels)) == {0, 1}
+    assert (s_b.point_labels == 1).sum() == (np.arange(len(s_b.point_labels)) % 7 == 0).sum()
+
+
+def test_semantic_kitti_folder(tmp_path):
+    seq = tmp_path / "sequences" / "08"
+    scan = ring_ordered_scan(seed=5)
+    write_velodyne(seq / "velodyne" / "000000.bin", scan)
+    sem = np.where(np.arange(len(scan)) % 3 == 0, 30, 40).astype(np.uint16)  # person / road
+    write_point_labels(seq / "labels" / "000000.label", sem, np.ones(len(scan), np.uint16))
+    ds = RangeDataset(tmp_path, split="val")
+    assert ds.frame_ids == ["08/000000"]
+    s = ds.sample(0)
+    assert set(np.unique(s.point_labels)) == {0, 2}
+    assert len(RangeDataset(tmp_path, split="all")) == 1
+    with pytest.raises(DataError, match="no frames"):
+        RangeDataset(tmp_path, split="train")
+
+
+def test_unknown_folder(tmp_path):
+    with pytest.raises(DataError, match="not a range-image folder"):
+        RangeDataset(tmp_path)
+
+
+def test_flip_is_a_mirror_and_does_not_touch_the_input(tmp_path):
+    _kitti_folder(tmp_path, with_point_labels=True)
+    ds = RangeDataset(tmp_path, split="all")
+    s = ds.sample(0)
+    before = s.raw.copy()
+    f = flip_sample(s)
+    np.testing.assert_array_equal(s.raw, before)
+    np.testing.assert_array_equal(f.raw[:, ::-1, 0], s.raw[..., 0])
+    np.testing.assert_array_equal(f.raw[:, ::-1, 1], -s.raw[..., 1])
+    np.testing.assert_array_equal(f.labels[:, ::-1], s.labels)
+    # Every point's pixel still holds a point of its own class after the flip.
+    shown = f.pixel_of_point >= 0
+    np.testing.assert_array_equal(f.mask.ravel()[f.pixel_of_point[shown]], True)
+    # Flipping twice is the identity.
+    ff = flip_sample(f)
+    np.testing.assert_array_equal(ff.raw, s.raw)
+    np.testing.assert_array_equal(ff.pixel_of_point, s.pixel_of_point)
+
+
+def test_augmentation_reproducible_per_seed_epoch_index(tmp_path):
+    _kitti_folder(tmp_path, with_point_labels=True)
+    cfg = SegDataConfig(flip=True, point_drop=0.2, seed=3)
+    a = RangeDataset(tmp_path, split="all", config=cfg, train=True)
+    b = RangeDataset(tmp_path, split="all", config=cfg, train=True)
+    np.testing.assert_array_equal(a[1]["inputs"], b[1]["inputs"])
+    drops = set()
+    for epoch in range(4):
+        a.set_epoch(epoch)
+        drops.add(int(a[1]["mask"].sum()))
+    assert len(drops) > 1  # different epochs draw differently
+    full = RangeDataset(tmp_path, split="all")[1]["mask"].sum()
+    assert all(d < full for d in drops)
+
+
+def test_stats(tmp_path):
+    _npy_folder(tmp_path)
+    ds = RangeDataset(tmp_path, split="train")
+    st = compute_stats(ds, progress=False)
+    valid = np.concatenate([ds.sample(i).raw[ds.sample(i).mask] for i in range(2)])
+    np.testing.assert_allclose(st.mean, valid.mean(0), rtol=1e-4)
+    np.testing.assert_allclose(st.std, valid.std(0), rtol=1e-3)
+    with pytest.raises(ValueError):
+        ChannelStats(mean=(0.0,), std=(0.0,))
