@@ -26,6 +26,7 @@ from squeeze.errors import DataError
 from squeeze.kitti import KittiObjectFolder, atomic_write_text, read_point_labels, read_velodyne
 from squeeze.point_labels import SQUEEZESEG_CLASSES, point_classes_from_boxes, squeezeseg_from_point_classes
 from squeeze.range_image import ProjectionConfig, project_scan, range_image_from_array, read_range_npy
+from squeeze.train import sample_rng
 
 RAW_CHANNELS = ("x", "y", "z", "intensity", "range")
 
@@ -179,11 +180,6 @@ def open_source(root: str | Path, split: str | None = None):
 
 
 # ----------------------------------------------------------------------------------------------- dataset
-def sample_generator(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The augmentation generator of one sample in one epoch: independent of worker count and order."""
-    return np.random.default_rng([seed, epoch, index])
-
-
 def flip_sample(sample: RangeSample) -> RangeSample:
     """Mirror left-right: reverse the columns and negate y. A new sample; the input is not modified.
 
@@ -233,7 +229,7 @@ class RangeDataset(Dataset):
         self.epoch = epoch
 
     def sample(self, index: int, augment: bool = False) -> RangeSample:
-        rng = sample_generator(self.config.seed, self.epoch, index) if augment else None
+        rng = sample_rng(self.config.seed, self.epoch, index) if augment else None
         pts = self.source.points(index)
         if pts is None:
             sample = self.source.range_sample(index, self.config)
