@@ -11,6 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
+from squeeze.errors import DataError
+
 log = logging.getLogger("squeeze")
 
 
@@ -98,14 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    from squeeze.errors import DataError
-
     try:
         return int(args.run(args) or 0)
-    except DataError as e:
-        # Bad input is the user's to fix: one clear line, no traceback.
+    except (DataError, ValueError, FileExistsError, NotADirectoryError, FileNotFoundError) as e:
+        # Bad input is the user's to fix: one clear line, no traceback (-v shows it).
+        if args.verbose:
+            log.exception("failed")
         print(f"squeeze {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        return 2
 
 
 if __name__ == "__main__":

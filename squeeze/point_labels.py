@@ -14,10 +14,23 @@ from squeeze.kitti import Calibration, ObjectLabels
 # SqueezeSeg's classes: id = position (0 unknown/background, 1 car, 2 pedestrian, 3 cyclist).
 SQUEEZESEG_CLASSES = ("background", "car", "pedestrian", "cyclist")
 
-# Point classes written in `.label` files (lower 16 bits; SemanticKITTI layout, our own ids): the first
-# four equal SqueezeSeg's ids, the rest refine the background for simulated data and annotation.
-POINT_CLASSES = {0: "unlabelled", 1: "car", 2: "pedestrian", 3: "cyclist", 4: "van", 10: "road",
-                 11: "sidewalk", 12: "building", 13: "vegetation", 14: "pole"}
+# Point classes written in `.label` files (lower 16 bits; SemanticKITTI's layout with our own ids): 1-3 are
+# SqueezeSeg's classes (reference/models.md 2.1); Van keeps its own id so it can be told apart and is folded into
+# car for SqueezeSeg. Background ("stuff") classes start at 10. The simulator and annotation tools write these.
+POINT_CLASS_IDS: dict[str, int] = {
+    "unlabelled": 0,
+    "Car": 1,
+    "Pedestrian": 2,
+    "Cyclist": 3,  # rider and bicycle together, as KITTI's Cyclist box holds both
+    "Van": 4,
+    "road": 10,  # includes lane markings
+    "sidewalk": 11,  # includes curbs
+    "building": 12,
+    "vegetation": 13,  # tree crowns, trunks, bushes, hedges
+    "pole": 14,  # lamp posts and sign posts
+    "traffic_sign": 15,
+    "terrain": 16,  # grass beside the road
+}
 
 # KITTI object type -> SqueezeSeg class id. Vans count as cars and sitting persons as pedestrians, as the
 # KITTI evaluation treats them as the neighbouring classes; everything else stays background.
@@ -44,8 +57,10 @@ def point_classes_from_boxes(points: np.ndarray, calib: Calibration, labels: Obj
 
 
 def squeezeseg_from_point_classes(point_class: np.ndarray) -> np.ndarray:
-    """(N,) point classes of POINT_CLASSES -> (N,) int32 SqueezeSeg ids (vans are cars; background is 0)."""
-    lut = np.zeros(max(POINT_CLASSES) + 1, np.int32)
-    lut[[1, 2, 3, 4]] = [1, 2, 3, 1]
+    """(N,) point classes of POINT_CLASS_IDS -> (N,) int32 SqueezeSeg ids (vans are cars; the rest background)."""
     pc = np.asarray(point_class).astype(np.int64)
-    return np.where(pc < len(lut), lut[np.minimum(pc, len(lut) - 1)], 0).astype(np.int32)
+    out = np.zeros(pc.shape, np.int32)
+    out[(pc == POINT_CLASS_IDS["Car"]) | (pc == POINT_CLASS_IDS["Van"])] = 1
+    out[pc == POINT_CLASS_IDS["Pedestrian"]] = 2
+    out[pc == POINT_CLASS_IDS["Cyclist"]] = 3
+    return out
