@@ -14,7 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	# torch first and exactly, so pip takes the local CPU wheel rather than resolving a newer CUDA build
 	$(PIP) install --quiet "torch==2.13.0"
-	$(PIP) install --quiet -e ".[test]"
+	# compat mode: a .pth onto the source tree, so packages added later import without reinstalling
+	$(PIP) install --quiet -e ".[test]" --config-settings editable_mode=compat
 	touch $@
 
 system-deps:

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     from domain_adapt.cli import add_sim_parser
 
     add_sim_parser(sub)
+    from squeezeseg.cli import add_seg_parser
+
+    add_seg_parser(sub)
     _add_show_parser(sub)
     _add_demo_parser(sub)
     return parser

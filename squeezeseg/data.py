@@ -212,11 +212,9 @@ class RangeDataset(Dataset):
         if not self.source.frame_ids:
             raise DataError(self.root, f"no frames found (split {split!r})")
         self.epoch = 0
-        stats = self.config.stats
-        if len(stats.mean) != len(RAW_CHANNELS):
-            raise DataError(None, f"channel statistics have {len(stats.mean)} channels, need {len(RAW_CHANNELS)}")
-        self._mean = np.asarray(stats.mean, np.float32)
-        self._std = np.asarray(stats.std, np.float32)
+        if len(self.config.stats.mean) != len(RAW_CHANNELS):
+            raise DataError(None, f"channel statistics have {len(self.config.stats.mean)} channels, "
+                                  f"need {len(RAW_CHANNELS)}")
 
     def __len__(self) -> int:
         return len(self.source.frame_ids)
@@ -254,14 +252,23 @@ class RangeDataset(Dataset):
         return sample
 
     def to_tensors(self, sample: RangeSample) -> dict[str, torch.Tensor]:
-        # Empty pixels are normalised too (their raw zeros become -mean/std), as the reference does.
-        inputs = (sample.raw - self._mean) / self._std
-        return {"inputs": torch.from_numpy(np.ascontiguousarray(inputs.transpose(2, 0, 1), dtype=np.float32)),
-                "mask": torch.from_numpy(np.ascontiguousarray(sample.mask)),
-                "labels": torch.from_numpy(np.ascontiguousarray(sample.labels, dtype=np.int64))}
+        return sample_to_tensors(sample, self.config.stats)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return self.to_tensors(self.sample(index, augment=self.train))
+
+
+def sample_to_tensors(sample: RangeSample, stats: ChannelStats) -> dict[str, torch.Tensor]:
+    """{"inputs": (C, H, W) float32 normalised, "mask": (H, W) bool, "labels": (H, W) int64} of one sample.
+
+    Empty pixels are normalised too (their raw zeros become -mean / std), as the reference does.
+    """
+    mean = np.asarray(stats.mean, np.float32)
+    std = np.asarray(stats.std, np.float32)
+    inputs = ((sample.raw - mean) / std).transpose(2, 0, 1)
+    return {"inputs": torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)),
+            "mask": torch.from_numpy(np.ascontiguousarray(sample.mask)),
+            "labels": torch.from_numpy(np.ascontiguousarray(sample.labels, dtype=np.int64))}
 
 
 def compute_stats(dataset: RangeDataset, max_frames: int | None = None, progress: bool = True) -> ChannelStats:

@@ -1,0 +1,356 @@
+"""`squeeze seg train|eval|predict|stats|demo`: LiDAR segmentation with SqueezeSeg and SqueezeSegV2."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger("squeeze.seg")
+
+
+def add_seg_parser(subparsers) -> None:
+    from squeezeseg import MODELS
+
+    seg = subparsers.add_parser("seg", help="LiDAR point segmentation: SqueezeSeg, SqueezeSegV2",
+                                description="Train, evaluate and run SqueezeSeg / SqueezeSegV2 on range images of "
+                                            "KITTI, simulated, SemanticKITTI or SqueezeSeg .npy folders.")
+    sub = seg.add_subparsers(dest="seg_command", metavar="SEG_COMMAND")
+
+    p = sub.add_parser("train", help="train a segmentation model",
+                       description="Train on a folder (any kind `squeeze seg stats` accepts); evaluates on --val every "
+                                   "--eval-every steps, keeps best.pt by mean IoU, writes metrics.csv and a learning "
+                                   "curve PNG into --out. Resume with --resume.")
+    p.add_argument("data", type=Path, help="training folder")
+    p.add_argument("--val", type=Path, help="validation folder (default: none)")
+    p.add_argument("--split", default=None, help="training split list name (default: every frame)")
+    p.add_argument("--val-split", default=None, help="validation split list name (default: every frame)")
+    p.add_argument("--model", choices=sorted(MODELS), default="squeezeseg_v2_kitti", help="named model config")
+    p.add_argument("--no-crf", action="store_true", help="drop the recurrent CRF")
+    p.add_argument("--crf-mode", choices=["reference", "textbook"], help="CRF form (default: the model's)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, pictures)")
+    p.add_argument("--steps", type=int, default=25_000, help="optimiser updates (default: 25000)")
+    p.add_argument("--batch-size", type=int, default=8, help="global batch (default: 8)")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="default: sgd (the reference)")
+    p.add_argument("--lr", type=float, default=0.01, help="base learning rate (default: 0.01)")
+    p.add_argument("--schedule", choices=["step", "cosine", "constant"], default="step", help="lr schedule")
+    p.add_argument("--lr-step", type=int, default=10_000, help="step schedule: halve every so many steps")
+    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="on kernels only (default: 1e-4)")
+    p.add_argument("--clip", type=float, default=1.0, help="gradient clip norm (default: 1.0)")
+    p.add_argument("--clip-mode", choices=["per_parameter", "global"], default="per_parameter",
+                   help="clip each tensor (the reference) or the global norm")
+    p.add_argument("--stats", default="kitti",
+                   help="normalisation: 'kitti' (SqueezeSeg's), 'auto' (computed on 200 training frames) or a JSON "
+                        "file from `squeeze seg stats`")
+    p.add_argument("--no-flip", action="store_true", help="no left-right flip augmentation")
+    p.add_argument("--point-drop", type=float, default=0.0, help="fraction of points dropped at random (default 0)")
+    p.add_argument("--eval-every", type=int, default=1000, help="steps between evaluations")
+    p.add_argument("--val-frames", type=int, default=200, help="validation frames per evaluation")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--seed", type=int, default=0, help="seed (sample order, augmentation, init)")
+    p.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.set_defaults(run=run_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint: per-class IoU, precision, recall",
+                       description="Per-class IoU / precision / recall with TP, FP, FN summed over the set, on valid "
+                                   "pixels (SqueezeSeg's protocol) and on points; writes metrics.json and confusion "
+                                   "matrix PNGs.")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("data", type=Path, help="folder to evaluate on")
+    p.add_argument("--split", default=None, help="split list name (default: every frame)")
+    p.add_argument("--out", type=Path, required=True, help="folder for metrics.json and pictures")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(run=run_eval)
+
+    p = sub.add_parser("predict", help="segment scans: .bin, .npy or .pcd -> per-point .label and PNGs",
+                       description="Segment LiDAR scans. Writes, per input, a SemanticKITTI-style .label (one uint32 "
+                                   "per point, class in the lower 16 bits; points outside the image get 0) or, for "
+                                   ".npy input, a (H, W) class .npy; and PNGs of the range image and bird's-eye view "
+                                   "coloured by class.")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("inputs", type=Path, nargs="+", help=".bin / .npy / .pcd files or folders of them")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--uniform", action="store_true",
+                   help="project with uniform elevation rows (automatic for .pcd and for unordered .bin clouds)")
+    p.set_defaults(run=run_predict)
+
+    p = sub.add_parser("stats", help="compute input normalisation (mean, std per channel) of a folder")
+    p.add_argument("data", type=Path)
+    p.add_argument("--split", default=None)
+    p.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.set_defaults(run=run_stats)
+
+    p = sub.add_parser("demo", help="segment simulated scans with a trained checkpoint and draw them")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, default=Path("outputs/seg_demo"))
+    p.add_argument("--frames", type=int, default=3)
+    p.add_argument("--seed", type=int, default=123)
+    p.set_defaults(run=run_demo)
+    seg.set_defaults(run=lambda args: seg.print_help() or 2)
+
+
+# ------------------------------------------------------------------------------------------------- train
+def _stats(spec: str, data: Path, split: str | None):
+    from squeezeseg.data import RangeDataset, compute_stats, read_stats, squeezeseg_kitti_stats
+
+    if spec == "kitti":
+        return squeezeseg_kitti_stats()
+    if spec == "auto":
+        return compute_stats(RangeDataset(data, split), max_frames=200)
+    return read_stats(spec)
+
+
+def projection_for(model_cfg):
+    """The range-image layout a model config expects: 360 degrees at width 2048, else the front 90 degrees."""
+    from squeeze.range_image import ProjectionConfig, full_360
+
+    if model_cfg.width == 2048:
+        return dataclasses.replace(full_360(), height=model_cfg.height)
+    return ProjectionConfig(height=model_cfg.height, width=model_cfg.width)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from squeeze.train import TrainConfig, train
+    from squeezeseg.data import RangeDataset, SegDataConfig
+    from squeezeseg.predict import build_model, checkpoint_config, evaluate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {}
+    if args.no_crf:
+        overrides["use_crf"] = False
+    if args.crf_mode:
+        overrides["crf_mode"] = args.crf_mode
+    torch.manual_seed(args.seed)
+    model, model_cfg = build_model(args.model, **overrides)
+    stats = _stats(args.stats, args.data, args.split)
+    data_cfg = SegDataConfig(stats=stats, class_names=model_cfg.class_names, flip=not args.no_flip,
+                             point_drop=args.point_drop, seed=args.seed,
+                             projection=projection_for(model_cfg))
+    train_set = RangeDataset(args.data, args.split, data_cfg, train=True)
+    val_set = None
+    if args.val:
+        val_set = RangeDataset(args.val, args.val_split, dataclasses.replace(data_cfg, flip=False, point_drop=0.0))
+
+    def evaluate_fn(m):
+        return evaluate(m, val_set, max_frames=args.val_frames).pixels.as_dict()
+
+    cfg = TrainConfig(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
+                      lr_step_size=args.lr_step, warmup_steps=args.warmup, max_steps=args.steps,
+                      batch_size=args.batch_size, grad_clip_norm=args.clip, grad_clip_mode=args.clip_mode,
+                      eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
+                      num_workers=args.workers)
+    log.info("training %s (%d parameters) on %d frames", args.model, sum(p.numel() for p in model.parameters()),
+             len(train_set))
+    result = train(model, train_set, cfg, args.out, model_config=checkpoint_config(args.model, model_cfg, data_cfg),
+                   class_names=model_cfg.class_names, evaluate=evaluate_fn if val_set else None,
+                   best_metric="miou" if val_set else None, resume=args.resume)
+    plot_learning_curve(result.metrics_csv, args.out / "learning_curve.png")
+    print(f"done: {result.step} steps; last {result.last_checkpoint}; best {result.best_checkpoint} "
+          f"(miou {result.best_value}); curve {args.out / 'learning_curve.png'}")
+    return 0
+
+
+def plot_learning_curve(metrics_csv: Path, path: Path) -> None:
+    """Training loss and validation IoU per class against steps, from metrics.csv."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    steps = [int(r["step"]) for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    loss = [(s, float(r["loss"])) for s, r in zip(steps, rows, strict=True) if r.get("loss")]
+    if loss:
+        ax1.plot(*zip(*loss, strict=True), lw=1)
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("training loss")
+    ax1.set_yscale("log")
+    ax1.grid(alpha=0.3)
+    for key in rows[0]:
+        if key.startswith("eval/iou_") or key == "eval/miou":
+            pts = [(s, float(r[key])) for s, r in zip(steps, rows, strict=True) if r.get(key)]
+            if pts:
+                ax2.plot(*zip(*pts, strict=True), marker="o", ms=3, label=key[len("eval/"):])
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("validation IoU")
+    ax2.set_ylim(0, 1)
+    ax2.grid(alpha=0.3)
+    if ax2.get_legend_handles_labels()[0]:
+        ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------- eval
+def run_eval(args: argparse.Namespace) -> int:
+    from squeeze.kitti import atomic_write_text
+    from squeezeseg.data import RangeDataset
+    from squeezeseg.metrics import plot_confusion
+    from squeezeseg.predict import evaluate, load_model
+
+    loaded = load_model(args.checkpoint)
+    dataset = RangeDataset(args.data, args.split, loaded.data_config)
+    result = evaluate(loaded.model, dataset, batch_size=args.batch_size, max_frames=args.max_frames, progress=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print("pixels (valid pixels of the range images):")
+    print(result.pixels.table())
+    plot_confusion(result.pixels.confusion, loaded.class_names, args.out / "confusion_pixels.png")
+    report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "frames": len(dataset)
+              if args.max_frames is None else min(args.max_frames, len(dataset)), "pixels": result.pixels.as_dict()}
+    if result.points is not None:
+        print("points (in the field of view; hidden points take their pixel's class):")
+        print(result.points.table())
+        plot_confusion(result.points.confusion, loaded.class_names, args.out / "confusion_points.png")
+        report["points"] = result.points.as_dict()
+    atomic_write_text(args.out / "metrics.json", json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out / 'metrics.json'} and confusion matrix PNGs")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- predict
+def _scan_files(inputs: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            files += sorted(q for q in p.iterdir() if q.suffix in (".bin", ".npy", ".pcd"))
+        elif p.suffix in (".bin", ".npy", ".pcd"):
+            files.append(p)
+        else:
+            raise ValueError(f"{p}: expected a .bin, .npy or .pcd file or a folder of them")
+    if not files:
+        raise ValueError("no .bin, .npy or .pcd files among the inputs")
+    return files
+
+
+def read_pcd(path: Path):
+    """(N, 4) float32 x, y, z, intensity from a .pcd file (intensity 0 when the file has none)."""
+    import numpy as np
+    import open3d as o3d
+
+    from squeeze.errors import ScanError
+    from squeeze.kitti import check_points
+
+    cloud = o3d.t.io.read_point_cloud(str(path))
+    if "positions" not in cloud.point or len(cloud.point.positions) == 0:
+        raise ScanError(path, "no points (not a readable .pcd file?)")
+    xyz = cloud.point.positions.numpy().astype(np.float32)
+    inten = (cloud.point.intensity.numpy().reshape(-1, 1).astype(np.float32) if "intensity" in cloud.point
+             else np.zeros((len(xyz), 1), np.float32))
+    points = np.concatenate([xyz, inten], axis=1)
+    check_points(points, path)
+    return points
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from squeeze.errors import ScanError
+    from squeeze.kitti import read_velodyne, write_image, write_point_labels
+    from squeeze.range_image import RangeImage, read_range_npy
+    from squeeze.vis import bev_picture, range_image_picture
+    from squeezeseg.data import range_sample_from_array, sample_to_tensors
+    from squeezeseg.predict import classes_of_points, load_model, predict_classes, sample_from_points
+
+    loaded = load_model(args.checkpoint)
+    cfg = loaded.data_config
+    uniform = dataclasses.replace(cfg.projection, mode="uniform")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(_scan_files(args.inputs), desc="predict", unit="scan"):
+        points = None
+        if path.suffix == ".npy":
+            sample = range_sample_from_array(read_range_npy(path, shape=None).to_array(), path.stem)
+        else:
+            points = read_velodyne(path) if path.suffix == ".bin" else read_pcd(path)
+            proj = uniform if (args.uniform or path.suffix == ".pcd") else cfg.projection
+            try:
+                sample = sample_from_points(points, cfg, path.stem, proj)
+            except ScanError as e:
+                if "ring by ring" not in str(e):
+                    raise
+                log.warning("%s: no ring order, projecting with uniform elevation rows", path.name)
+                sample = sample_from_points(points, cfg, path.stem, uniform)
+        t = sample_to_tensors(sample, cfg.stats)
+        classes = predict_classes(loaded.model, t["inputs"][None], t["mask"][None])[0].numpy()
+        if points is not None:
+            point_classes, _ = classes_of_points(classes, sample.pixel_of_point)
+            write_point_labels(args.out / f"{path.stem}.label", point_classes.astype(np.uint16))
+        else:
+            np.save(args.out / f"{path.stem}_classes.npy", classes.astype(np.int32), allow_pickle=False)
+        image = RangeImage(xyz=sample.raw[..., :3], intensity=sample.raw[..., 3], range=sample.raw[..., 4],
+                           mask=sample.mask, point_index=np.full(sample.mask.shape, -1), label=classes)
+        write_image(args.out / f"{path.stem}_range.png", range_image_picture(image))
+        bev_points = points if points is not None else sample.raw[sample.mask][:, :3]
+        bev_classes = point_classes if points is not None else classes[sample.mask]
+        write_image(args.out / f"{path.stem}_bev.png", bev_picture(bev_points, point_classes=bev_classes))
+    print(f"wrote predictions to {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- stats
+def run_stats(args: argparse.Namespace) -> int:
+    from squeezeseg.data import RAW_CHANNELS, RangeDataset, compute_stats, write_stats
+
+    dataset = RangeDataset(args.data, args.split)
+    stats = compute_stats(dataset, max_frames=args.max_frames)
+    n = len(dataset) if args.max_frames is None else min(args.max_frames, len(dataset))
+    write_stats(args.out, stats, n)
+    for name, m, s in zip(RAW_CHANNELS, stats.mean, stats.std, strict=True):
+        print(f"{name:<10} mean {m:9.4f}  std {s:9.4f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- demo
+def demo_step(checkpoint: Path, out: Path, frames: int = 3, seed: int = 123) -> list[Path]:
+    """Segment freshly simulated scans with a checkpoint; write ground truth and prediction side by side."""
+    import numpy as np
+
+    from domain_adapt.sim import simulate
+    from squeeze.kitti import write_image
+    from squeeze.range_image import RangeImage
+    from squeeze.vis import range_image_picture, stack_pictures
+    from squeezeseg.data import RangeDataset, sample_to_tensors
+    from squeezeseg.predict import evaluate, load_model, predict_classes
+
+    loaded = load_model(checkpoint)
+    simulate(out / "sim", frames=frames, seed=seed, progress=True)
+    dataset = RangeDataset(out / "sim", None, loaded.data_config)
+    written = []
+    for i in range(len(dataset)):
+        s = dataset.sample(i)
+        t = sample_to_tensors(s, loaded.data_config.stats)
+        pred = predict_classes(loaded.model, t["inputs"][None], t["mask"][None])[0].numpy()
+        pictures = []
+        for classes in (s.labels, pred):
+            img = RangeImage(xyz=s.raw[..., :3], intensity=s.raw[..., 3], range=s.raw[..., 4], mask=s.mask,
+                             point_index=np.full(s.mask.shape, -1), label=classes)
+            pictures.append(range_image_picture(img)[3 * 66:])  # the class half only
+        written.append(out / f"{s.frame_id}_seg_truth_vs_prediction.png")
+        write_image(written[-1], stack_pictures(pictures))
+    result = evaluate(loaded.model, dataset)
+    print(result.pixels.table())
+    return written
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    for p in demo_step(args.checkpoint, args.out, args.frames, args.seed):
+        print(f"  {p}")
+    return 0
