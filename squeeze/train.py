@@ -102,8 +102,18 @@ CONFIG = "config.json"
 # Columns the trainer writes itself; a model loss may not use these names. Eval metrics are prefixed "eval/".
 RESERVED_COLUMNS = ("step", "epoch", "lr", "loss", "grad_norm")
 # Settings that may change on resume without breaking the continuation (everything else is warned about).
-RESUME_FREE_FIELDS = ("max_steps", "eval_every", "checkpoint_every", "log_every", "num_workers", "device",
-                      "progress", "tensorboard")
+RESUME_FREE_FIELDS = ("max_steps", "time_limit_s", "eval_every", "checkpoint_every", "log_every", "num_workers",
+                      "device", "progress", "tensorboard")
+
+
+def _time_is_up(world: Any, cfg: TrainConfig, started: float, device: torch.device) -> bool:
+    """Whether this call's training time passed cfg.time_limit_s; every rank gets rank 0's answer."""
+    if cfg.time_limit_s is None:
+        return False
+    flag = torch.tensor([float(time.perf_counter() - started >= cfg.time_limit_s)], device=device)
+    if world.world_size > 1:
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 # ------------------------------------------------------------------------------------------------------ config
@@ -121,6 +131,7 @@ class TrainConfig:
     lr_step_size: int = 10_000  # step schedule: steps between two multiplications (SqueezeSeg: 10k, staircase)
     warmup_steps: int = 0  # linear warm-up over the first steps: update s uses lr * (s + 1) / warmup_steps
     max_steps: int = 25_000  # optimiser updates in the whole run (SqueezeSeg: 25k)
+    time_limit_s: float | None = None  # stop (evaluate, checkpoint) after the step that passes this many seconds
     batch_size: int = 32  # GLOBAL batch per update; each of the world_size processes loads batch_size / world_size
     grad_clip_norm: float | None = 1.0  # max gradient L2 norm; None disables clipping
     grad_clip_mode: Literal["global", "per_parameter"] = "per_parameter"  # SqueezeSeg/Det clip each tensor to 1.0
@@ -151,6 +162,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr = {self.lr!r}; expected > 0")
         if self.weight_decay < 0 or self.momentum < 0 or self.lr_gamma <= 0:
             raise ValueError("TrainConfig.weight_decay and momentum must be >= 0 and lr_gamma > 0")
+        if self.time_limit_s is not None and not self.time_limit_s > 0:
+            raise ValueError(f"TrainConfig.time_limit_s = {self.time_limit_s!r}; expected > 0 or None")
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
             raise ValueError(f"TrainConfig.grad_clip_norm = {self.grad_clip_norm!r}; expected > 0 or None")
 
@@ -746,7 +759,8 @@ def _run(model: nn.Module, dataset: Dataset, num_samples: int, cfg: TrainConfig,
     redirect = logging_redirect_tqdm() if show_progress else nullcontext()
     try:
         with redirect:
-            while step < cfg.max_steps:
+            done = False
+            while step < cfg.max_steps and not done:
                 if batch_in_epoch >= sampler.batches_per_epoch:
                     epoch, batch_in_epoch = epoch + 1, 0
                 sampler.set_epoch(epoch, batch_in_epoch)
@@ -766,7 +780,7 @@ def _run(model: nn.Module, dataset: Dataset, num_samples: int, cfg: TrainConfig,
                     for name, value in {"_count": 1.0, **values}.items():
                         window[name] = window.get(name, 0.0) + value
 
-                    done = step >= cfg.max_steps
+                    done = step >= cfg.max_steps or _time_is_up(world, cfg, started, device)
                     row: dict[str, Any] = {}
                     if step % cfg.log_every == 0 or done:
                         count = window.pop("_count")

@@ -31,7 +31,11 @@ def add_seg_parser(subparsers) -> None:
     p.add_argument("--no-crf", action="store_true", help="drop the recurrent CRF")
     p.add_argument("--crf-mode", choices=["reference", "textbook"], help="CRF form (default: the model's)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, pictures)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a model-config field, VALUE in JSON (e.g. --set bn_momentum=0.01); repeatable")
     p.add_argument("--steps", type=int, default=25_000, help="optimiser updates (default: 25000)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop cleanly (evaluate, checkpoint) once training has run this long; resumable")
     p.add_argument("--batch-size", type=int, default=8, help="global batch (default: 8)")
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="default: sgd (the reference)")
     p.add_argument("--lr", type=float, default=0.01, help="base learning rate (default: 0.01)")
@@ -107,6 +111,21 @@ def _stats(spec: str, data: Path, split: str | None):
     return read_stats(spec)
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """["bn_momentum=0.01", "class_weights=[1,1,5,5]"] -> {"bn_momentum": 0.01, "class_weights": (1, 1, 5, 5)}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value  # a bare string such as crf_mode=textbook
+        out[key.strip()] = tuple(parsed) if isinstance(parsed, list) else parsed
+    return out
+
+
 def projection_for(model_cfg):
     """The range-image layout a model config expects: 360 degrees at width 2048, else the front 90 degrees."""
     from squeeze.range_image import ProjectionConfig, full_360
@@ -125,7 +144,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {}
+    overrides = parse_overrides(args.overrides)
     if args.no_crf:
         overrides["use_crf"] = False
     if args.crf_mode:
@@ -148,7 +167,7 @@ def run_train(args: argparse.Namespace) -> int:
                       lr_step_size=args.lr_step, warmup_steps=args.warmup, max_steps=args.steps,
                       batch_size=args.batch_size, grad_clip_norm=args.clip, grad_clip_mode=args.clip_mode,
                       eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
-                      num_workers=args.workers)
+                      num_workers=args.workers, time_limit_s=None if args.time_limit is None else 60 * args.time_limit)
     log.info("training %s (%d parameters) on %d frames", args.model, sum(p.numel() for p in model.parameters()),
              len(train_set))
     result = train(model, train_set, cfg, args.out, model_config=checkpoint_config(args.model, model_cfg, data_cfg),

@@ -27,7 +27,11 @@ def build_model(name: str, **overrides: Any) -> tuple[nn.Module, Any]:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     make_config, model_cls = MODELS[name]
-    config = dataclasses.replace(make_config(), **overrides)
+    base = make_config()
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(base)}
+    if unknown:
+        raise ValueError(f"{type(base).__name__} has no field(s) {', '.join(sorted(unknown))}")
+    config = dataclasses.replace(base, **overrides)
     return model_cls(config), config
 
 

@@ -567,3 +567,14 @@ def test_bad_losses_are_reported(tmp_path: Path) -> None:
         train(TinyNet(), AugmentedRegression(n=3), cfg, tmp_path / "small", model_config={}, class_names=[])
     with pytest.raises(ValueError, match="grad_clip_mode"):
         TrainConfig(grad_clip_mode="per_layer")  # type: ignore[arg-type]
+
+
+def test_time_limit_stops_cleanly_and_resumes(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(BASE, time_limit_s=1e-9)
+    _, result = run(tmp_path / "a", cfg)
+    assert result.step == 1  # the limit is checked after each step: exactly one ran
+    assert load_checkpoint(result.last_checkpoint)["train_state"]["step"] == 1
+    _, resumed = run(tmp_path / "a", dataclasses.replace(BASE), resume=True)
+    assert resumed.step == BASE.max_steps
+    with pytest.raises(ValueError, match="time_limit_s"):
+        dataclasses.replace(BASE, time_limit_s=0.0)
