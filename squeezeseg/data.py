@@ -165,14 +165,18 @@ class _SemanticKittiSource:
 
 
 def open_source(root: str | Path, split: str | None = None):
-    """The source for a folder, recognised by its layout; DataError naming the folder when none fits."""
+    """The source for a folder, recognised by its layout; DataError naming the folder when none fits.
+
+    A simulated folder has both layouts; its scans (training/velodyne + .label) are used.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "not a directory")
-    if (root / "lidar_2d").is_dir():
-        return _NpySource(root, split)
+    # Points first: with them, predictions map back to points and point-level metrics exist.
     if (root / "training" / "velodyne").is_dir():
         return _KittiSource(root, split)
+    if (root / "lidar_2d").is_dir():
+        return _NpySource(root, split)
     if (root / "sequences").is_dir():
         return _SemanticKittiSource(root, split)
     raise DataError(root, "not a range-image folder (lidar_2d/), KITTI object folder (training/velodyne/) "
