@@ -142,6 +142,7 @@ class TrainConfig:
     shuffle: bool = True  # reshuffle the samples each epoch (permutation derived from (seed, epoch))
     num_workers: int = 0  # DataLoader worker processes per training process; 0 loads in the main process
     device: Literal["cpu", "cuda", "auto"] = "auto"  # "auto" takes CUDA when available
+    bf16: bool = False  # mixed precision: forward under bfloat16 autocast (about 2x faster on AVX512-BF16 CPUs)
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU; CPU runs are exact anyway)
     tensorboard: bool = True  # also write out_dir/tb when the tensorboard package is installed (extra "tb")
     progress: bool = True  # tqdm progress bar (rank 0 only)
@@ -563,8 +564,11 @@ def _update(ddp_model: nn.Module, model: nn.Module, optimizer: torch.optim.Optim
             inputs: Mapping[str, Any], cfg: TrainConfig, step: int) -> dict[str, float]:
     """One optimiser update (the lr is already set). Returns the values to log: total loss under "loss", the
     pre-clipping gradient norm under "grad_norm", then each named loss."""
-    losses = _check_losses(ddp_model(**inputs), model)
-    total = sum(losses.values())
+    device_type = next(model.parameters()).device.type
+    # bf16 autocast: convolutions and matmuls in bfloat16, reductions and losses in float32 (torch's autocast policy).
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        losses = _check_losses(ddp_model(**inputs), model)
+    total = sum(v.float() for v in losses.values())
     values = {"loss": float(total.detach())}
     if not math.isfinite(values["loss"]):
         detail = {k: float(v.detach()) for k, v in losses.items()}
