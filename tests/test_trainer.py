@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import socket
 import sys
@@ -578,3 +579,9 @@ def test_time_limit_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     assert resumed.step == BASE.max_steps
     with pytest.raises(ValueError, match="time_limit_s"):
         dataclasses.replace(BASE, time_limit_s=0.0)
+
+
+def test_bf16_autocast_trains(tmp_path: Path) -> None:
+    model, result = run(tmp_path / "bf16", dataclasses.replace(BASE, bf16=True))
+    assert result.step == BASE.max_steps and math.isfinite(result.losses["loss"])
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32; only compute is bf16
