@@ -71,6 +71,14 @@ def _run_demo(args: argparse.Namespace) -> int:
     from domain_adapt.cli import demo_step
 
     pictures = demo_step(args.out, frames=args.frames, seed=args.seed)
+    from squeezeseg.cli import demo_step as seg_demo_step
+    from squeezeseg.predict import BUNDLED_WEIGHTS
+
+    if BUNDLED_WEIGHTS.exists():
+        print("\nSegmentation: the bundled SqueezeSegV2 (trained on the simulated world) on new simulated scans")
+        pictures += seg_demo_step(BUNDLED_WEIGHTS, args.out / "seg", frames=2, seed=args.seed + 1000)
+    else:
+        print(f"\n(no segmentation step: {BUNDLED_WEIGHTS} is absent; train one with bench/bench_seg_learning.py)")
     print("\nDemo pictures:")
     for path in pictures:
         print(f"  {path}")

@@ -91,8 +91,15 @@ def add_seg_parser(subparsers) -> None:
     p.add_argument("--max-frames", type=int, default=None)
     p.set_defaults(run=run_stats)
 
-    p = sub.add_parser("demo", help="segment simulated scans with a trained checkpoint and draw them")
+    p = sub.add_parser("export", help="write a slim deployable checkpoint (fp16 weights, no training state)")
     p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.set_defaults(run=run_export)
+
+    p = sub.add_parser("demo", help="segment simulated scans with a trained checkpoint and draw them")
+    p.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                   help="checkpoint (default: the bundled SqueezeSegV2 trained on the simulated world)")
     p.add_argument("--out", type=Path, default=Path("outputs/seg_demo"))
     p.add_argument("--frames", type=int, default=3)
     p.add_argument("--seed", type=int, default=123)
@@ -340,6 +347,7 @@ def run_stats(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------- demo
 def demo_step(checkpoint: Path, out: Path, frames: int = 3, seed: int = 123) -> list[Path]:
     """Segment freshly simulated scans with a checkpoint; write ground truth and prediction side by side."""
+    import cv2
     import numpy as np
 
     from domain_adapt.sim import simulate
@@ -358,10 +366,12 @@ def demo_step(checkpoint: Path, out: Path, frames: int = 3, seed: int = 123) -> 
         t = sample_to_tensors(s, loaded.data_config.stats)
         pred = predict_classes(loaded.model, t["inputs"][None], t["mask"][None])[0].numpy()
         pictures = []
-        for classes in (s.labels, pred):
+        for title, classes in (("ground truth", s.labels), ("prediction", pred)):
             img = RangeImage(xyz=s.raw[..., :3], intensity=s.raw[..., 3], range=s.raw[..., 4], mask=s.mask,
                              point_index=np.full(s.mask.shape, -1), label=classes)
-            pictures.append(range_image_picture(img)[3 * 66:])  # the class half only
+            pic = range_image_picture(img)[3 * 66:].copy()  # the class half only
+            cv2.putText(pic, title, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+            pictures.append(pic)
         written.append(out / f"{s.frame_id}_seg_truth_vs_prediction.png")
         write_image(written[-1], stack_pictures(pictures))
     result = evaluate(loaded.model, dataset)
@@ -369,7 +379,18 @@ def demo_step(checkpoint: Path, out: Path, frames: int = 3, seed: int = 123) -> 
     return written
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from squeezeseg.predict import export_weights
+
+    path = export_weights(args.checkpoint, args.out, half=not args.fp32)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    for p in demo_step(args.checkpoint, args.out, args.frames, args.seed):
+    from squeezeseg.predict import BUNDLED_WEIGHTS
+
+    checkpoint = args.checkpoint or BUNDLED_WEIGHTS
+    for p in demo_step(checkpoint, args.out, args.frames, args.seed):
         print(f"  {p}")
     return 0
