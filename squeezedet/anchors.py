@@ -1,0 +1,202 @@
+"""SqueezeDet anchors: the ConvDet grid, the anchor boxes laid over it, and the anchor-shape file.
+
+ConvDet (Wu et al. 2017, SqueezeDet section 3.2; reference/models.md 1.3) predicts, at every cell of a
+grid_h x grid_w feature map, A boxes relative to A fixed anchor shapes. In the released code:
+
+- Anchor centres sit at cx_j = j * image_w / (grid_w + 1), j = 1..grid_w, and cy_i = i * image_h / (grid_h + 1),
+  i = 1..grid_h: the grid is spread evenly *between* the image borders, so the centres are not at cell centres
+  (1248 / 79 = 15.8 px apart for SqueezeDet, not the stride 16).
+- The flat anchor index is (row * grid_w + col) * A + k: for each cell in row-major order, the A shapes in
+  order. This is the order in which ConvDet's NHWC output reshapes (squeezedet/model.py), so anchor n and
+  prediction n always belong together.
+- The shapes (w, h) are in input pixels and are the same at every cell.
+
+The grid size follows from the input size and the backbone's padding (issue #15 of the reference: a changed
+input size needs a recomputed grid), see `grid_size`.
+
+Anchor-shape files (written by k-means over training boxes, read by the model config) are small JSON::
+
+    {"format": "squeezedet-anchors", "version": 1, "image_size": [1248, 384],
+     "shapes": [[36.0, 37.0], [366.0, 174.0], ...], "meta": {...}}
+
+`image_size` is (width, height) of the net input the shapes are measured at; `AnchorFile.scaled_to` rescales
+them for another input size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from squeeze.checkpoint import atomic_write_text
+from squeeze.errors import DataError
+
+__all__ = [
+    "ANCHOR_FILE_FORMAT",
+    "BACKBONES",
+    "KITTI_ANCHOR_SHAPES",
+    "KITTI_ANCHOR_SIZE",
+    "AnchorFile",
+    "check_anchor_shapes",
+    "grid_size",
+    "make_anchors",
+    "read_anchor_file",
+    "write_anchor_file",
+]
+
+# The 9 anchor shapes (w, h) of the reference's KITTI configs, in pixels of the 1248 x 384 net input. SqueezeDet+
+# (1242 x 375) uses the same numbers unscaled, as the reference does.
+KITTI_ANCHOR_SHAPES: tuple[tuple[float, float], ...] = (
+    (36.0, 37.0), (366.0, 174.0), (115.0, 59.0),
+    (162.0, 87.0), (38.0, 90.0), (258.0, 173.0),
+    (224.0, 108.0), (78.0, 170.0), (72.0, 43.0),
+)
+KITTI_ANCHOR_SIZE = (1248, 384)  # (width, height) the KITTI shapes are measured at
+
+BACKBONES = ("squeezedet", "squeezedet_plus")
+
+ANCHOR_FILE_FORMAT = "squeezedet-anchors"
+_ANCHOR_FILE_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------------------------- grid
+def _same(size: int) -> int:
+    """Output length of a stride-2 TF 'SAME' conv or pool: ceil(size / 2)."""
+    return -(-size // 2)
+
+
+def _valid(size: int, kernel: int) -> int:
+    """Output length of a stride-2 'VALID' conv or pool; 0 when the window does not fit."""
+    return (size - kernel) // 2 + 1 if size >= kernel else 0
+
+
+def grid_size(image_w: int, image_h: int, backbone: str = "squeezedet") -> tuple[int, int]:
+    """(grid_h, grid_w) of the ConvDet output for a net input of image_w x image_h pixels.
+
+    SqueezeDet: conv1 3x3/2 and pool1, pool3, pool5 (3x3/2), all TF 'SAME', so each halves rounding up:
+    1248 x 384 -> 78 x 24; 1242 x 375 -> 78 x 24; 624 x 192 -> 39 x 12.
+    SqueezeDet+: conv1 7x7/2 and pool1, pool4, pool8 (3x3/2) with 'VALID' padding (the fires and ConvDet are
+    'SAME' and keep the size): 1242 x 375 -> 76 x 22; 1248 x 384 -> 76 x 22.
+    Raises ValueError when the input is too small to leave at least one cell.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+    if int(image_w) != image_w or int(image_h) != image_h or image_w < 1 or image_h < 1:
+        raise ValueError(f"image size must be positive integers, got {image_w} x {image_h}")
+    sizes = []
+    for n in (int(image_h), int(image_w)):
+        if backbone == "squeezedet":
+            for _ in range(4):  # conv1, pool1, pool3, pool5
+                n = _same(n)
+        else:
+            n = _valid(n, 7)  # conv1
+            for _ in range(3):  # pool1, pool4, pool8
+                n = _valid(n, 3)
+        sizes.append(n)
+    grid_h, grid_w = sizes
+    if grid_h < 1 or grid_w < 1:
+        minimum = "1 x 1" if backbone == "squeezedet" else "35 x 35"
+        raise ValueError(f"a {image_w} x {image_h} input is too small for {backbone}: the ConvDet grid would be "
+                         f"{grid_w} x {grid_h}; the smallest input is {minimum} pixels")
+    return grid_h, grid_w
+
+
+# ---------------------------------------------------------------------------------------------------- anchors
+def check_anchor_shapes(shapes: Sequence[Sequence[float]], source: str = "anchor_shapes") -> np.ndarray:
+    """(A, 2) float64 array of the (w, h) shapes; DataError naming `source` unless all are finite and positive."""
+    try:
+        arr = np.asarray(shapes, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(source, f"anchor shapes must be (w, h) number pairs: {exc}") from None
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != 2:
+        raise DataError(source, f"anchor shapes must be a non-empty list of (w, h) pairs, got shape {arr.shape}")
+    if not np.isfinite(arr).all() or (arr <= 0).any():
+        raise DataError(source, f"anchor widths and heights must be finite and positive, got {arr.tolist()}")
+    return arr
+
+
+def make_anchors(grid_h: int, grid_w: int, image_w: float, image_h: float,
+                 shapes: Sequence[Sequence[float]] = KITTI_ANCHOR_SHAPES) -> np.ndarray:
+    """(grid_h * grid_w * A, 4) float32 anchors [cx, cy, w, h] in input pixels, the reference's layout.
+
+    Row n = (row * grid_w + col) * A + k holds centre (col + 1) * image_w / (grid_w + 1),
+    (row + 1) * image_h / (grid_h + 1) and shape shapes[k]. Never empty (grid and shapes are checked).
+    """
+    if grid_h < 1 or grid_w < 1:
+        raise ValueError(f"grid must be at least 1 x 1, got {grid_h} x {grid_w}")
+    wh = check_anchor_shapes(shapes)  # (A, 2)
+    a = wh.shape[0]
+    cx = np.arange(1, grid_w + 1, dtype=np.float64) * (float(image_w) / (grid_w + 1))  # (grid_w,)
+    cy = np.arange(1, grid_h + 1, dtype=np.float64) * (float(image_h) / (grid_h + 1))  # (grid_h,)
+    out = np.empty((grid_h, grid_w, a, 4), dtype=np.float64)
+    out[..., 0] = cx[None, :, None]
+    out[..., 1] = cy[:, None, None]
+    out[..., 2:] = wh[None, None, :, :]
+    return out.reshape(-1, 4).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ anchor file
+@dataclass(frozen=True)
+class AnchorFile:
+    """The content of an anchor-shape file."""
+
+    shapes: tuple[tuple[float, float], ...]  # A (w, h) pairs in pixels of `image_size`
+    image_size: tuple[int, int]  # (width, height) of the net input the shapes are measured at
+    meta: Mapping[str, Any] = field(default_factory=dict)  # free-form provenance (k-means settings, mean IoU)
+
+    def scaled_to(self, image_w: int, image_h: int) -> tuple[tuple[float, float], ...]:
+        """The shapes for a net input of image_w x image_h (boxes are resized with the image, per axis)."""
+        sx, sy = image_w / self.image_size[0], image_h / self.image_size[1]
+        return tuple((w * sx, h * sy) for w, h in self.shapes)
+
+
+def write_anchor_file(path: str | Path, shapes: Sequence[Sequence[float]], image_size: Sequence[int],
+                      meta: Mapping[str, Any] | None = None) -> Path:
+    """Write anchor shapes (w, h) measured at `image_size` = (width, height) as JSON, atomically."""
+    arr = check_anchor_shapes(shapes, "shapes")
+    size = _check_image_size(image_size, "image_size")
+    doc = {"format": ANCHOR_FILE_FORMAT, "version": _ANCHOR_FILE_VERSION, "image_size": list(size),
+           "shapes": [[float(w), float(h)] for w, h in arr], "meta": dict(meta or {})}
+    path = Path(path)
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def read_anchor_file(path: str | Path) -> AnchorFile:
+    """Read a file written by `write_anchor_file`; DataError naming the file and the field on any fault."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(path, "anchor file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"not a readable JSON anchor file: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != ANCHOR_FILE_FORMAT:
+        raise DataError(path, f"not a SqueezeDet anchor file (expected \"format\": \"{ANCHOR_FILE_FORMAT}\")")
+    if doc.get("version") != _ANCHOR_FILE_VERSION:
+        raise DataError(path, f"unsupported anchor file version {doc.get('version')!r} "
+                              f"(this code reads version {_ANCHOR_FILE_VERSION})")
+    for key in ("image_size", "shapes"):
+        if key not in doc:
+            raise DataError(path, f"missing field {key!r}")
+    size = _check_image_size(doc["image_size"], f"{path}: image_size")
+    arr = check_anchor_shapes(doc["shapes"], f"{path}: shapes")
+    meta = doc.get("meta", {})
+    if not isinstance(meta, dict):
+        raise DataError(path, f"field 'meta' must be an object, got {type(meta).__name__}")
+    return AnchorFile(shapes=tuple((float(w), float(h)) for w, h in arr), image_size=size, meta=meta)
+
+
+def _check_image_size(size: Any, source: str) -> tuple[int, int]:
+    ok = (isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 2
+          and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 1
+                  and int(v) == v for v in size))
+    if not ok:
+        raise DataError(source, f"image size must be a (width, height) pair of positive integers, got {size!r}")
+    return int(size[0]), int(size[1])

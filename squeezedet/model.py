@@ -1,0 +1,449 @@
+"""SqueezeDet and SqueezeDet+ (Wu, Iandola, Jin, Keutzer, CVPR-W 2017): a SqueezeNet trunk and a ConvDet head.
+
+The networks follow the released TensorFlow code (reference/models.md 1.2; BichenWuUCB/squeezeDet
+src/nets/squeezeDet.py, squeezeDetPlus.py). Every conv has a bias and a ReLU (except ConvDet).
+
+SqueezeDet, TF 'SAME' padding throughout, shapes (C, H, W) for the 1248 x 384 input::
+
+    conv1 3x3/2 64 (frozen) ........ (64, 192, 624)     pool1 3x3/2 ..................... (64, 96, 312)
+    fire2, fire3 s16 e64 e64 ....... (128, 96, 312)     pool3 ........................... (128, 48, 156)
+    fire4, fire5 s32 e128 e128 ..... (256, 48, 156)     pool5 ........................... (256, 24, 78)
+    fire6, fire7 s48 e192 e192 ..... (384, 24, 78)      fire8, fire9 s64 e256 e256 ...... (512, 24, 78)
+    fire10, fire11 s96 e384 e384 ... (768, 24, 78)      dropout 0.5 -> ConvDet 3x3 ...... (72, 24, 78)
+
+SqueezeDet+ (SqueezeNet v1.0 with squeeze ratio 0.75), 'VALID' conv1 and pools, 'SAME' fires and ConvDet,
+for the 1242 x 375 input::
+
+    conv1 7x7/2 96 (frozen) ........ (96, 185, 618)     pool1 3x3/2 ..................... (96, 92, 308)
+    fire2, fire3 s96 e64 e64 ....... (128, 92, 308)     fire4 s192 e128 e128 ............ (256, 92, 308)
+    pool4 .......................... (256, 45, 153)     fire5 s192 e128 e128 ............ (256, 45, 153)
+    fire6, fire7 s288 e192 e192 .... (384, 45, 153)     fire8 s384 e256 e256 ............ (512, 45, 153)
+    pool8 .......................... (512, 22, 76)      fire9, fire10, fire11 s384 e256 e256 (512, 22, 76)
+    dropout 0.5 -> ConvDet 3x3 ..... (72, 22, 76)
+
+ConvDet emits A * (K + 1 + 4) channels per cell (A anchors, K classes) in the reference's NHWC layout:
+channels [0, A*K) class logits (channel k*K + c), [A*K, A*K + A) confidence logits (channel A*K + k), then
+deltas (channel A*K + A + 4k + d). Reshaped from NHWC, prediction n belongs to anchor n = (row * W + col) * A + k,
+the order of squeezedet/anchors.make_anchors.
+
+Model contract (relied on by squeeze/train.py):
+    forward(images (B, 3, H, W) float32 normalised, boxes list[(N_i, 4) xyxy pixels] | None,
+            labels list[(N_i,) int64] | None)
+    - training mode: boxes and labels required; returns {"bbox_loss", "conf_loss", "class_loss"};
+    - eval mode: returns one `Detections` per image (decoded, per-class NMS).
+    raw_outputs(images) -> RawOutputs(deltas (B, N, 4), confidence (B, N), class_probs (B, N, K)) for export.
+    param_groups(weight_decay): conv kernels decayed, biases not, the frozen conv1 left out.
+
+Input: BGR images, 0-255, minus `pixel_mean` (no std division), resized to image_width x image_height, as the
+reference feeds its caffe-trained trunk (reference/models.md 1.1).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from squeeze.errors import DataError
+from squeeze.fire import Fire, SameConv2d, SameMaxPool2d, init_conv_
+from squeezedet.anchors import (
+    BACKBONES,
+    KITTI_ANCHOR_SHAPES,
+    check_anchor_shapes,
+    grid_size,
+    make_anchors,
+    read_anchor_file,
+)
+from squeezedet.decode import NMS_MODES, Detections, postprocess
+from squeezedet.loss import build_targets, detection_losses
+
+__all__ = [
+    "IMAGENET_MEAN_RGB",
+    "IMAGENET_STD_RGB",
+    "KITTI_CLASSES",
+    "SQUEEZEDET_KITTI_PARAMS",
+    "SQUEEZEDET_PLUS_KITTI_PARAMS",
+    "TORCHVISION_LAYERS",
+    "PretrainedLoad",
+    "RawOutputs",
+    "SqueezeDet",
+    "SqueezeDetConfig",
+    "load_torchvision_squeezenet",
+    "split_convdet_output",
+    "squeezedet_kitti",
+    "squeezedet_plus_kitti",
+    "with_anchor_file",
+]
+
+logger = logging.getLogger(__name__)
+
+KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")
+
+# Parameter counts of the KITTI configs (3 classes, 9 anchors), biases included. A conv k x k, c -> o has
+# k*k*c*o + o parameters and Fire(c, s, e1, e3) = (c*s + s) + (s*e1 + e1) + (9*s*e3 + e3):
+# SqueezeDet:  conv1 3x3 3->64: 1,792
+#   fire2 11,408  fire3 12,432  fire4 45,344  fire5 49,440  fire6 104,880  fire7 111,024  fire8 188,992
+#   fire9 197,184  (SqueezeNet v1.1 trunk without its classifier: 722,496)
+#   fire10 (512, 96, 384, 384) 418,656  fire11 (768, 96, 384, 384) 443,232  (backbone 1,584,384)
+#   ConvDet 3x3 768 -> 9 * (3 + 1 + 4) = 72: 497,736            total 2,082,120 (7.94 MiB fp32, paper "7.9 MB")
+# SqueezeDet+: conv1 7x7 3->96: 14,208
+#   fire2 (96, 96, 64, 64) 70,880  fire3 (128, 96, 64, 64) 73,952  fire4 (128, 192, 128, 128) 270,784
+#   fire5 (256, 192, 128, 128) 295,360  fire6 (256, 288, 192, 192) 627,360  fire7 (384, 288, 192, 192) 664,224
+#   fire8 (384, 384, 256, 256) 1,131,392  fire9, fire10, fire11 (512, 384, 256, 256) 1,180,544 each
+#   ConvDet 3x3 512 -> 72: 331,848                              total 7,021,640 (26.8 MiB fp32, paper "26.8 MB")
+SQUEEZEDET_KITTI_PARAMS = 2_082_120
+SQUEEZEDET_PLUS_KITTI_PARAMS = 7_021_640
+
+# Layers after conv1, in order: ("poolN", None) is a 3x3/2 max-pool, ("fireN", (s, e1, e3)) a Fire block.
+# fire10 and fire11 are the detector's own (not in SqueezeNet) and always start from a random init.
+_SQUEEZEDET_LAYERS: tuple[tuple[str, tuple[int, int, int] | None], ...] = (
+    ("pool1", None), ("fire2", (16, 64, 64)), ("fire3", (16, 64, 64)),
+    ("pool3", None), ("fire4", (32, 128, 128)), ("fire5", (32, 128, 128)),
+    ("pool5", None), ("fire6", (48, 192, 192)), ("fire7", (48, 192, 192)), ("fire8", (64, 256, 256)),
+    ("fire9", (64, 256, 256)), ("fire10", (96, 384, 384)), ("fire11", (96, 384, 384)),
+)
+_SQUEEZEDET_PLUS_LAYERS: tuple[tuple[str, tuple[int, int, int] | None], ...] = (
+    ("pool1", None), ("fire2", (96, 64, 64)), ("fire3", (96, 64, 64)), ("fire4", (192, 128, 128)),
+    ("pool4", None), ("fire5", (192, 128, 128)), ("fire6", (288, 192, 192)), ("fire7", (288, 192, 192)),
+    ("fire8", (384, 256, 256)),
+    ("pool8", None), ("fire9", (384, 256, 256)), ("fire10", (384, 256, 256)), ("fire11", (384, 256, 256)),
+)
+_CONV1 = {"squeezedet": (64, 3), "squeezedet_plus": (96, 7)}  # conv1 (filters, kernel), stride 2
+_NEW_LAYERS = ("fire10", "fire11")
+
+
+@dataclass(frozen=True)
+class SqueezeDetConfig:
+    class_names: tuple[str, ...] = KITTI_CLASSES  # K object classes; label i is class_names[i] (no background)
+    image_width: int = 1248  # net input width, pixels (IMAGE_WIDTH); images and boxes are resized to it
+    image_height: int = 384  # net input height, pixels (IMAGE_HEIGHT)
+    backbone: str = "squeezedet"  # "squeezedet" (SqueezeNet v1.1, SAME) or "squeezedet_plus" (v1.0 SR 0.75, VALID)
+    anchor_shapes: tuple[tuple[float, float], ...] = KITTI_ANCHOR_SHAPES  # A (w, h) pairs, pixels of the net input
+    dropout_keep: float = 0.5  # keep probability of the dropout before ConvDet (KEEP_PROB, training only)
+    loss_coef_conf_pos: float = 75.0  # confidence loss weight of positive anchors (LOSS_COEF_CONF_POS)
+    loss_coef_conf_neg: float = 100.0  # confidence loss weight of negative anchors (LOSS_COEF_CONF_NEG)
+    loss_coef_bbox: float = 5.0  # box-delta loss weight (LOSS_COEF_BBOX)
+    loss_coef_class: float = 1.0  # classification loss weight (LOSS_COEF_CLASS)
+    exp_thresh: float = 1.0  # safe_exp is linear above this delta (EXP_THRESH)
+    epsilon: float = 1e-16  # added to the IoU target's union (EPSILON)
+    top_n_detection: int = 64  # anchors kept per image before NMS, best first (TOP_N_DETECTION); <= 0 keeps all
+    prob_thresh: float = 0.005  # drop anchors with P(class) x conf at or below this before NMS (PROB_THRESH)
+    nms_thresh: float = 0.4  # per-class NMS suppresses IoU above this (NMS_THRESH)
+    final_threshold: float = 0.0  # drop detections at or below this after NMS; 0 = keep all (eval); demo uses 0.4
+    nms: str = "standard"  # "standard" greedy NMS, or "reference": suppressed boxes still suppress (util.nms)
+    pixel_mean: tuple[float, float, float] = (103.939, 116.779, 123.68)  # BGR means subtracted from 0-255 pixels
+    freeze_conv1: bool = True  # conv1 is not trained and not decayed, as in the reference
+    trunk_init_std: float | None = None  # conv1 + fire2-9 without ImageNet weights: None = He-normal, else trunc-normal
+    fire_init_std: float = 0.01  # fire10, fire11 (new layers) truncated-normal std, zero bias
+    convdet_init_std: float = 1e-4  # ConvDet truncated-normal std, zero bias
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if len(self.class_names) < 1 or len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"class_names must be non-empty and unique, got {self.class_names!r}")
+        check_anchor_shapes(self.anchor_shapes, "anchor_shapes")
+        grid_size(self.image_width, self.image_height, self.backbone)  # raises for a too-small input
+        if not 0.0 < self.dropout_keep <= 1.0:
+            raise ValueError(f"dropout_keep must be in (0, 1], got {self.dropout_keep}")
+        for name in ("loss_coef_conf_pos", "loss_coef_conf_neg", "loss_coef_bbox", "loss_coef_class",
+                     "epsilon", "prob_thresh", "final_threshold", "fire_init_std", "convdet_init_std"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.nms_thresh <= 1.0:
+            raise ValueError(f"nms_thresh must be in [0, 1], got {self.nms_thresh}")
+        if self.nms not in NMS_MODES:
+            raise ValueError(f"nms must be one of {NMS_MODES}, got {self.nms!r}")
+        if len(self.pixel_mean) != 3:
+            raise ValueError(f"pixel_mean must hold 3 (B, G, R) values, got {self.pixel_mean!r}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def anchors_per_cell(self) -> int:
+        return len(self.anchor_shapes)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(grid_h, grid_w) of the ConvDet output."""
+        return grid_size(self.image_width, self.image_height, self.backbone)
+
+    @property
+    def num_anchors(self) -> int:
+        grid_h, grid_w = self.grid
+        return grid_h * grid_w * self.anchors_per_cell
+
+    @property
+    def convdet_channels(self) -> int:
+        return self.anchors_per_cell * (self.num_classes + 1 + 4)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> SqueezeDetConfig:
+        """Rebuild from `dataclasses.asdict` output (JSON lists become tuples); unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown SqueezeDetConfig fields: {unknown}")
+
+        def tuples(v: Any) -> Any:
+            return tuple(tuples(x) for x in v) if isinstance(v, list | tuple) else v
+
+        return cls(**{k: tuples(v) for k, v in values.items()})
+
+
+def squeezedet_kitti() -> SqueezeDetConfig:
+    """SqueezeDet on KITTI: 1248 x 384 input, 24 x 78 grid, 9 anchors, car / pedestrian / cyclist."""
+    return SqueezeDetConfig()
+
+
+def squeezedet_plus_kitti() -> SqueezeDetConfig:
+    """SqueezeDet+ on KITTI: 1242 x 375 input, 22 x 76 grid, the same 9 anchors and classes."""
+    return SqueezeDetConfig(backbone="squeezedet_plus", image_width=1242, image_height=375)
+
+
+def with_anchor_file(config: SqueezeDetConfig, path: str | Path) -> SqueezeDetConfig:
+    """`config` with the anchor shapes of a k-means anchor file, rescaled to the config's input size."""
+    shapes = read_anchor_file(path).scaled_to(config.image_width, config.image_height)
+    return replace(config, anchor_shapes=tuple((round(w, 4), round(h, 4)) for w, h in shapes))
+
+
+class RawOutputs(NamedTuple):
+    """ConvDet outputs after the activations, anchor n of `SqueezeDet.anchors` in row n (the export interface)."""
+
+    deltas: Tensor  # (B, N, 4) float32 [dx, dy, dw, dh]
+    confidence: Tensor  # (B, N) float32 sigmoid confidence in [0, 1]
+    class_probs: Tensor  # (B, N, K) float32 softmax class probabilities
+
+
+def split_convdet_output(preds: Tensor, anchors_per_cell: int, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(B, A*(K+5), H, W) ConvDet output -> deltas (B, N, 4), conf logits (B, N), class logits (B, N, K).
+
+    N = H * W * A in the anchor order (row, col, k): the reference reshapes its NHWC tensor, so the channel
+    axis is moved last before any reshape (a view when the tensor is channels-last in memory).
+    """
+    b, c, h, w = preds.shape
+    a, k = anchors_per_cell, num_classes
+    if c != a * (k + 5):
+        raise ValueError(f"ConvDet output has {c} channels, expected {a} * ({k} + 5) = {a * (k + 5)}")
+    nhwc = preds.permute(0, 2, 3, 1)  # (B, H, W, C)
+    class_logits = nhwc[..., : a * k].reshape(b, h * w * a, k)
+    conf_logits = nhwc[..., a * k: a * k + a].reshape(b, h * w * a)
+    deltas = nhwc[..., a * k + a:].reshape(b, h * w * a, 4)
+    return deltas, conf_logits, class_logits
+
+
+class SqueezeDet(nn.Module):
+    """SqueezeDet or SqueezeDet+ (config.backbone); see the module docstring for layers and the contract."""
+
+    def __init__(self, config: SqueezeDetConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        filters, kernel = _CONV1[c.backbone]
+        same = c.backbone == "squeezedet"
+        conv1 = SameConv2d(3, filters, kernel, stride=2) if same else nn.Conv2d(3, filters, kernel, stride=2)
+        init_conv_(conv1, c.trunk_init_std)
+        layers: OrderedDict[str, nn.Module] = OrderedDict(conv1=conv1, relu1=nn.ReLU(inplace=True))
+        channels = filters
+        for name, spec in _SQUEEZEDET_LAYERS if same else _SQUEEZEDET_PLUS_LAYERS:
+            if spec is None:
+                layers[name] = SameMaxPool2d(3, 2) if same else nn.MaxPool2d(3, 2)
+            else:
+                std = c.fire_init_std if name in _NEW_LAYERS else c.trunk_init_std
+                layers[name] = Fire(channels, *spec, init_std=std)
+                channels = layers[name].out_channels
+        self.features = nn.Sequential(layers)
+        self.dropout = nn.Dropout(1.0 - c.dropout_keep)
+        self.convdet = nn.Conv2d(channels, c.convdet_channels, 3, padding=1)  # stride 1: TF 'SAME' is symmetric
+        init_conv_(self.convdet, c.convdet_init_std)
+        if c.freeze_conv1:
+            conv1.requires_grad_(False)
+        grid_h, grid_w = c.grid
+        anchors = make_anchors(grid_h, grid_w, c.image_width, c.image_height, c.anchor_shapes)
+        # (N, 4) float32 [cx, cy, w, h]; derived from the config, so not saved in the state_dict.
+        self.register_buffer("anchors", torch.from_numpy(anchors), persistent=False)
+        # NHWC ("channels_last") lets oneDNN run every conv without reordering activations, and makes the
+        # ConvDet output's NHWC reshape a view.
+        self.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------------------------------------ outputs
+    def _check_images(self, images: Tensor) -> None:
+        c = self.config
+        if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3 or \
+                not images.is_floating_point():
+            desc = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, Tensor) \
+                else type(images).__name__
+            raise ValueError(f"images must be a float tensor (B, 3, H, W), got {desc}")
+        if tuple(images.shape[2:]) != (c.image_height, c.image_width):
+            raise ValueError(f"images are {images.shape[3]} x {images.shape[2]} but the model was built for "
+                             f"{c.image_width} x {c.image_height} (the anchors depend on it): resize the images "
+                             f"or build the model with image_width={images.shape[3]}, image_height={images.shape[2]}")
+
+    def head(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, 3, H, W) -> deltas (B, N, 4), confidence logits (B, N), class logits (B, N, K)."""
+        self._check_images(images)
+        x = self.features(images.contiguous(memory_format=torch.channels_last))
+        preds = self.convdet(self.dropout(x))  # (B, A*(K+5), grid_h, grid_w)
+        return split_convdet_output(preds, self.config.anchors_per_cell, self.config.num_classes)
+
+    def raw_outputs(self, images: Tensor) -> RawOutputs:
+        """Deltas, sigmoid confidence and softmax class probabilities per anchor (the ONNX export's outputs)."""
+        deltas, conf_logits, class_logits = self.head(images)
+        return RawOutputs(deltas, torch.sigmoid(conf_logits), torch.softmax(class_logits, dim=-1))
+
+    def detections(self, raw: RawOutputs) -> list[Detections]:
+        """Decode, score, top-N, threshold and per-class NMS with the config's settings, one per image."""
+        c = self.config
+        return postprocess(raw.deltas, raw.confidence, raw.class_probs, self.anchors, c.image_width,
+                           c.image_height, exp_thresh=c.exp_thresh, top_n=c.top_n_detection,
+                           prob_thresh=c.prob_thresh, nms_thresh=c.nms_thresh, final_threshold=c.final_threshold,
+                           nms_mode=c.nms)
+
+    def forward(self, images: Tensor, boxes: Sequence[Tensor] | None = None,
+                labels: Sequence[Tensor] | None = None) -> dict[str, Tensor] | list[Detections]:
+        if not self.training:
+            with torch.no_grad():
+                return self.detections(self.raw_outputs(images))
+        if boxes is None or labels is None:
+            raise ValueError("training mode needs boxes (list of (N_i, 4) float [left, top, right, bottom] pixels) "
+                             "and labels (list of (N_i,) int64); call model.eval() for detections")
+        c = self.config
+        deltas, conf_logits, class_logits = self.head(images)
+        targets = build_targets(self.anchors, boxes, labels, c.num_classes, images.shape[0])
+        return detection_losses(deltas, conf_logits, class_logits, targets, self.anchors, c.image_width,
+                                c.image_height, coef_conf_pos=c.loss_coef_conf_pos, coef_conf_neg=c.loss_coef_conf_neg,
+                                coef_bbox=c.loss_coef_bbox, coef_class=c.loss_coef_class, exp_thresh=c.exp_thresh,
+                                epsilon=c.epsilon)
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Two optimizer groups as the reference decays (L2 on conv kernels only); frozen parameters left out."""
+        kernels = {id(m.weight) for m in self.modules() if isinstance(m, nn.Conv2d)}
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                (decay if id(p) in kernels else no_decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ImageNet initialisation from torchvision's SqueezeNet state_dicts.
+
+# Our trunk layer -> torchvision `features` index: squeezenet1_1 for SqueezeDet, squeezenet1_0 for SqueezeDet+.
+TORCHVISION_LAYERS = {
+    "squeezedet": {"conv1": 0, "fire2": 3, "fire3": 4, "fire4": 6, "fire5": 7, "fire6": 9, "fire7": 10,
+                   "fire8": 11, "fire9": 12},
+    "squeezedet_plus": {"conv1": 0, "fire2": 3, "fire3": 4, "fire4": 5, "fire5": 7, "fire6": 8, "fire7": 9,
+                        "fire8": 10, "fire9": 12},
+}
+_TORCHVISION_NAME = {"squeezedet": "squeezenet1_1", "squeezedet_plus": "squeezenet1_0"}
+# The convs of a Fire block: our module path -> torchvision's.
+_FIRE_CONVS = {"squeeze.conv": "squeeze", "expand.expand1x1": "expand1x1", "expand.expand3x3": "expand3x3"}
+# torchvision's ImageNet preprocessing: RGB in [0, 1], minus mean, divided by std.
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PretrainedLoad:
+    """What `load_torchvision_squeezenet` did, by our layer name (conv1, fire2.squeeze.conv, ...)."""
+
+    loaded: tuple[str, ...]  # layers that took the ImageNet weights
+    skipped: tuple[str, ...]  # layers whose shapes differ (kept their random init, as the reference does)
+
+
+def load_torchvision_squeezenet(model: SqueezeDet, state_dict_path: str | Path, *,
+                                adapt_input: bool = True) -> PretrainedLoad:
+    """Initialise the trunk (conv1, fire2-9) from a torchvision SqueezeNet state_dict file.
+
+    SqueezeDet takes `squeezenet1_1`, SqueezeDet+ `squeezenet1_0` (torchvision key names `features.N.*`).
+    The file is read with `torch.load(weights_only=True)`. As the reference does per layer, a layer whose
+    shapes differ keeps its random init with a warning: torchvision's squeezenet1_0 has squeeze ratio 0.125
+    (fire2 squeezes to 16) while SqueezeDet+ uses the 0.75 model (96), so from torchvision's file only conv1
+    fits SqueezeDet+; a squeeze-ratio-0.75 SqueezeNet saved under torchvision's names loads completely. For
+    SqueezeDet every layer must fit (a mismatch means a wrong file). fire10, fire11 and ConvDet stay random.
+
+    adapt_input: torchvision's weights expect RGB in [0, 1] normalised by the ImageNet mean and std; this model
+    takes BGR 0-255 minus `pixel_mean` (the reference's caffe convention). With adapt_input, conv1's input
+    channels are reversed, divided by 255 * std, and the small mean difference is folded into its bias, so
+    conv1 computes what torchvision's would on the same picture (exactly, away from the one-pixel border).
+    Pass False for a file already in the caffe convention. conv1 stays frozen if the config says so.
+    Raises FileNotFoundError or squeeze.errors.DataError naming the file.
+    """
+    path = Path(state_dict_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: ImageNet SqueezeNet weights not found (a torchvision "
+                                f"{_TORCHVISION_NAME[model.config.backbone]} state_dict .pth file is expected)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unpickling, zip or IO failure means a bad file
+        raise DataError(path, f"not a weights-only loadable state_dict: {exc}") from None
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise DataError(path, "expected a state_dict (a mapping of names to tensors)")
+    backbone = model.config.backbone
+    want = _TORCHVISION_NAME[backbone]
+    conv1_shape = tuple(state["features.0.weight"].shape) if "features.0.weight" in state else None
+    found = {(64, 3, 3, 3): "squeezenet1_1", (96, 3, 7, 7): "squeezenet1_0"}.get(conv1_shape)  # type: ignore[arg-type]
+    if found is None:
+        raise DataError(path, f"not a torchvision SqueezeNet state_dict: 'features.0.weight' has shape "
+                              f"{conv1_shape} (squeezenet1_1: (64, 3, 3, 3), squeezenet1_0: (96, 3, 7, 7))")
+    if found != want:
+        raise DataError(path, f"holds {found} weights but the {backbone} backbone is built on {want}")
+
+    pairs: list[tuple[str, nn.Conv2d, str]] = []  # (our layer name, our conv, torchvision prefix)
+    for ours, index in TORCHVISION_LAYERS[backbone].items():
+        module = model.features.get_submodule(ours)
+        if ours == "conv1":
+            pairs.append((ours, module, f"features.{index}"))
+        else:
+            for sub, theirs in _FIRE_CONVS.items():
+                pairs.append((f"{ours}.{sub}", module.get_submodule(sub), f"features.{index}.{theirs}"))
+    loaded, skipped = [], []
+    with torch.no_grad():
+        for name, conv, prefix in pairs:
+            keys = (f"{prefix}.weight", f"{prefix}.bias")
+            missing = [k for k in keys if k not in state]
+            if missing:
+                raise DataError(path, f"missing {missing} for layer {name}: not a complete {want} state_dict")
+            weight, bias = (state[k].to(torch.float32) for k in keys)
+            if weight.shape != conv.weight.shape or bias.shape != conv.bias.shape:
+                if backbone == "squeezedet":
+                    raise DataError(path, f"{keys[0]} has shape {tuple(weight.shape)} but {name} needs "
+                                          f"{tuple(conv.weight.shape)}: not a {want} state_dict")
+                skipped.append(name)
+                continue
+            if name == "conv1" and adapt_input:
+                weight, bias = _caffe_input_conv(weight, bias, model.config.pixel_mean)
+            conv.weight.copy_(weight)
+            conv.bias.copy_(bias)
+            loaded.append(name)
+    if skipped:
+        logger.warning("%s: %d of %d layers have other shapes than %s and keep their random init (%s); "
+                       "torchvision's squeezenet1_0 has squeeze ratio 0.125, SqueezeDet+ uses 0.75",
+                       path, len(skipped), len(pairs), backbone, ", ".join(skipped))
+    return PretrainedLoad(loaded=tuple(loaded), skipped=tuple(skipped))
+
+
+def _caffe_input_conv(weight: Tensor, bias: Tensor, pixel_mean_bgr: Sequence[float]) -> tuple[Tensor, Tensor]:
+    """A conv1 trained on torchvision's input t = (rgb / 255 - mean) / std, rewritten for u = bgr - pixel_mean.
+
+    t_c = u_c / (255 std_c) + (pixel_mean_c - 255 mean_c) / (255 std_c) per colour c, so the kernel is divided by
+    255 std_c (channels reversed to BGR) and the constant term is folded into the bias.
+    """
+    mean = torch.tensor(IMAGENET_MEAN_RGB, dtype=weight.dtype)
+    std = torch.tensor(IMAGENET_STD_RGB, dtype=weight.dtype)
+    pixel_mean_rgb = torch.tensor(tuple(pixel_mean_bgr)[::-1], dtype=weight.dtype)
+    offset = (pixel_mean_rgb - 255.0 * mean) / (255.0 * std)  # (3,) RGB
+    new_bias = bias + (weight * offset[None, :, None, None]).sum(dim=(1, 2, 3))
+    new_weight = (weight / (255.0 * std)[None, :, None, None]).flip(1)  # RGB -> BGR input channels
+    return new_weight, new_bias
+
+
