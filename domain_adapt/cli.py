@@ -13,31 +13,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse type: an integer >= minimum, with a message naming the bound."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _azimuth_steps(text: str) -> int:
-    value = _positive_int(text)
-    if value < 8:
-        raise argparse.ArgumentTypeError(f"must be >= 8, got {value}")
-    return value
+    return parse
 
 
 def add_sim_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -53,9 +41,9 @@ def add_sim_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
             "camera KITTI's image_2. The same seed always gives byte-identical files."))
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder: new, empty, or an earlier `squeeze sim` output (which is replaced)")
-    p.add_argument("--frames", type=_positive_int, default=10, metavar="N",
+    p.add_argument("--frames", type=_int_at_least(1), default=10, metavar="N",
                    help="number of frames to write (default: %(default)s)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+    p.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S",
                    help="random seed, >= 0 (default: %(default)s); frame i of a non-sequence run depends "
                         "only on (S, i)")
     p.add_argument("--sequence", action="store_true",
@@ -64,7 +52,7 @@ def add_sim_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--no-intensity", action="store_true",
                    help="leave the LiDAR intensity channel at 0, like the GTA-LiDAR synthetic data set "
                         "(the setting SqueezeSegV2's learned intensity rendering starts from)")
-    p.add_argument("--azimuth-steps", type=_azimuth_steps, default=None, metavar="A",
+    p.add_argument("--azimuth-steps", type=_int_at_least(8), default=None, metavar="A",
                    help="LiDAR firings per laser per revolution, >= 8 (default: 2083, the HDL-64E at 10 Hz, "
                         "0.17 deg; fewer is faster and sparser)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
