@@ -87,19 +87,18 @@ def parse_calib(text: str, source: str | Path = "<calib>") -> Calibration:
         if key not in values:
             raise CalibrationError(source, f"missing key {key!r}")
     mats = {}
-    for key in CALIB_KEYS:
-        shape = _CALIB_SHAPES.get(key, (3, 4))
+    for key in CALIB_KEYS:  # check every matrix present before any stands in for a missing one
         if key not in values:
-            if key in ("P0", "P1", "P3"):
-                mats[key] = values["P2"].reshape(3, 4).copy()
-            else:  # Tr_imu_to_velo
-                mats[key] = np.hstack([np.eye(3), np.zeros((3, 1))])
             continue
+        shape = _CALIB_SHAPES.get(key, (3, 4))
         if values[key].size != shape[0] * shape[1]:
             raise CalibrationError(
                 source, f"{key}: expected {shape[0] * shape[1]} numbers for a {shape[0]}x{shape[1]} matrix, "
                 f"got {values[key].size}")
         mats[key] = values[key].reshape(shape)
+    for key in ("P0", "P1", "P3"):  # third-party files may carry only the colour camera
+        mats.setdefault(key, mats["P2"].copy())
+    mats.setdefault("Tr_imu_to_velo", np.hstack([np.eye(3), np.zeros((3, 1))]))
     return Calibration(**mats)
 
 

@@ -207,6 +207,8 @@ def test_calib_wrong_size_and_garbage(tmp_path):
     (tmp_path / "c.txt").write_text(format_calib(kitti_like_calibration()).replace("R0_rect: ", "R0_rect: 1 "))
     with pytest.raises(CalibrationError, match="R0_rect: expected 9 numbers"):
         read_calib(tmp_path / "c.txt")
+    with pytest.raises(CalibrationError, match="P2: expected 12 numbers"):  # found by hypothesis: P2 empty, P0 absent
+        parse_calib("P2: \nR0_rect: \nTr_velo_to_cam: ")
     with pytest.raises(CalibrationError, match="expected 'KEY: numbers'"):
         parse_calib("hello world\n")
 
