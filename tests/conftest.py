@@ -6,10 +6,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from squeeze.kitti import Calibration, ObjectLabels
 
 KITTI_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_mini"
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors gain nothing from threads, and OpenMP barriers on a busy 2-core machine cost seconds."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture

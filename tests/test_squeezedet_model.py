@@ -52,14 +52,7 @@ from squeezedet.model import (
     split_convdet_output,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and OpenMP barriers on a busy 2-core machine cost seconds."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(module: nn.Module) -> int:

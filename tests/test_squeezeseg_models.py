@@ -40,14 +40,7 @@ from squeezeseg import (
 from squeezeseg import squeezeseg as v1_module
 from squeezeseg import squeezeseg_v2 as v2_module
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and OpenMP barriers on a busy 2-core machine cost seconds."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_batch(b: int = 2, c: int = 5, h: int = 8, w: int = 32, k: int = 4, seed: int = 0):
