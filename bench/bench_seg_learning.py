@@ -25,7 +25,8 @@ import torch
 
 from domain_adapt.sim import simulate
 from squeeze.train import TrainConfig, train
-from squeezeseg.cli import plot_learning_curve, projection_for
+from squeeze.vis import plot_learning_curve
+from squeezeseg.cli import parse_overrides, projection_for
 from squeezeseg.data import RangeDataset, SegDataConfig
 from squeezeseg.predict import build_model, checkpoint_config, evaluate
 
@@ -67,6 +68,8 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast (mixed precision)")
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a model-config field (VALUE in JSON), e.g. --set class_weights=[0.33,1,2,3.5]")
     ap.add_argument("--data", type=Path, default=Path("outputs/bench_data"),
                     help="folder for the simulated sets (made with `squeeze sim` when absent)")
     ap.add_argument("--train-frames", type=int, default=1500)
@@ -84,6 +87,7 @@ def main() -> int:
     if "v2" in args.model:
         # The reference's BN decay 0.999 assumes 50k steps; a one-hour CPU run makes ~1k, so average faster.
         overrides["bn_momentum"] = 0.01
+    overrides.update(parse_overrides(args.overrides))
     model, model_cfg = build_model(args.model, **overrides)
     data_cfg = SegDataConfig(projection=projection_for(model_cfg), class_names=model_cfg.class_names, flip=True)
     train_set = RangeDataset(train_dir, None, data_cfg, train=True)
@@ -110,7 +114,8 @@ def main() -> int:
 
     final = evaluate(model, val_set, progress=True)
     ok = train_minutes <= 60.0
-    common = {"model": run_name, "steps": result.step, "batch_size": args.batch_size, "threads": args.threads,
+    common = {"model": run_name, "overrides": args.overrides, "steps": result.step, "batch_size": args.batch_size,
+              "threads": args.threads,
               "bf16": args.bf16,
               "val_frames": len(val_set), "train_frames": len(train_set)}
     print(json.dumps({"name": f"seg_{run_name}_train_minutes", "value": round(train_minutes, 2), "unit": "min",

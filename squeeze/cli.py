@@ -60,7 +60,8 @@ def _add_demo_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "demo", help="simulate a few frames of the embedded default world and write pictures (no download)",
         description="The main demo on the embedded default data: simulates a few KITTI-format frames (LiDAR, camera, "
-                    "labels) and writes range-image, bird's-eye-view and camera pictures.")
+                    "labels) and writes range-image, bird's-eye-view and camera pictures; then segments new scans "
+                    "and detects objects in new camera images with the bundled models.")
     p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (default: outputs/demo)")
     p.add_argument("--frames", type=int, default=3, help="number of simulated frames (default: 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated world (default: 0)")
@@ -79,6 +80,14 @@ def _run_demo(args: argparse.Namespace) -> int:
         pictures += seg_demo_step(BUNDLED_WEIGHTS, args.out / "seg", frames=2, seed=args.seed + 1000)
     else:
         print(f"\n(no segmentation step: {BUNDLED_WEIGHTS} is absent; train one with bench/bench_seg_learning.py)")
+    from squeezedet.cli import demo_step as det_demo_step
+    from squeezedet.predict import BUNDLED_WEIGHTS as DET_WEIGHTS
+
+    if DET_WEIGHTS.exists():
+        print("\nDetection: the bundled SqueezeDet (trained on simulated camera images) on new simulated images")
+        pictures += det_demo_step(DET_WEIGHTS, args.out / "det", frames=2, seed=args.seed + 2000)
+    else:
+        print(f"\n(no detection step: {DET_WEIGHTS} is absent; train one with bench/bench_det_learning.py)")
     print("\nDemo pictures:")
     for path in pictures:
         print(f"  {path}")
@@ -98,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     from squeezeseg.cli import add_seg_parser
 
     add_seg_parser(sub)
+    from squeezedet.cli import add_det_parser
+
+    add_det_parser(sub)
     _add_show_parser(sub)
     _add_demo_parser(sub)
     return parser

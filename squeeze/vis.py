@@ -156,3 +156,42 @@ def write_frame_pictures(frame: KittiFrame, out_dir: str | Path, point_classes: 
         written.append(out_dir / f"{frame.frame_id}_camera.png")
         write_image(written[-1], camera_picture(frame.image, frame.points, frame.calib, frame.labels))
     return written
+
+
+def plot_learning_curve(metrics_csv: str | Path, path: str | Path, eval_keys: tuple[str, ...] = ("eval/iou_",
+                        "eval/miou"), ylabel: str = "validation IoU") -> None:
+    """Training loss (left) and the validation metrics whose metrics.csv column starts with one of eval_keys
+    (right) against steps: the picture that goes next to a training run's numbers."""
+    import csv
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    steps = [int(r["step"]) for r in rows]
+    fig = Figure(figsize=(11, 4))
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    loss = [(s, float(r["loss"])) for s, r in zip(steps, rows, strict=True) if r.get("loss")]
+    if loss:
+        ax1.plot(*zip(*loss, strict=True), lw=1)
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("training loss")
+    ax1.set_yscale("log")
+    ax1.grid(alpha=0.3)
+    for key in rows[0]:
+        if key.startswith(eval_keys):
+            pts = [(s, float(r[key])) for s, r in zip(steps, rows, strict=True) if r.get(key)]
+            if pts:
+                ax2.plot(*zip(*pts, strict=True), marker="o", ms=3, label=key[len("eval/"):])
+    ax2.set_xlabel("step")
+    ax2.set_ylabel(ylabel)
+    ax2.set_ylim(0, 1)
+    ax2.grid(alpha=0.3)
+    if ax2.get_legend_handles_labels()[0]:
+        ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -21,6 +21,10 @@ Anchor-shape files (written by k-means over training boxes, read by the model co
 
 `image_size` is (width, height) of the net input the shapes are measured at; `AnchorFile.scaled_to` rescales
 them for another input size.
+
+`kmeans_anchor_shapes` computes shapes from training boxes by k-means with the distance 1 - IoU of two boxes
+sharing a centre (Redmon & Farhadi, YOLO9000, section 2 "Dimension Clusters"): Euclidean k-means on (w, h)
+lets large boxes dominate, IoU does not depend on scale.
 """
 
 from __future__ import annotations
@@ -44,8 +48,11 @@ __all__ = [
     "KITTI_ANCHOR_SIZE",
     "AnchorFile",
     "check_anchor_shapes",
+    "box_shapes",
     "grid_size",
+    "kmeans_anchor_shapes",
     "make_anchors",
+    "shape_iou",
     "read_anchor_file",
     "write_anchor_file",
 ]
@@ -200,3 +207,92 @@ def _check_image_size(size: Any, source: str) -> tuple[int, int]:
     if not ok:
         raise DataError(source, f"image size must be a (width, height) pair of positive integers, got {size!r}")
     return int(size[0]), int(size[1])
+
+
+# ---------------------------------------------------------------------------------------------------- k-means
+def shape_iou(shapes: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(N, K) IoU of (N, 2) and (K, 2) box shapes (w, h) placed on a common centre."""
+    inter = (np.minimum(shapes[:, None, 0], centres[None, :, 0])
+             * np.minimum(shapes[:, None, 1], centres[None, :, 1]))
+    union = (shapes[:, 0] * shapes[:, 1])[:, None] + (centres[:, 0] * centres[:, 1])[None, :] - inter
+    return inter / union
+
+
+def kmeans_anchor_shapes(shapes: np.ndarray, k: int = 9, seed: int = 0, max_iter: int = 300,
+                         restarts: int = 5) -> tuple[np.ndarray, float]:
+    """k anchor shapes (w, h), sorted by area, clustering box shapes with distance 1 - IoU; and their mean IoU.
+
+    Seeds by k-means++ on that distance, updates each centre to the median shape of its members (robust to the
+    few very large truncated boxes) and keeps the best of `restarts` runs by mean best IoU. Deterministic for a
+    seed. Raises ValueError when there are fewer distinct shapes than k or a shape is not positive.
+    """
+    shapes = np.asarray(shapes, np.float64).reshape(-1, 2)
+    if not np.all(np.isfinite(shapes)) or np.any(shapes <= 0):
+        raise ValueError("box shapes must be finite and positive")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    distinct = len(np.unique(shapes, axis=0))
+    if distinct < k:
+        raise ValueError(f"{distinct} distinct box shapes cannot make {k} clusters")
+    rng = np.random.default_rng(seed)
+    best, best_iou = None, -1.0
+    for _ in range(restarts):
+        centres = shapes[[rng.integers(len(shapes))]]
+        while len(centres) < k:  # k-means++: next centre drawn with probability ~ squared distance
+            d = (1.0 - shape_iou(shapes, centres).max(axis=1)) ** 2
+            centres = np.vstack([centres, shapes[rng.choice(len(shapes), p=d / d.sum())]])
+        assign = None
+        for _ in range(max_iter):
+            new_assign = shape_iou(shapes, centres).argmax(axis=1)
+            if assign is not None and np.array_equal(new_assign, assign):
+                break
+            assign = new_assign
+            for j in range(k):
+                members = shapes[assign == j]
+                if len(members):
+                    centres[j] = np.median(members, axis=0)
+        mean_iou = float(shape_iou(shapes, centres).max(axis=1).mean())
+        if mean_iou > best_iou:
+            best, best_iou = centres.copy(), mean_iou
+    assert best is not None
+    return best[np.argsort(best[:, 0] * best[:, 1], kind="stable")], best_iou
+
+
+def box_shapes(label_dir: str | Path, image_dir: str | Path | None, image_size: tuple[int, int],
+               classes: Sequence[str] | None = None) -> np.ndarray:
+    """(N, 2) float64 (w, h) of the labelled boxes of a label_2 folder, in pixels of a net input of image_size.
+
+    Each box is scaled per axis from its image's size (read from the file header in image_dir, or KITTI's
+    1242 x 375 when image_dir is None) to image_size = (width, height), as the data loader resizes images.
+    classes: the object types kept (case-insensitive; default every type but DontCare).
+    """
+    from PIL import Image
+
+    from squeeze.kitti import read_labels
+
+    label_dir = Path(label_dir)
+    files = sorted(label_dir.glob("*.txt"))
+    if not files:
+        raise DataError(label_dir, "no label .txt files")
+    keep = None if classes is None else {c.lower() for c in classes}
+    out = []
+    for path in files:
+        labels = read_labels(path)
+        mask = np.array([(t.lower() in keep) if keep is not None else t != "DontCare" for t in labels.type], bool)
+        if not mask.any():
+            continue
+        if image_dir is None:
+            width, height = 1242, 375
+        else:
+            matches = [p for p in (Path(image_dir) / f"{path.stem}{s}" for s in (".png", ".jpg", ".jpeg"))
+                       if p.exists()]
+            if not matches:
+                raise DataError(path, f"no image {path.stem}.png/.jpg in {image_dir}")
+            with Image.open(matches[0]) as im:
+                width, height = im.size
+        b = labels.bbox[mask]
+        wh = np.stack([(b[:, 2] - b[:, 0]) * image_size[0] / width, (b[:, 3] - b[:, 1]) * image_size[1] / height], 1)
+        out.append(wh[(wh > 0).all(axis=1)])
+    if not out:
+        raise DataError(label_dir, f"no boxes of classes {sorted(keep) if keep else 'any'}")
+    return np.concatenate(out)

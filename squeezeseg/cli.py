@@ -146,6 +146,7 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from squeeze.train import TrainConfig, train
+    from squeeze.vis import plot_learning_curve
     from squeezeseg.data import RangeDataset, SegDataConfig
     from squeezeseg.predict import build_model, checkpoint_config, evaluate
 
@@ -184,44 +185,6 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"done: {result.step} steps; last {result.last_checkpoint}; best {result.best_checkpoint} "
           f"(miou {result.best_value}); curve {args.out / 'learning_curve.png'}")
     return 0
-
-
-def plot_learning_curve(metrics_csv: Path, path: Path) -> None:
-    """Training loss and validation IoU per class against steps, from metrics.csv."""
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(metrics_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return
-    steps = [int(r["step"]) for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    loss = [(s, float(r["loss"])) for s, r in zip(steps, rows, strict=True) if r.get("loss")]
-    if loss:
-        ax1.plot(*zip(*loss, strict=True), lw=1)
-    ax1.set_xlabel("step")
-    ax1.set_ylabel("training loss")
-    ax1.set_yscale("log")
-    ax1.grid(alpha=0.3)
-    for key in rows[0]:
-        if key.startswith("eval/iou_") or key == "eval/miou":
-            pts = [(s, float(r[key])) for s, r in zip(steps, rows, strict=True) if r.get(key)]
-            if pts:
-                ax2.plot(*zip(*pts, strict=True), marker="o", ms=3, label=key[len("eval/"):])
-    ax2.set_xlabel("step")
-    ax2.set_ylabel("validation IoU")
-    ax2.set_ylim(0, 1)
-    ax2.grid(alpha=0.3)
-    if ax2.get_legend_handles_labels()[0]:
-        ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------- eval

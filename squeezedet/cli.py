@@ -1,0 +1,344 @@
+"""`squeeze det train|eval|predict|anchors|demo`: camera object detection with SqueezeDet and SqueezeDet+."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger("squeeze.det")
+
+DEMO_SCORE = 0.4  # the reference's PLOT_PROB_THRESH: boxes drawn in pictures; result files keep every survivor
+
+
+def add_det_parser(subparsers) -> None:
+    from squeezedet import MODELS
+
+    det = subparsers.add_parser("det", help="camera object detection: SqueezeDet, SqueezeDet+",
+                                description="Train, evaluate and run SqueezeDet / SqueezeDet+ on KITTI-format image "
+                                            "folders (image_2 + label_2), and compute anchor shapes.")
+    sub = det.add_subparsers(dest="det_command", metavar="DET_COMMAND")
+
+    p = sub.add_parser("train", help="train a detector",
+                       description="Train on a KITTI object folder (training/image_2 + label_2). Evaluates on --val "
+                                   "every --eval-every steps with the KITTI protocol, keeps best.pt by Car AP "
+                                   "(moderate, 11-point), writes metrics.csv and a learning-curve PNG into --out. "
+                                   "Resume with --resume.")
+    p.add_argument("data", type=Path, help="training folder (KITTI object layout)")
+    p.add_argument("--val", type=Path, help="validation folder (default: none)")
+    p.add_argument("--split", default=None, help="training ImageSets list name, e.g. train (default: every frame)")
+    p.add_argument("--val-split", default=None, help="validation ImageSets list name (default: every frame)")
+    p.add_argument("--model", choices=sorted(MODELS), default="squeezedet_kitti", help="named model config")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, pictures)")
+    p.add_argument("--pretrained", type=Path, default=None, metavar="PTH",
+                   help="torchvision SqueezeNet state_dict for the trunk (squeezenet1_1 for SqueezeDet, squeezenet1_0 "
+                        "for SqueezeDet+); 'download' fetches torchvision's (needs network access)")
+    p.add_argument("--anchors", type=Path, default=None, help="anchor-shape file from `squeeze det anchors`")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a SqueezeDetConfig field, VALUE in JSON (e.g. --set image_width=624); repeatable")
+    p.add_argument("--steps", type=int, default=50_000, help="optimiser updates (default: 50000)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop cleanly (evaluate, checkpoint) once training has run this long; resumable")
+    p.add_argument("--batch-size", type=int, default=20, help="global batch (default: 20, the reference's)")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="default: sgd (the reference)")
+    p.add_argument("--lr", type=float, default=0.01, help="base learning rate (default: 0.01)")
+    p.add_argument("--schedule", choices=["step", "cosine", "constant"], default="step", help="lr schedule")
+    p.add_argument("--lr-step", type=int, default=10_000, help="step schedule: halve every so many steps")
+    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="on kernels only (default: 1e-4)")
+    p.add_argument("--clip", type=float, default=1.0, help="gradient clip norm (default: 1.0)")
+    p.add_argument("--clip-mode", choices=["per_parameter", "global"], default="per_parameter",
+                   help="clip each tensor (the reference) or the global norm")
+    p.add_argument("--no-flip", action="store_true", help="no left-right flip augmentation")
+    p.add_argument("--drift", type=int, nargs=2, default=(150, 100), metavar=("DX", "DY"),
+                   help="max random translation in pixels (default: 150 100, the reference's)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)")
+    p.add_argument("--eval-every", type=int, default=1000, help="steps between evaluations")
+    p.add_argument("--val-frames", type=int, default=200, help="validation frames per evaluation")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--seed", type=int, default=0, help="seed (sample order, augmentation, init)")
+    p.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.set_defaults(run=run_train)
+
+    p = sub.add_parser("eval", help="KITTI 2D evaluation: of result folders, or of a checkpoint on a folder",
+                       description="KITTI 2D object evaluation, equal to the official devkit's evaluate_object: "
+                                   "Easy/Moderate/Hard, 11- and 40-point AP, AOS when results carry alpha. Either "
+                                   "--results DIR (result .txt files, 16 fields) against DATA's label_2, or "
+                                   "--checkpoint CKPT, which runs the detector on DATA's images first. Prints the "
+                                   "table; writes metrics.json and precision-recall curves (PNG) into --out.")
+    p.add_argument("data", type=Path, help="KITTI object folder with training/label_2 (or a label_2 folder itself)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--results", type=Path, help="result folder: <frame>.txt files, or a data/ folder of them")
+    src.add_argument("--checkpoint", type=Path, help="detector checkpoint to run on DATA's images")
+    p.add_argument("--split", default=None, help="ImageSets list name (default: every labelled frame)")
+    p.add_argument("--out", type=Path, required=True, help="folder for metrics.json, pr_curves.png (and results)")
+    p.add_argument("--classes", nargs="+", default=["Car", "Pedestrian", "Cyclist"])
+    p.add_argument("--squeezedet-devkit", action="store_true",
+                   help="squeezeDet's copy of the devkit: detections shorter than the height limit are not ignored")
+    p.set_defaults(run=run_eval)
+
+    p = sub.add_parser("predict", help="detect objects in images: KITTI result files and drawn pictures",
+                       description="Run a detector on image files or folders. Writes OUT/data/<name>.txt in KITTI "
+                                   "result format (16 fields, boxes at the original image size, every detection "
+                                   "after NMS) and OUT/images/<name>.png with the boxes scoring >= --draw-threshold.")
+    p.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                   help="detector checkpoint (default: the bundled SqueezeDet trained on the simulated world)")
+    p.add_argument("--inputs", type=Path, nargs="+", required=True, help="image files or folders of them")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--threshold", type=float, default=None,
+                   help="drop detections scoring at or below this from the result files (default: keep all)")
+    p.add_argument("--draw-threshold", type=float, default=DEMO_SCORE, help="min score of drawn boxes (0.4)")
+    p.add_argument("--nms", choices=["standard", "reference"], default=None,
+                   help="per-class NMS: standard greedy (default) or the reference's (suppressed boxes still suppress)")
+    p.add_argument("--labels", type=Path, default=None, help="label_2 folder: draw ground truth too (thin white)")
+    p.set_defaults(run=run_predict)
+
+    p = sub.add_parser("anchors", help="anchor shapes by k-means (IoU distance) over a label folder",
+                       description="Cluster the labelled box shapes of a KITTI folder into K anchor shapes with the "
+                                   "distance 1 - IoU (boxes on a common centre), measured in pixels of the net input, "
+                                   "and write an anchor file that `squeeze det train --anchors` reads.")
+    p.add_argument("data", type=Path, help="KITTI object folder (training/label_2, training/image_2)")
+    p.add_argument("-k", type=int, default=9, help="number of anchor shapes (default: 9)")
+    p.add_argument("--out", type=Path, required=True, help="anchor file to write (JSON)")
+    p.add_argument("--image-size", type=int, nargs=2, default=(1248, 384), metavar=("W", "H"),
+                   help="net input size the shapes are measured at (default: 1248 384)")
+    p.add_argument("--classes", nargs="+", default=["Car", "Pedestrian", "Cyclist"], help="object types used")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run_anchors)
+
+    p = sub.add_parser("demo", help="detect objects in new simulated camera images and draw them",
+                       description="Simulates a few frames of the embedded world, runs the detector on the camera "
+                                   "images and writes pictures with detections and ground truth, plus the KITTI "
+                                   "evaluation of those frames.")
+    p.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                   help="checkpoint (default: the bundled SqueezeDet trained on the simulated world)")
+    p.add_argument("--out", type=Path, default=Path("outputs/det_demo"))
+    p.add_argument("--frames", type=int, default=3)
+    p.add_argument("--seed", type=int, default=321)
+    p.set_defaults(run=run_demo)
+    det.set_defaults(run=lambda args: det.print_help() or 2)
+
+
+# ------------------------------------------------------------------------------------------------- train
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from squeeze.train import TrainConfig, train
+    from squeeze.vis import plot_learning_curve
+    from squeezedet.data import DetectionDataset, collate_detections
+    from squeezedet.model import load_torchvision_squeezenet, with_anchor_file
+    from squeezedet.predict import ap_summary, build_model, checkpoint_config, data_config_for, evaluate
+    from squeezeseg.cli import parse_overrides
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    overrides = parse_overrides(args.overrides)
+    if args.pretrained is None and "freeze_conv1" not in overrides:
+        # The reference freezes conv1 because it comes from ImageNet; a random conv1 must learn.
+        overrides["freeze_conv1"] = False
+    model, model_cfg = build_model(args.model, **overrides)
+    if args.anchors:
+        model_cfg = with_anchor_file(model_cfg, args.anchors)
+        model = type(model)(model_cfg)
+    if args.pretrained is not None:
+        path = _pretrained_file(args.pretrained, model_cfg.backbone)
+        loaded = load_torchvision_squeezenet(model, path)
+        log.info("ImageNet init from %s: %d layers loaded, %d kept random", path, len(loaded.loaded),
+                 len(loaded.skipped))
+    data_cfg = data_config_for(model_cfg, drift_x=args.drift[0], drift_y=args.drift[1], flip=not args.no_flip,
+                               seed=args.seed)
+    train_set = DetectionDataset(args.data, args.split, data_cfg, train=True)
+    val_set = DetectionDataset(args.val, args.val_split, data_cfg) if args.val else None
+
+    cfg = TrainConfig(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
+                      lr_step_size=args.lr_step, warmup_steps=args.warmup, max_steps=args.steps,
+                      batch_size=args.batch_size, grad_clip_norm=args.clip, grad_clip_mode=args.clip_mode,
+                      eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
+                      num_workers=args.workers, bf16=args.bf16,
+                      time_limit_s=None if args.time_limit is None else 60 * args.time_limit)
+    log.info("training %s (%d parameters) on %d images", args.model, sum(p.numel() for p in model.parameters()),
+             len(train_set))
+    result = train(model, train_set, cfg, args.out, model_config=checkpoint_config(args.model, model_cfg, data_cfg),
+                   class_names=model_cfg.class_names, collate_fn=collate_detections,
+                   evaluate=(lambda m: ap_summary(evaluate(m, val_set, max_frames=args.val_frames))) if val_set
+                   else None,
+                   best_metric="ap11_car_moderate" if val_set and "Car" in model_cfg.class_names else
+                   ("map11_moderate" if val_set else None),
+                   resume=args.resume)
+    curve = args.out / "learning_curve.png"
+    plot_learning_curve(result.metrics_csv, curve, eval_keys=tuple(
+        f"eval/ap11_{c.lower()}_moderate" for c in model_cfg.class_names), ylabel="validation AP (11-point, moderate)")
+    print(f"done: {result.step} steps; last {result.last_checkpoint}; best {result.best_checkpoint} "
+          f"({result.best_value}); curve {curve}")
+    return 0
+
+
+def _pretrained_file(spec: Path, backbone: str) -> Path:
+    """The state_dict file to load: the given path, or torchvision's download for 'download'."""
+    if str(spec) != "download":
+        return spec
+    try:
+        import torchvision.models as tvm
+    except ImportError:
+        raise ValueError("--pretrained download needs torchvision (pip install torchvision); or pass a "
+                         "squeezenet state_dict .pth file") from None
+    import torch
+
+    name, weights = (("squeezenet1_1", tvm.SqueezeNet1_1_Weights.IMAGENET1K_V1) if backbone == "squeezedet"
+                     else ("squeezenet1_0", tvm.SqueezeNet1_0_Weights.IMAGENET1K_V1))
+    try:
+        state = weights.get_state_dict(progress=True)
+    except Exception as e:  # no network, proxy, certificate: say so plainly
+        raise ValueError(f"could not download torchvision's {name} weights ({e.__class__.__name__}: {e}); "
+                         f"without network access, copy the .pth file here and pass --pretrained PATH") from None
+    path = Path(torch.hub.get_dir()) / f"{name}_state_dict.pth"
+    torch.save(state, path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------- eval
+def _label_dir(data: Path) -> Path:
+    for candidate in (data / "training" / "label_2", data / "label_2", data):
+        if candidate.is_dir() and any(candidate.glob("*.txt")):
+            return candidate
+    from squeeze.errors import DataError
+
+    raise DataError(data, "no label_2 folder with .txt files (looked in training/label_2, label_2 and the folder)")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from squeeze.atomic import atomic_write_text
+    from squeeze.kitti import KittiObjectFolder
+    from squeezedet.kitti_eval import evaluate_folders, format_table, plot_pr_curves
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    frame_ids = None
+    if args.split:
+        frame_ids = KittiObjectFolder(args.data, image_set=args.split).frame_ids
+    results = args.results
+    if args.checkpoint is not None:
+        from squeezedet.data import DetectionDataset
+        from squeezedet.predict import load_model, predict_dataset
+
+        loaded = load_model(args.checkpoint)
+        dataset = DetectionDataset(args.data, args.split, loaded.data_config)
+        ids, dets = predict_dataset(loaded.model, dataset, progress=True)
+        results = args.out / "data"
+        _write_results(results, ids, dets)
+        frame_ids = ids
+    result = evaluate_folders(_label_dir(args.data), results, frame_ids, classes=tuple(args.classes),
+                              ignore_short_detections=not args.squeezedet_devkit)
+    print(format_table(result), end="")
+    plot_pr_curves(result, args.out / "pr_curves.png")
+    doc = {"ap11": result.ap11, "ap40": result.ap40, "aos11": result.aos11, "aos40": result.aos40,
+           "num_gt": {c: list(v) for c, v in result.num_gt.items()}, "frames": result.num_frames,
+           "devkit": result.devkit}
+    atomic_write_text(args.out / "metrics.json", json.dumps(doc, indent=1, allow_nan=True) + "\n")
+    print(f"wrote {args.out / 'metrics.json'} and {args.out / 'pr_curves.png'}")
+    return 0
+
+
+def _write_results(folder: Path, frame_ids, detections) -> None:
+    from squeeze.kitti import write_labels
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for fid, det in zip(frame_ids, detections, strict=True):
+        write_labels(folder / f"{fid}.txt", det)
+
+
+# ------------------------------------------------------------------------------------------------- predict
+def _load(checkpoint: Path | None, **overrides):
+    from squeezedet.predict import BUNDLED_WEIGHTS, load_model
+
+    path = checkpoint or BUNDLED_WEIGHTS
+    if checkpoint is None and not path.exists():
+        raise FileNotFoundError(f"no checkpoint given and the bundled weights {path} are absent")
+    return load_model(path, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from squeeze.kitti import read_labels, write_image
+    from squeezedet.predict import detect, draw_detections, image_files, read_image
+
+    loaded = _load(args.checkpoint, nms=args.nms, final_threshold=args.threshold)
+    files = image_files(args.inputs)
+    names = [f.stem for f in files]
+    if len(set(names)) != len(names):
+        raise ValueError("two inputs share a file name; predict them into separate --out folders")
+    for path in tqdm(files, desc="detect", unit="image"):
+        image = read_image(path)
+        det = detect(loaded.model, [image], loaded.data_config)[0]
+        _write_results(args.out / "data", [path.stem], [det])
+        gt = None
+        if args.labels is not None and (args.labels / f"{path.stem}.txt").exists():
+            gt = read_labels(args.labels / f"{path.stem}.txt")
+        picture = draw_detections(image, det, loaded.model_config.class_names, gt, args.draw_threshold)
+        write_image(args.out / "images" / f"{path.stem}.png", picture)
+    print(f"wrote {len(files)} result file(s) to {args.out / 'data'} and pictures to {args.out / 'images'}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- anchors
+def run_anchors(args: argparse.Namespace) -> int:
+    from squeezedet.anchors import box_shapes, kmeans_anchor_shapes, write_anchor_file
+
+    root = args.data / "training" if (args.data / "training").is_dir() else args.data
+    image_dir = root / "image_2" if (root / "image_2").is_dir() else None
+    if image_dir is None:
+        log.warning("no image_2 folder: assuming KITTI's 1242 x 375 images to scale the boxes")
+    size = (int(args.image_size[0]), int(args.image_size[1]))
+    shapes = box_shapes(root / "label_2", image_dir, size, args.classes)
+    centres, mean_iou = kmeans_anchor_shapes(shapes, args.k, seed=args.seed)
+    write_anchor_file(args.out, centres, size, meta={"k": args.k, "mean_iou": round(mean_iou, 4),
+                                                     "boxes": len(shapes), "classes": list(args.classes),
+                                                     "source": str(args.data), "seed": args.seed})
+    for w, h in centres:
+        print(f"  {w:7.1f} x {h:6.1f}")
+    print(f"{args.k} anchor shapes from {len(shapes)} boxes, mean best IoU {mean_iou:.3f}; wrote {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- demo
+def demo_step(checkpoint: Path, out: Path, frames: int = 3, seed: int = 321) -> list[Path]:
+    """Simulate `frames` new frames, detect objects in their camera images, draw and evaluate; the picture paths."""
+    from domain_adapt.sim import simulate
+    from squeeze.kitti import read_labels, write_image
+    from squeezedet.kitti_eval import evaluate_kitti
+    from squeezedet.predict import detect, draw_detections, load_model, read_image
+
+    loaded = load_model(checkpoint)
+    sim_dir = out / "sim"
+    simulate(sim_dir, frames=frames, seed=seed, progress=False)
+    gts, dets, pictures = [], [], []
+    for image_path in sorted((sim_dir / "training" / "image_2").glob("*.png")):
+        image = read_image(image_path)
+        det = detect(loaded.model, [image], loaded.data_config)[0]
+        gt = read_labels(sim_dir / "training" / "label_2" / f"{image_path.stem}.txt")
+        gts.append(gt)
+        dets.append(det)
+        path = out / f"det_{image_path.stem}.png"
+        write_image(path, draw_detections(image, det, loaded.model_config.class_names, gt, DEMO_SCORE))
+        pictures.append(path)
+        found = int((det.score >= DEMO_SCORE).sum()) if len(det) else 0
+        print(f"  frame {image_path.stem}: {found} detections >= {DEMO_SCORE} ({len(gt)} labelled objects)")
+    result = evaluate_kitti(gts, dets, classes=loaded.model_config.class_names, compute_aos=False)
+    for c in result.classes:
+        print(f"  {c} AP (11-point) E/M/H on these frames: "
+              + " / ".join(f"{100 * v:.1f}" for v in result.ap11[c].values()))
+    return pictures
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from squeezedet.predict import BUNDLED_WEIGHTS
+
+    pictures = demo_step(args.checkpoint or BUNDLED_WEIGHTS, args.out, args.frames, args.seed)
+    print("\nDemo pictures:")
+    for p in pictures:
+        print(f"  {p}")
+    return 0
