@@ -187,6 +187,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device | None = 
     return payload
 
 
+def export_weights(checkpoint: str | Path, out: str | Path, half: bool = True) -> Path:
+    """A deployable checkpoint: weights (fp16 when `half`; loading casts them back) + configs, no training state."""
+    ckpt = load_checkpoint(checkpoint)
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
+    return save_checkpoint(out, model_state=state, config=ckpt["config"], class_names=ckpt["class_names"])
+
+
 def require_train_state(payload: Mapping[str, Any], path: str | Path, keys: Sequence[str]) -> dict[str, Any]:
     """Return ``payload["train_state"]`` after checking it has `keys`; CheckpointError naming the file otherwise."""
     state = payload["train_state"]

@@ -1,4 +1,4 @@
-"""`squeeze det train|eval|predict|anchors|demo`: camera object detection with SqueezeDet and SqueezeDet+."""
+"""`squeeze det train|eval|predict|anchors|export|demo`: camera object detection with SqueezeDet and SqueezeDet+."""
 
 from __future__ import annotations
 
@@ -108,6 +108,12 @@ def add_det_parser(subparsers) -> None:
     p.add_argument("--classes", nargs="+", default=["Car", "Pedestrian", "Cyclist"], help="object types used")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_anchors)
+
+    p = sub.add_parser("export", help="write a slim deployable checkpoint (fp16 weights, no training state)")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.set_defaults(run=run_export)
 
     p = sub.add_parser("demo", help="detect objects in new simulated camera images and draw them",
                        description="Simulates a few frames of the embedded world, runs the detector on the camera "
@@ -301,6 +307,16 @@ def run_anchors(args: argparse.Namespace) -> int:
     for w, h in centres:
         print(f"  {w:7.1f} x {h:6.1f}")
     print(f"{args.k} anchor shapes from {len(shapes)} boxes, mean best IoU {mean_iou:.3f}; wrote {args.out}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from squeeze.checkpoint import export_weights
+    from squeezedet.predict import load_model
+
+    load_model(args.checkpoint)  # refuse anything that is not a detection checkpoint
+    path = export_weights(args.checkpoint, args.out, half=not args.fp32)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

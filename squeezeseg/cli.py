@@ -343,7 +343,7 @@ def demo_step(checkpoint: Path, out: Path, frames: int = 3, seed: int = 123) -> 
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from squeezeseg.predict import export_weights
+    from squeeze.checkpoint import export_weights
 
     path = export_weights(args.checkpoint, args.out, half=not args.fp32)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")

@@ -146,17 +146,6 @@ def sample_from_points(points: np.ndarray, data_config: SegDataConfig, frame_id:
     return RangeSample(frame_id, raw, image.mask, np.zeros(image.mask.shape, np.int64), pixel)
 
 
-
-
-def export_weights(checkpoint: str | Path, out: str | Path, half: bool = True) -> Path:
-    """A deployable checkpoint: weights (fp16 when `half`; loading casts them back) + configs, no training state."""
-    from squeeze.checkpoint import save_checkpoint
-
-    ckpt = load_checkpoint(checkpoint)
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
-    return save_checkpoint(out, model_state=state, config=ckpt["config"], class_names=ckpt["class_names"])
-
-
 # The model `squeeze demo` segments with: SqueezeSegV2 trained on the simulated world only
-# (bench/bench_seg_learning.py), exported with export_weights. See squeezeseg/weights/README.md.
+# (bench/bench_seg_learning.py), exported with squeeze.checkpoint.export_weights. See squeezeseg/weights/README.md.
 BUNDLED_WEIGHTS = Path(__file__).parent / "weights" / "squeezeseg_v2_sim.pt"

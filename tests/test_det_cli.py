@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -186,3 +187,36 @@ def test_demo_step_with_a_checkpoint(trained, tmp_path, capsys):
     pictures = demo_step(trained / "last.pt", tmp_path / "demo", frames=1, seed=5)
     assert len(pictures) == 1 and pictures[0].stat().st_size > 10_000
     assert "Car AP (11-point)" in capsys.readouterr().out
+
+
+def test_export_is_slim_and_loads(trained, tmp_path):
+    from squeezedet.predict import load_model
+
+    out = tmp_path / "slim.pt"
+    assert main(["det", "export", str(trained / "last.pt"), "--out", str(out)]) == 0
+    assert out.stat().st_size < 0.6 * (trained / "last.pt").stat().st_size  # fp16, no optimiser state
+    slim, full = load_model(out), load_model(trained / "last.pt")
+    for (name, a), b in zip(slim.model.state_dict().items(), full.model.state_dict().values(), strict=True):
+        assert a.dtype == torch.float32, name
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=2e-3)
+
+
+def test_export_refuses_a_segmentation_checkpoint(tmp_path, capsys):
+    from squeeze.checkpoint import save_checkpoint
+
+    seg = save_checkpoint(tmp_path / "seg.pt", model_state={"w": torch.zeros(1)},
+                          config={"task": "segmentation", "model_name": "squeezeseg_kitti"}, class_names=["a"])
+    assert main(["det", "export", str(seg), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "not a detection checkpoint" in capsys.readouterr().err
+
+
+def test_predict_on_real_kitti_images(trained, kitti_mini, tmp_path):
+    out = tmp_path / "real"
+    images = kitti_mini / "training" / "image_2"
+    assert main(["det", "predict", str(trained / "last.pt"), "--inputs", str(images), "--out", str(out),
+                 "--labels", str(kitti_mini / "training" / "label_2")]) == 0
+    names = sorted(p.stem for p in images.glob("*.png"))
+    assert sorted(p.stem for p in (out / "data").glob("*.txt")) == names
+    for name in names:
+        picture = cv2.imread(str(out / "images" / f"{name}.png"))
+        assert picture.shape == cv2.imread(str(images / f"{name}.png")).shape  # drawn at the original size
