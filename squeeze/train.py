@@ -110,10 +110,15 @@ def _time_is_up(world: Any, cfg: TrainConfig, started: float, device: torch.devi
     """Whether this call's training time passed cfg.time_limit_s; every rank gets rank 0's answer."""
     if cfg.time_limit_s is None:
         return False
-    flag = torch.tensor([float(time.perf_counter() - started >= cfg.time_limit_s)], device=device)
+    return _rank0_seconds(world, started, device) >= cfg.time_limit_s
+
+
+def _rank0_seconds(world: Any, started: float, device: torch.device) -> float:
+    """Seconds since `started` on rank 0's clock, the same number on every rank."""
+    seconds = torch.tensor([time.perf_counter() - started], dtype=torch.float64, device=device)
     if world.world_size > 1:
-        dist.broadcast(flag, src=0)
-    return bool(flag.item())
+        dist.broadcast(seconds, src=0)
+    return float(seconds.item())
 
 
 # ------------------------------------------------------------------------------------------------------ config
@@ -132,6 +137,10 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warm-up over the first steps: update s uses lr * (s + 1) / warmup_steps
     max_steps: int = 25_000  # optimiser updates in the whole run (SqueezeSeg: 25k)
     time_limit_s: float | None = None  # stop (evaluate, checkpoint) after the step that passes this many seconds
+    # "steps": the schedule runs over max_steps updates. "time": it runs over time_limit_s seconds of training
+    # (summed over resumes), so a run on a busy machine still completes its decay inside its time budget; the lr
+    # then depends on the clock, so such a run is not bitwise reproducible.
+    schedule_clock: Literal["steps", "time"] = "steps"
     batch_size: int = 32  # GLOBAL batch per update; each of the world_size processes loads batch_size / world_size
     grad_clip_norm: float | None = 1.0  # max gradient L2 norm; None disables clipping
     grad_clip_mode: Literal["global", "per_parameter"] = "per_parameter"  # SqueezeSeg/Det clip each tensor to 1.0
@@ -165,6 +174,10 @@ class TrainConfig:
             raise ValueError("TrainConfig.weight_decay and momentum must be >= 0 and lr_gamma > 0")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise ValueError(f"TrainConfig.time_limit_s = {self.time_limit_s!r}; expected > 0 or None")
+        if self.schedule_clock not in ("steps", "time"):
+            raise ValueError(f"TrainConfig.schedule_clock = {self.schedule_clock!r}; expected 'steps' or 'time'")
+        if self.schedule_clock == "time" and self.time_limit_s is None:
+            raise ValueError("TrainConfig.schedule_clock = 'time' needs a time_limit_s")
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
             raise ValueError(f"TrainConfig.grad_clip_norm = {self.grad_clip_norm!r}; expected > 0 or None")
 
@@ -198,18 +211,20 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), int(index)]))
 
 
-def lr_factor(cfg: TrainConfig, step: int) -> float:
+def lr_factor(cfg: TrainConfig, step: int, position: float | None = None) -> float:
     """Multiplier of the base lr for the update number `step` (0-based: the update that makes step + 1).
 
     step: ``lr_gamma ** (step // lr_step_size)`` (TF staircase exponential_decay, as SqueezeSeg/SqueezeDet);
     cosine: half a cosine from 1 to 0 between the end of warm-up and max_steps; constant: 1. Warm-up multiplies
     by (step + 1) / warmup_steps during the first warmup_steps updates.
+    position: where the schedule (not the warm-up) stands, in steps, when it is not `step` (the time clock).
     """
+    at = step if position is None else position
     if cfg.schedule == "step":
-        factor = cfg.lr_gamma ** (step // cfg.lr_step_size)
+        factor = cfg.lr_gamma ** (int(at) // cfg.lr_step_size)
     elif cfg.schedule == "cosine":
         span = max(1, cfg.max_steps - cfg.warmup_steps)
-        progress = min(max((step - cfg.warmup_steps) / span, 0.0), 1.0)
+        progress = min(max((at - cfg.warmup_steps) / span, 0.0), 1.0)
         factor = 0.5 * (1.0 + math.cos(math.pi * progress))
     else:
         factor = 1.0
@@ -320,9 +335,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return optimizer
 
 
-def set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> float:
+def set_lr(optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int, position: float | None = None) -> float:
     """Set every group's lr for update number `step` and return the lr of the first group."""
-    factor = lr_factor(cfg, step)
+    factor = lr_factor(cfg, step, position)
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
     return float(optimizer.param_groups[0]["lr"])
@@ -705,6 +720,7 @@ def _run(model: nn.Module, dataset: Dataset, num_samples: int, cfg: TrainConfig,
     step, epoch, batch_in_epoch = state.get("step", 0), state.get("epoch", 0), state.get("batch_in_epoch", 0)
     best_value: float | None = state.get("best_value")
     window: dict[str, float] = dict(state.get("log_window", {}))  # sums over the current logging window + "_count"
+    seconds_before = float(state.get("train_seconds", 0.0))  # training time of the earlier calls (time clock)
 
     ddp_model: nn.Module = model
     if world.world_size > 1:
@@ -730,7 +746,7 @@ def _run(model: nn.Module, dataset: Dataset, num_samples: int, cfg: TrainConfig,
                 "optimizer": optimizer.state_dict(), "scheduler": {"schedule": cfg.schedule, "step": step},
                 "rng": _gather(world, _capture_rng(cuda)), "best_metric": best_metric, "best_mode": best_mode,
                 "best_value": best_value, "log_window": dict(window), "train_config": train_config,
-                "world_size": world.world_size}
+                "world_size": world.world_size, "train_seconds": seconds_before + time.perf_counter() - started}
 
     def write_checkpoint(path: Path, state: dict[str, Any]) -> None:
         if world.is_main:
@@ -774,7 +790,11 @@ def _run(model: nn.Module, dataset: Dataset, num_samples: int, cfg: TrainConfig,
                                     num_workers=cfg.num_workers, collate_fn=collate_fn, pin_memory=cuda,
                                     generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, 2)))
                 for batch in loader:
-                    lr = set_lr(optimizer, cfg, step)
+                    position = None
+                    if cfg.schedule_clock == "time":
+                        seconds = seconds_before + _rank0_seconds(world, started, device)
+                        position = cfg.max_steps * seconds / cfg.time_limit_s  # type: ignore[operator]
+                    lr = set_lr(optimizer, cfg, step, position)
                     inputs = _to_device(batch, device)
                     if batch_to_inputs is not None:
                         inputs = batch_to_inputs(inputs)

@@ -3,6 +3,7 @@ best.pt, metrics.csv, corrupt and interrupted checkpoints. Tiny models and datas
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import importlib.util
 import json
@@ -579,6 +580,23 @@ def test_time_limit_stops_cleanly_and_resumes(tmp_path: Path) -> None:
     assert resumed.step == BASE.max_steps
     with pytest.raises(ValueError, match="time_limit_s"):
         dataclasses.replace(BASE, time_limit_s=0.0)
+
+
+def test_time_clock_runs_the_schedule_over_the_time_budget(tmp_path: Path) -> None:
+    # A budget of a day: by the clock the cosine has barely moved after 10 steps, by steps it has ended.
+    by_time = dataclasses.replace(BASE, schedule="cosine", time_limit_s=86_400.0, schedule_clock="time")
+    _, result = run(tmp_path / "slow", by_time)
+    lrs = [float(r["lr"]) for r in csv.DictReader((tmp_path / "slow" / "metrics.csv").open()) if r["lr"]]
+    assert result.step == BASE.max_steps and min(lrs) > 0.999 * BASE.lr
+    assert load_checkpoint(result.last_checkpoint)["train_state"]["train_seconds"] > 0
+    # A budget already spent after the first step: the schedule is at its end, the lr 0, and the run stops.
+    _, result = run(tmp_path / "spent", dataclasses.replace(by_time, time_limit_s=1e-9))
+    rows = list(csv.DictReader((tmp_path / "spent" / "metrics.csv").open()))
+    assert result.step == 1 and float(rows[0]["lr"]) == 0.0
+    assert lr_factor(by_time, step=3, position=by_time.max_steps / 2) == pytest.approx(0.5)
+    assert lr_factor(BASE, step=0, position=4.5) == 0.5  # staircase at the position, not the step
+    with pytest.raises(ValueError, match="needs a time_limit_s"):
+        dataclasses.replace(BASE, schedule_clock="time")
 
 
 def test_bf16_autocast_trains(tmp_path: Path) -> None:
