@@ -20,9 +20,11 @@ from pathlib import Path
 
 import torch
 from bench_seg_learning import KITTI_MINI, ensure_sim
+from timing import train_step_seconds
 
 from squeeze.kitti import read_labels, write_image
 from squeeze.train import TrainConfig, train
+from squeeze.train_cli import parse_overrides
 from squeeze.vis import plot_learning_curve
 from squeezedet.data import DetectionDataset, collate_detections
 from squeezedet.kitti_eval import format_table, plot_pr_curves
@@ -38,22 +40,6 @@ from squeezedet.predict import (
 )
 
 CAR_AP_BAR = 0.80
-
-
-def step_seconds(model, dataset: DetectionDataset, batch_size: int, bf16: bool, repeats: int = 3) -> float:
-    """Median wall time of one training step (forward, backward, no update) at this batch size."""
-    batch = collate_detections([dataset[i] for i in range(batch_size)])
-    model.train()
-    times = []
-    for i in range(repeats + 1):
-        t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = sum(model(**batch).values())
-        loss.backward()
-        if i:
-            times.append(time.perf_counter() - t)
-    model.zero_grad(set_to_none=True)
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> int:
@@ -73,8 +59,6 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("outputs/bench_det"))
     args = ap.parse_args()
 
-    from squeezeseg.cli import parse_overrides
-
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     train_dir = ensure_sim(args.data / "sim_train", args.train_frames, seed=1)
@@ -86,7 +70,8 @@ def main() -> int:
     train_set = DetectionDataset(train_dir, None, data_cfg, train=True)
     val_set = DetectionDataset(val_dir, None, data_cfg)
 
-    per_step = step_seconds(model, train_set, args.batch_size, args.bf16)
+    batch = collate_detections([train_set[i] for i in range(args.batch_size)])
+    per_step = train_step_seconds(model, batch, args.bf16)
     budget_s = 60 * args.minutes
     # The schedule runs on the clock (schedule_clock="time"): the cosine ends at the time limit however busy the
     # machine is. `steps` is only the expected count, to space evaluations; max_steps is a loose upper bound.

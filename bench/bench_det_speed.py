@@ -11,11 +11,10 @@ exits 1 when the bar is missed.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
 
 import torch
+from timing import interleaved_medians
 
 from squeeze.fire import conv_macs
 from squeezedet.model import SqueezeDet, squeezedet_kitti, squeezedet_plus_kitti
@@ -36,17 +35,7 @@ def main(rounds: int = 30) -> int:
         runs[f"{name}_network"] = lambda m=m, x=images[name]: m.raw_outputs(x)
         runs[f"{name}_end_to_end"] = lambda m=m, x=images[name]: m(x)
     macs = {name: conv_macs(m, lambda m=m, x=images[name]: m.raw_outputs(x)) for name, m in models.items()}
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    with torch.inference_mode():
-        for fn in runs.values():
-            for _ in range(3):
-                fn()
-        for _ in range(rounds):
-            for name, fn in runs.items():
-                t = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = interleaved_medians(runs, rounds)
     matmul_gflops = 2 * MATMUL_N**3 / med["matmul"] / 1e9
     print(json.dumps({"name": "matmul_fp32_gflops", "value": round(matmul_gflops, 1), "unit": "GFLOP/s",
                       "n": MATMUL_N, "threads": 2}))

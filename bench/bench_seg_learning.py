@@ -22,11 +22,13 @@ import time
 from pathlib import Path
 
 import torch
+from timing import train_step_seconds
 
 from domain_adapt.sim import simulate
 from squeeze.train import TrainConfig, train
+from squeeze.train_cli import parse_overrides
 from squeeze.vis import plot_learning_curve
-from squeezeseg.cli import parse_overrides, projection_for
+from squeezeseg.cli import projection_for
 from squeezeseg.data import RangeDataset, SegDataConfig
 from squeezeseg.predict import build_model, checkpoint_config, evaluate
 
@@ -39,23 +41,6 @@ def ensure_sim(folder: Path, frames: int, seed: int) -> Path:
     if not (folder / "sim_config.json").exists():
         simulate(folder, frames=frames, seed=seed, progress=True)
     return folder
-
-
-def step_seconds(model, dataset: RangeDataset, batch_size: int, bf16: bool, repeats: int = 3) -> float:
-    """Median wall time of one training step (forward, backward, no update) at this batch size."""
-    batch = [dataset[i] for i in range(batch_size)]
-    inputs = {k: torch.stack([b[k] for b in batch]) for k in batch[0]}
-    model.train()
-    times = []
-    for i in range(repeats + 1):
-        t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = sum(model(**inputs).values())
-        loss.backward()
-        if i:
-            times.append(time.perf_counter() - t)
-    model.zero_grad(set_to_none=True)
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> int:
@@ -93,7 +78,8 @@ def main() -> int:
     train_set = RangeDataset(train_dir, None, data_cfg, train=True)
     val_set = RangeDataset(val_dir, None, dataclasses.replace(data_cfg, flip=False))
 
-    per_step = step_seconds(model, train_set, args.batch_size, args.bf16)
+    batch = [train_set[i] for i in range(args.batch_size)]
+    per_step = train_step_seconds(model, {k: torch.stack([b[k] for b in batch]) for k in batch[0]}, args.bf16)
     budget_s = 60 * args.minutes
     # Leave room for the periodic evaluations (~8 of 40 frames) inside the budget.
     # The schedule runs on the clock (schedule_clock="time"): the cosine ends at the time limit however busy the

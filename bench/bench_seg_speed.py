@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import statistics
 import sys
-import time
 
 import torch
+from timing import interleaved_medians
 
 from squeeze.fire import conv_macs
 from squeezeseg import SqueezeSeg, SqueezeSegV2, squeezeseg_kitti, squeezeseg_v2_kitti
@@ -45,17 +44,7 @@ def main(rounds: int = 40) -> int:
     runs = {"matmul": lambda: a @ b, "crf_only": lambda: crf.crf(logits, xyz, mask)}
     runs |= {name: (lambda m=m: m.logits(x, mask)) for name, m in models.items()}
     macs = {name: conv_macs(m, lambda m=m: m.logits(x, mask)) for name, m in models.items()}
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    with torch.inference_mode():
-        for fn in runs.values():
-            for _ in range(3):
-                fn()
-        for _ in range(rounds):
-            for name, fn in runs.items():
-                t = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = interleaved_medians(runs, rounds)
     matmul_gflops = 2 * MATMUL_N**3 / med["matmul"] / 1e9
     print(json.dumps({"name": "matmul_fp32_gflops", "value": round(matmul_gflops, 1), "unit": "GFLOP/s",
                       "n": MATMUL_N, "threads": 2}))

@@ -13,6 +13,7 @@ DEMO_SCORE = 0.4  # the reference's PLOT_PROB_THRESH: boxes drawn in pictures; r
 
 
 def add_det_parser(subparsers) -> None:
+    from squeeze.train_cli import add_train_arguments
     from squeezedet import MODELS
 
     det = subparsers.add_parser("det", help="camera object detection: SqueezeDet, SqueezeDet+",
@@ -30,37 +31,14 @@ def add_det_parser(subparsers) -> None:
     p.add_argument("--split", default=None, help="training ImageSets list name, e.g. train (default: every frame)")
     p.add_argument("--val-split", default=None, help="validation ImageSets list name (default: every frame)")
     p.add_argument("--model", choices=sorted(MODELS), default="squeezedet_kitti", help="named model config")
-    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, pictures)")
     p.add_argument("--pretrained", type=Path, default=None, metavar="PTH",
                    help="torchvision SqueezeNet state_dict for the trunk (squeezenet1_1 for SqueezeDet, squeezenet1_0 "
                         "for SqueezeDet+); 'download' fetches torchvision's (needs network access)")
     p.add_argument("--anchors", type=Path, default=None, help="anchor-shape file from `squeeze det anchors`")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a SqueezeDetConfig field, VALUE in JSON (e.g. --set image_width=624); repeatable")
-    p.add_argument("--steps", type=int, default=50_000, help="optimiser updates (default: 50000)")
-    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                   help="stop cleanly (evaluate, checkpoint) once training has run this long; resumable")
-    p.add_argument("--batch-size", type=int, default=20, help="global batch (default: 20, the reference's)")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="default: sgd (the reference)")
-    p.add_argument("--lr", type=float, default=0.01, help="base learning rate (default: 0.01)")
-    p.add_argument("--schedule", choices=["step", "cosine", "constant"], default="step", help="lr schedule")
-    p.add_argument("--lr-step", type=int, default=10_000, help="step schedule: halve every so many steps")
-    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="on kernels only (default: 1e-4)")
-    p.add_argument("--clip", type=float, default=1.0, help="gradient clip norm (default: 1.0)")
-    p.add_argument("--clip-mode", choices=["per_parameter", "global"], default="per_parameter",
-                   help="clip each tensor (the reference) or the global norm")
+    add_train_arguments(p, steps=50_000, batch_size=20)
     p.add_argument("--no-flip", action="store_true", help="no left-right flip augmentation")
     p.add_argument("--drift", type=int, nargs=2, default=(150, 100), metavar=("DX", "DY"),
                    help="max random translation in pixels (default: 150 100, the reference's)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)")
-    p.add_argument("--eval-every", type=int, default=1000, help="steps between evaluations")
-    p.add_argument("--val-frames", type=int, default=200, help="validation frames per evaluation")
-    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
-    p.add_argument("--seed", type=int, default=0, help="seed (sample order, augmentation, init)")
-    p.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.set_defaults(run=run_train)
 
     p = sub.add_parser("eval", help="KITTI 2D evaluation: of result folders, or of a checkpoint on a folder",
@@ -132,12 +110,12 @@ def add_det_parser(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from squeeze.train import TrainConfig, train
+    from squeeze.train import train
+    from squeeze.train_cli import parse_overrides, train_config_from_args
     from squeeze.vis import plot_learning_curve
     from squeezedet.data import DetectionDataset, collate_detections
     from squeezedet.model import load_torchvision_squeezenet, with_anchor_file
     from squeezedet.predict import ap_summary, build_model, checkpoint_config, data_config_for, evaluate
-    from squeezeseg.cli import parse_overrides
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -160,12 +138,7 @@ def run_train(args: argparse.Namespace) -> int:
     train_set = DetectionDataset(args.data, args.split, data_cfg, train=True)
     val_set = DetectionDataset(args.val, args.val_split, data_cfg) if args.val else None
 
-    cfg = TrainConfig(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
-                      lr_step_size=args.lr_step, warmup_steps=args.warmup, max_steps=args.steps,
-                      batch_size=args.batch_size, grad_clip_norm=args.clip, grad_clip_mode=args.clip_mode,
-                      eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
-                      num_workers=args.workers, bf16=args.bf16,
-                      time_limit_s=None if args.time_limit is None else 60 * args.time_limit)
+    cfg = train_config_from_args(args)
     log.info("training %s (%d parameters) on %d images", args.model, sum(p.numel() for p in model.parameters()),
              len(train_set))
     result = train(model, train_set, cfg, args.out, model_config=checkpoint_config(args.model, model_cfg, data_cfg),
@@ -183,26 +156,29 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# torchvision's ImageNet SqueezeNet weights; the hex in each name is the start of the file's SHA-256, which
+# torch.hub checks after the download.
+TORCHVISION_SQUEEZENET_URLS = {
+    "squeezedet": "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",
+    "squeezedet_plus": "https://download.pytorch.org/models/squeezenet1_0-b66bff10.pth",
+}
+
+
 def _pretrained_file(spec: Path, backbone: str) -> Path:
-    """The state_dict file to load: the given path, or torchvision's download for 'download'."""
+    """The state_dict file to load: the given path, or torchvision's weights fetched by torch.hub for 'download'."""
     if str(spec) != "download":
         return spec
-    try:
-        import torchvision.models as tvm
-    except ImportError:
-        raise ValueError("--pretrained download needs torchvision (pip install torchvision); or pass a "
-                         "squeezenet state_dict .pth file") from None
     import torch
 
-    name, weights = (("squeezenet1_1", tvm.SqueezeNet1_1_Weights.IMAGENET1K_V1) if backbone == "squeezedet"
-                     else ("squeezenet1_0", tvm.SqueezeNet1_0_Weights.IMAGENET1K_V1))
-    try:
-        state = weights.get_state_dict(progress=True)
-    except Exception as e:  # no network, proxy, certificate: say so plainly
-        raise ValueError(f"could not download torchvision's {name} weights ({e.__class__.__name__}: {e}); "
-                         f"without network access, copy the .pth file here and pass --pretrained PATH") from None
-    path = Path(torch.hub.get_dir()) / f"{name}_state_dict.pth"
-    torch.save(state, path)
+    url = TORCHVISION_SQUEEZENET_URLS[backbone]
+    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=path.stem.rsplit("-", 1)[1], progress=True)
+        except Exception as e:  # no network, proxy, certificate: say so plainly
+            raise ValueError(f"could not download {url} ({e.__class__.__name__}: {e}); without network access, "
+                             f"copy that file here and pass --pretrained PATH") from None
     return path
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from squeeze.checkpoint import CheckpointError, load_checkpoint
 from squeeze.errors import DataError
 from squeeze.kitti import ObjectLabels, read_labels
+from squeeze.train_cli import build_named
 from squeezedet import MODELS
 from squeezedet.data import DetDataConfig, DetectionDataset, preprocess_image
 from squeezedet.decode import Detections
@@ -34,15 +35,7 @@ CLASS_COLOURS_BGR = ((60, 200, 60), (200, 60, 220), (220, 200, 40), (40, 140, 25
 
 def build_model(name: str, **overrides: Any) -> tuple[SqueezeDet, SqueezeDetConfig]:
     """A model from a named config (see squeezedet.MODELS), with config fields overridden by keyword."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    make_config, model_cls = MODELS[name]
-    base = make_config()
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(base)}
-    if unknown:
-        raise ValueError(f"SqueezeDetConfig has no field(s) {', '.join(sorted(unknown))}")
-    config = dataclasses.replace(base, **overrides)
-    return model_cls(config), config
+    return build_named(MODELS, name, **overrides)
 
 
 def data_config_for(model_config: SqueezeDetConfig, **overrides: Any) -> DetDataConfig:

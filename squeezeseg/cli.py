@@ -12,6 +12,7 @@ log = logging.getLogger("squeeze.seg")
 
 
 def add_seg_parser(subparsers) -> None:
+    from squeeze.train_cli import add_train_arguments
     from squeezeseg import MODELS
 
     seg = subparsers.add_parser("seg", help="LiDAR point segmentation: SqueezeSeg, SqueezeSegV2",
@@ -30,34 +31,12 @@ def add_seg_parser(subparsers) -> None:
     p.add_argument("--model", choices=sorted(MODELS), default="squeezeseg_v2_kitti", help="named model config")
     p.add_argument("--no-crf", action="store_true", help="drop the recurrent CRF")
     p.add_argument("--crf-mode", choices=["reference", "textbook"], help="CRF form (default: the model's)")
-    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, pictures)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a model-config field, VALUE in JSON (e.g. --set bn_momentum=0.01); repeatable")
-    p.add_argument("--steps", type=int, default=25_000, help="optimiser updates (default: 25000)")
-    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                   help="stop cleanly (evaluate, checkpoint) once training has run this long; resumable")
-    p.add_argument("--batch-size", type=int, default=8, help="global batch (default: 8)")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="default: sgd (the reference)")
-    p.add_argument("--lr", type=float, default=0.01, help="base learning rate (default: 0.01)")
-    p.add_argument("--schedule", choices=["step", "cosine", "constant"], default="step", help="lr schedule")
-    p.add_argument("--lr-step", type=int, default=10_000, help="step schedule: halve every so many steps")
-    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="on kernels only (default: 1e-4)")
-    p.add_argument("--clip", type=float, default=1.0, help="gradient clip norm (default: 1.0)")
-    p.add_argument("--clip-mode", choices=["per_parameter", "global"], default="per_parameter",
-                   help="clip each tensor (the reference) or the global norm")
+    add_train_arguments(p, steps=25_000, batch_size=8)
     p.add_argument("--stats", default="kitti",
                    help="normalisation: 'kitti' (SqueezeSeg's), 'auto' (computed on 200 training frames) or a JSON "
                         "file from `squeeze seg stats`")
     p.add_argument("--no-flip", action="store_true", help="no left-right flip augmentation")
     p.add_argument("--point-drop", type=float, default=0.0, help="fraction of points dropped at random (default 0)")
-    p.add_argument("--eval-every", type=int, default=1000, help="steps between evaluations")
-    p.add_argument("--val-frames", type=int, default=200, help="validation frames per evaluation")
-    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
-    p.add_argument("--seed", type=int, default=0, help="seed (sample order, augmentation, init)")
-    p.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.set_defaults(run=run_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint: per-class IoU, precision, recall",
@@ -118,21 +97,6 @@ def _stats(spec: str, data: Path, split: str | None):
     return read_stats(spec)
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """["bn_momentum=0.01", "class_weights=[1,1,5,5]"] -> {"bn_momentum": 0.01, "class_weights": (1, 1, 5, 5)}."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value  # a bare string such as crf_mode=textbook
-        out[key.strip()] = tuple(parsed) if isinstance(parsed, list) else parsed
-    return out
-
-
 def projection_for(model_cfg):
     """The range-image layout a model config expects: 360 degrees at width 2048, else the front 90 degrees."""
     from squeeze.range_image import ProjectionConfig, full_360
@@ -145,7 +109,8 @@ def projection_for(model_cfg):
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from squeeze.train import TrainConfig, train
+    from squeeze.train import train
+    from squeeze.train_cli import parse_overrides, train_config_from_args
     from squeeze.vis import plot_learning_curve
     from squeezeseg.data import RangeDataset, SegDataConfig
     from squeezeseg.predict import build_model, checkpoint_config, evaluate
@@ -171,11 +136,7 @@ def run_train(args: argparse.Namespace) -> int:
     def evaluate_fn(m):
         return evaluate(m, val_set, max_frames=args.val_frames).pixels.as_dict()
 
-    cfg = TrainConfig(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
-                      lr_step_size=args.lr_step, warmup_steps=args.warmup, max_steps=args.steps,
-                      batch_size=args.batch_size, grad_clip_norm=args.clip, grad_clip_mode=args.clip_mode,
-                      eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
-                      num_workers=args.workers, time_limit_s=None if args.time_limit is None else 60 * args.time_limit)
+    cfg = train_config_from_args(args)
     log.info("training %s (%d parameters) on %d frames", args.model, sum(p.numel() for p in model.parameters()),
              len(train_set))
     result = train(model, train_set, cfg, args.out, model_config=checkpoint_config(args.model, model_cfg, data_cfg),

@@ -17,6 +17,7 @@ from torch import nn
 
 from squeeze.checkpoint import CheckpointError, load_checkpoint
 from squeeze.range_image import ProjectionConfig, project_scan
+from squeeze.train_cli import build_named
 from squeezeseg import MODELS
 from squeezeseg.data import ChannelStats, RangeDataset, RangeSample, SegDataConfig
 from squeezeseg.metrics import SegMetrics, confusion_matrix, metrics_from_confusion
@@ -24,15 +25,7 @@ from squeezeseg.metrics import SegMetrics, confusion_matrix, metrics_from_confus
 
 def build_model(name: str, **overrides: Any) -> tuple[nn.Module, Any]:
     """A model from a named config (see squeezeseg.MODELS), with config fields overridden by keyword."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    make_config, model_cls = MODELS[name]
-    base = make_config()
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(base)}
-    if unknown:
-        raise ValueError(f"{type(base).__name__} has no field(s) {', '.join(sorted(unknown))}")
-    config = dataclasses.replace(base, **overrides)
-    return model_cls(config), config
+    return build_named(MODELS, name, **overrides)
 
 
 def data_config_to_dict(cfg: SegDataConfig) -> dict[str, Any]:

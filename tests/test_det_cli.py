@@ -108,6 +108,20 @@ def test_pretrained_missing_file_is_a_clear_error(sim_dir, tmp_path, capsys):
     assert code == 2 and "ImageNet SqueezeNet weights not found" in capsys.readouterr().err
 
 
+def test_pretrained_download_without_network_says_what_to_do(sim_dir, tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    def offline(url, dst, hash_prefix=None, progress=True):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    code = main(["det", "train", str(sim_dir), "--out", str(tmp_path / "r"), *SMALL, "--steps", "1",
+                 "--pretrained", "download"])
+    err = capsys.readouterr().err
+    assert code == 2 and "squeezenet1_1-b8a52dc0.pth" in err and "--pretrained PATH" in err
+
+
 # ------------------------------------------------------------------------------------------------- eval
 def test_eval_results_folder_perfect_detections(sim_dir, tmp_path, capsys):
     results = tmp_path / "results" / "data"
