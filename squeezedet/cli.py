@@ -113,30 +113,31 @@ def run_train(args: argparse.Namespace) -> int:
     from squeeze.train import train
     from squeeze.train_cli import parse_overrides, train_config_from_args
     from squeeze.vis import plot_learning_curve
-    from squeezedet.data import DetectionDataset, collate_detections
-    from squeezedet.model import load_torchvision_squeezenet, with_anchor_file
+    from squeezedet.data import DetectionDataset, collate_detections, pixel_std
+    from squeezedet.model import SqueezeDet, from_scratch, load_torchvision_squeezenet, with_anchor_file
     from squeezedet.predict import ap_summary, build_model, checkpoint_config, data_config_for, evaluate
 
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     overrides = parse_overrides(args.overrides)
-    if args.pretrained is None and "freeze_conv1" not in overrides:
-        # The reference freezes conv1 because it comes from ImageNet; a random conv1 must learn.
-        overrides["freeze_conv1"] = False
-    model, model_cfg = build_model(args.model, **overrides)
+    _, model_cfg = build_model(args.model, **overrides)
     if args.anchors:
         model_cfg = with_anchor_file(model_cfg, args.anchors)
-        model = type(model)(model_cfg)
+    data_cfg = data_config_for(model_cfg, drift_x=args.drift[0], drift_y=args.drift[1], flip=not args.no_flip,
+                               seed=args.seed)
+    train_set = DetectionDataset(args.data, args.split, data_cfg, train=True)
+    val_set = DetectionDataset(args.val, args.val_split, data_cfg) if args.val else None
+    if args.pretrained is None and not {"conv1_init_scale", "fire_init_std"} & set(overrides):
+        model_cfg = from_scratch(model_cfg, pixel_std(train_set))
+        log.info("no ImageNet weights: random conv1 scaled by 1/%.1f (the pixel std) and frozen, He init elsewhere",
+                 1 / model_cfg.conv1_init_scale)
+    model = SqueezeDet(model_cfg)
     if args.pretrained is not None:
         path = _pretrained_file(args.pretrained, model_cfg.backbone)
         loaded = load_torchvision_squeezenet(model, path)
         log.info("ImageNet init from %s: %d layers loaded, %d kept random", path, len(loaded.loaded),
                  len(loaded.skipped))
-    data_cfg = data_config_for(model_cfg, drift_x=args.drift[0], drift_y=args.drift[1], flip=not args.no_flip,
-                               seed=args.seed)
-    train_set = DetectionDataset(args.data, args.split, data_cfg, train=True)
-    val_set = DetectionDataset(args.val, args.val_split, data_cfg) if args.val else None
 
     cfg = train_config_from_args(args)
     log.info("training %s (%d parameters) on %d images", args.model, sum(p.numel() for p in model.parameters()),

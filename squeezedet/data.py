@@ -164,3 +164,18 @@ def preprocess_image(bgr: np.ndarray, config: DetDataConfig) -> tuple[torch.Tens
 def collate_detections(batch: list[dict[str, torch.Tensor]]) -> dict[str, object]:
     return {"images": torch.stack([b["images"] for b in batch]), "boxes": [b["boxes"] for b in batch],
             "labels": [b["labels"] for b in batch]}
+
+
+def pixel_std(dataset: DetectionDataset, max_frames: int = 32) -> float:
+    """Standard deviation of the mean-subtracted input pixels over (up to) max_frames evenly spaced frames.
+
+    Sets the scale of a random conv1 when no ImageNet weights are loaded (SqueezeDetConfig.conv1_init_scale).
+    """
+    n = len(dataset)
+    picks = np.unique(np.linspace(0, n - 1, min(n, max_frames)).round().astype(int))
+    sq, count = 0.0, 0
+    for i in picks:
+        image = dataset.sample(int(i)).image.astype(np.float64)
+        sq += float((image**2).sum())
+        count += image.size
+    return float(np.sqrt(sq / count))

@@ -140,7 +140,11 @@ class SqueezeDetConfig:
     pixel_mean: tuple[float, float, float] = (103.939, 116.779, 123.68)  # BGR means subtracted from 0-255 pixels
     freeze_conv1: bool = True  # conv1 is not trained and not decayed, as in the reference
     trunk_init_std: float | None = None  # conv1 + fire2-9 without ImageNet weights: None = He-normal, else trunc-normal
-    fire_init_std: float = 0.01  # fire10, fire11 (new layers) truncated-normal std, zero bias
+    # conv1's random init is multiplied by this. The input is 0-255 pixels minus the mean, not divided by a std (the
+    # caffe convention ImageNet weights expect), while He init assumes unit-variance input; from scratch, 1 / (the
+    # pixel std) gives the trunk unit-scale activations (see `pixel_std`).
+    conv1_init_scale: float = 1.0
+    fire_init_std: float | None = 0.01  # fire10, fire11 (new layers): truncated-normal std, None = He; zero bias
     convdet_init_std: float = 1e-4  # ConvDet truncated-normal std, zero bias
 
     def __post_init__(self) -> None:
@@ -153,11 +157,15 @@ class SqueezeDetConfig:
         if not 0.0 < self.dropout_keep <= 1.0:
             raise ValueError(f"dropout_keep must be in (0, 1], got {self.dropout_keep}")
         for name in ("loss_coef_conf_pos", "loss_coef_conf_neg", "loss_coef_bbox", "loss_coef_class",
-                     "epsilon", "prob_thresh", "final_threshold", "fire_init_std", "convdet_init_std"):
+                     "epsilon", "prob_thresh", "final_threshold", "convdet_init_std"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.nms_thresh <= 1.0:
             raise ValueError(f"nms_thresh must be in [0, 1], got {self.nms_thresh}")
+        if self.fire_init_std is not None and not self.fire_init_std > 0:
+            raise ValueError(f"fire_init_std must be > 0 or None (He), got {self.fire_init_std}")
+        if not self.conv1_init_scale > 0:
+            raise ValueError(f"conv1_init_scale must be > 0, got {self.conv1_init_scale}")
         if self.nms not in NMS_MODES:
             raise ValueError(f"nms must be one of {NMS_MODES}, got {self.nms!r}")
         if len(self.pixel_mean) != 3:
@@ -209,6 +217,19 @@ def squeezedet_plus_kitti() -> SqueezeDetConfig:
     return SqueezeDetConfig(backbone="squeezedet_plus", image_width=1242, image_height=375)
 
 
+def from_scratch(config: SqueezeDetConfig, pixel_std: float) -> SqueezeDetConfig:
+    """The init for training without ImageNet weights: every layer at unit activation scale.
+
+    conv1 (random, and frozen as the reference freezes it: 64 random 3x3x3 filters keep a patch's information)
+    is scaled by 1 / pixel_std, so the trunk sees unit-scale activations despite the 0-255 input; fire10 and fire11
+    take He init instead of the reference's std 0.01, which suits features of ImageNet scale. Without this the
+    activations are ~40x too large and AdamW's steps saturate the confidence logits.
+    """
+    if not pixel_std > 0:
+        raise ValueError(f"pixel_std must be > 0, got {pixel_std}")
+    return replace(config, conv1_init_scale=1.0 / pixel_std, fire_init_std=None)
+
+
 def with_anchor_file(config: SqueezeDetConfig, path: str | Path) -> SqueezeDetConfig:
     """`config` with the anchor shapes of a k-means anchor file, rescaled to the config's input size."""
     shapes = read_anchor_file(path).scaled_to(config.image_width, config.image_height)
@@ -250,6 +271,8 @@ class SqueezeDet(nn.Module):
         same = c.backbone == "squeezedet"
         conv1 = SameConv2d(3, filters, kernel, stride=2) if same else nn.Conv2d(3, filters, kernel, stride=2)
         init_conv_(conv1, c.trunk_init_std)
+        with torch.no_grad():
+            conv1.weight.mul_(c.conv1_init_scale)
         layers: OrderedDict[str, nn.Module] = OrderedDict(conv1=conv1, relu1=nn.ReLU(inplace=True))
         channels = filters
         for name, spec in _SQUEEZEDET_LAYERS if same else _SQUEEZEDET_PLUS_LAYERS:

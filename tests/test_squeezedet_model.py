@@ -49,6 +49,7 @@ from squeezedet.model import (
     SQUEEZEDET_KITTI_PARAMS,
     SQUEEZEDET_PLUS_KITTI_PARAMS,
     TORCHVISION_LAYERS,
+    from_scratch,
     split_convdet_output,
 )
 
@@ -650,3 +651,44 @@ def test_decode_and_nms_of_one_kitti_image_within_5_ms():
         postprocess(deltas, torch.sigmoid(conf_logits), torch.softmax(class_logits, -1), anchors, 1248, 384)
         times.append(time.thread_time() - start)
     assert statistics.median(times[50:]) <= 5e-3
+
+
+def test_from_scratch_init_gives_unit_scale_activations():
+    torch.manual_seed(0)
+    cfg = replace(squeezedet_kitti(), image_width=320, image_height=96)
+    images = 40.0 * torch.randn(2, 3, 96, 320)  # 0-255 pixels minus the mean: std ~40, as real images
+    stds = {}
+
+    def record(model):
+        hooks = [m.register_forward_hook(lambda mod, i, o, n=n: stds.__setitem__(n, float(o.std())))
+                 for n, m in model.features.named_children() if n in ("conv1", "fire9", "fire11")]
+        with torch.no_grad():
+            model.head(images)
+        for h in hooks:
+            h.remove()
+        return dict(stds)
+
+    reference_init = record(SqueezeDet(cfg).eval())
+    scratch_cfg = from_scratch(cfg, pixel_std=40.0)
+    assert scratch_cfg.conv1_init_scale == pytest.approx(1 / 40) and scratch_cfg.fire_init_std is None
+    assert scratch_cfg.freeze_conv1  # random, and frozen as the reference freezes conv1
+    scratch = record(SqueezeDet(scratch_cfg).eval())
+    assert reference_init["conv1"] > 20 and reference_init["fire11"] < 0.2  # far from unit scale both ways
+    for name in ("conv1", "fire9", "fire11"):
+        assert 0.2 < scratch[name] < 5, (name, scratch[name])
+    with pytest.raises(ValueError, match="pixel_std"):
+        from_scratch(cfg, 0.0)
+    with pytest.raises(ValueError, match="conv1_init_scale"):
+        replace(cfg, conv1_init_scale=0.0)
+
+
+def test_pixel_std_of_a_folder(tmp_path):
+    from squeeze.kitti import write_image
+    from squeezedet.data import DetDataConfig, DetectionDataset, pixel_std
+
+    image_dir = tmp_path / "training" / "image_2"
+    image_dir.mkdir(parents=True)
+    cfg = DetDataConfig(image_width=64, image_height=32, pixel_mean_bgr=(100.0, 100.0, 100.0))
+    for i, value in enumerate((70, 130)):  # every pixel 30 from the mean: std (root mean square) exactly 30
+        write_image(image_dir / f"{i:06d}.png", np.full((32, 64, 3), value, np.uint8))
+    assert pixel_std(DetectionDataset(tmp_path, None, cfg)) == pytest.approx(30.0)
