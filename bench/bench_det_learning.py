@@ -39,6 +39,7 @@ from squeezedet.predict import (
     draw_detections,
     evaluate,
     read_image,
+    save_folded,
 )
 
 CAR_AP_BAR = 0.80
@@ -52,6 +53,9 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast (mixed precision)")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-norm", action="store_true",
+                    help="train with BatchNorm (SqueezeDetConfig.batch_norm) and fold it into plain SqueezeDet after "
+                         "training; the numbers are the folded model's")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a SqueezeDetConfig field (VALUE in JSON); repeatable")
     ap.add_argument("--data", type=Path, default=Path("outputs/bench_data"),
@@ -66,7 +70,8 @@ def main() -> int:
     train_dir = ensure_sim(args.data / "sim_train", args.train_frames, seed=1)
     val_dir = ensure_sim(args.data / "sim_val", args.val_frames, seed=1001)  # other seeds than training
     # No ImageNet weights can be downloaded here: the from-scratch init (squeezedet.model.from_scratch).
-    _, model_cfg = build_model(args.model, **parse_overrides(args.overrides))
+    overrides = {"batch_norm": True} if args.batch_norm else {}
+    _, model_cfg = build_model(args.model, **overrides, **parse_overrides(args.overrides))
     data_cfg = data_config_for(model_cfg)
     train_set = DetectionDataset(train_dir, None, data_cfg, train=True)
     val_set = DetectionDataset(val_dir, None, data_cfg)
@@ -97,9 +102,12 @@ def main() -> int:
                         eval_keys=("eval/ap11_car_moderate", "eval/ap11_pedestrian_moderate",
                                    "eval/ap11_cyclist_moderate"), ylabel="validation AP (11-point, moderate)")
 
+    if model_cfg.batch_norm:  # measure what is deployed: the plain SqueezeDet with BN folded into its convs
+        model = save_folded(model.eval(), args.model, data_cfg, out / "folded.pt")
     final = evaluate(model, val_set, progress=True)
     plot_pr_curves(final, out / "pr_curves.png")
-    common = {"model": args.model, "steps": result.step, "batch_size": args.batch_size, "threads": args.threads,
+    common = {"model": args.model, "batch_norm_folded": model_cfg.batch_norm, "steps": result.step,
+              "batch_size": args.batch_size, "threads": args.threads,
               "bf16": args.bf16, "val_frames": len(val_set), "train_frames": len(train_set)}
     ok = train_minutes <= 60.0
     print(json.dumps({"name": f"det_{args.model}_train_minutes", "value": round(train_minutes, 2), "unit": "min",

@@ -118,6 +118,9 @@ class BatchNormSpec:
 
     momentum: float = 0.001  # SqueezeSegV2: TF decay 0.999
     eps: float = 1e-5  # SqueezeSegV2: BATCH_NORM_EPSILON
+    # False: conv -> ReLU -> BN (SqueezeSegV2's order). True: conv -> BN -> ReLU, which folds exactly into the
+    # conv after training (squeeze.fire.fold_batch_norm_), so BN can serve as a training aid only.
+    before_relu: bool = False
 
 
 def init_conv_(conv: nn.Conv2d | nn.ConvTranspose2d, std: float | None, bias: float = 0.0) -> None:
@@ -163,13 +166,17 @@ class ConvReLU(nn.Module):
         super().__init__()
         self.conv = SameConv2d(in_channels, out_channels, kernel_size, stride)
         self.bn = None if bn is None else nn.BatchNorm2d(out_channels, eps=bn.eps, momentum=bn.momentum)
+        self.bn_before_relu = bn is not None and bn.before_relu
         if xavier:
             init_xavier_(self.conv)
         else:
             init_conv_(self.conv, init_std)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.relu(self.conv(x), inplace=True)
+        x = self.conv(x)
+        if self.bn is not None and self.bn_before_relu:
+            return F.relu(self.bn(x), inplace=True)
+        x = F.relu(x, inplace=True)
         return x if self.bn is None else self.bn(x)
 
 
@@ -187,12 +194,16 @@ class _Expand(nn.Module):
         self.expand1x1 = nn.Conv2d(s, e1, 1)
         self.expand3x3 = nn.Conv2d(s, e3, 3, padding=1)  # stride 1: TF 'SAME' is symmetric
         self.bn = None if bn is None else nn.BatchNorm2d(e1 + e3, eps=bn.eps, momentum=bn.momentum)
+        self.bn_before_relu = bn is not None and bn.before_relu
         init_conv_(self.expand1x1, init_std)
         init_conv_(self.expand3x3, init_std)
 
     def forward(self, x: Tensor) -> Tensor:
+        out = torch.cat((self.expand1x1(x), self.expand3x3(x)), dim=1)
+        if self.bn is not None and self.bn_before_relu:
+            return F.relu(self.bn(out), inplace=True)
         # ReLU after the concatenation equals ReLU on each branch; in place on the fresh concat buffer.
-        out = F.relu(torch.cat((self.expand1x1(x), self.expand3x3(x)), dim=1), inplace=True)
+        out = F.relu(out, inplace=True)
         return out if self.bn is None else self.bn(out)
 
 
@@ -235,6 +246,31 @@ class FireDeconv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.deconv(self.squeeze(x)), inplace=True)
         return self.expand(x)
+
+
+@torch.no_grad()
+def fold_batch_norm_(convs: Sequence[nn.Conv2d], bn: nn.BatchNorm2d) -> None:
+    """Fold an eval-mode BatchNorm into the conv(s) right before it (their outputs concatenated, in order).
+
+    BN(y) = (y - mean) * gamma / sqrt(var + eps) + beta per channel, so the conv's kernel is scaled by
+    gamma / sqrt(var + eps) and its bias becomes (b - mean) * gamma / sqrt(var + eps) + beta: exact, as long as
+    nothing stands between conv and BN (the before_relu order). The BN module itself is left to the caller.
+    """
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    start = 0
+    for conv in convs:
+        n = conv.out_channels
+        s, t = scale[start:start + n], shift[start:start + n]
+        bias = conv.bias if conv.bias is not None else torch.zeros(n, device=s.device)
+        conv.weight.mul_(s.view(-1, 1, 1, 1).to(conv.weight.dtype))
+        if conv.bias is None:
+            conv.bias = nn.Parameter(bias * s + t)
+        else:
+            conv.bias.copy_(bias * s + t)
+        start += n
+    if start != bn.num_features:
+        raise ValueError(f"the convs have {start} output channels, the BatchNorm {bn.num_features}")
 
 
 def conv_macs(module: nn.Module, run: Callable[[], object]) -> int:

@@ -149,6 +149,11 @@ def run_train(args: argparse.Namespace) -> int:
                    best_metric="ap11_car_moderate" if val_set and "Car" in model_cfg.class_names else
                    ("map11_moderate" if val_set else None),
                    resume=args.resume)
+    if model_cfg.batch_norm:
+        from squeezedet.predict import save_folded
+
+        save_folded(model.eval(), args.model, data_cfg, args.out / "folded.pt")
+        print(f"BatchNorm folded into the convs: plain {args.model} in {args.out / 'folded.pt'} (from the last step)")
     curve = args.out / "learning_curve.png"
     plot_learning_curve(result.metrics_csv, curve, eval_keys=tuple(
         f"eval/ap11_{c.lower()}_moderate" for c in model_cfg.class_names), ylabel="validation AP (11-point, moderate)")

@@ -38,6 +38,18 @@ def build_model(name: str, **overrides: Any) -> tuple[SqueezeDet, SqueezeDetConf
     return build_named(MODELS, name, **overrides)
 
 
+def save_folded(model: SqueezeDet, model_name: str, data_config: DetDataConfig, path: str | Path) -> SqueezeDet:
+    """Fold a BatchNorm-trained model into plain SqueezeDet (squeezedet.model.fold_batch_norm) and save it."""
+    from squeeze.checkpoint import save_checkpoint
+    from squeezedet.model import fold_batch_norm
+
+    plain = fold_batch_norm(model)
+    save_checkpoint(path, model_state=plain.state_dict(),
+                    config=checkpoint_config(model_name, plain.config, data_config),
+                    class_names=plain.config.class_names)
+    return plain
+
+
 def data_config_for(model_config: SqueezeDetConfig, **overrides: Any) -> DetDataConfig:
     """The data settings that match a model: its input size, classes and pixel means."""
     return DetDataConfig(image_width=model_config.image_width, image_height=model_config.image_height,

@@ -102,6 +102,22 @@ def test_resume_continues_the_run(trained, sim_dir, tmp_path):
     assert rows[-1].startswith("3,")
 
 
+def test_batch_norm_training_writes_a_folded_plain_model(sim_dir, tmp_path):
+    from squeezedet.model import SQUEEZEDET_KITTI_PARAMS
+    from squeezedet.predict import load_model
+
+    run = tmp_path / "bn"
+    assert main(["det", "train", str(sim_dir), "--out", str(run), *SMALL, "--set", "batch_norm=true", "--steps", "2",
+                 "--batch-size", "2", "--optimizer", "adamw", "--lr", "1e-4"]) == 0
+    folded, trained = load_model(run / "folded.pt"), load_model(run / "last.pt")
+    assert trained.model_config.batch_norm and not folded.model_config.batch_norm
+    assert sum(p.numel() for p in folded.model.parameters()) == SQUEEZEDET_KITTI_PARAMS
+    images = 40 * torch.randn(1, 3, 96, 320)
+    with torch.no_grad():
+        torch.testing.assert_close(folded.model.raw_outputs(images).confidence,
+                                   trained.model.raw_outputs(images).confidence, rtol=1e-4, atol=1e-5)
+
+
 def test_pretrained_missing_file_is_a_clear_error(sim_dir, tmp_path, capsys):
     code = main(["det", "train", str(sim_dir), "--out", str(tmp_path / "r"), *SMALL, "--steps", "1",
                  "--pretrained", str(tmp_path / "nope.pth")])

@@ -49,6 +49,7 @@ from squeezedet.model import (
     SQUEEZEDET_KITTI_PARAMS,
     SQUEEZEDET_PLUS_KITTI_PARAMS,
     TORCHVISION_LAYERS,
+    fold_batch_norm,
     from_scratch,
     split_convdet_output,
 )
@@ -692,3 +693,27 @@ def test_pixel_std_of_a_folder(tmp_path):
     for i, value in enumerate((70, 130)):  # every pixel 30 from the mean: std (root mean square) exactly 30
         write_image(image_dir / f"{i:06d}.png", np.full((32, 64, 3), value, np.uint8))
     assert pixel_std(DetectionDataset(tmp_path, None, cfg)) == pytest.approx(30.0)
+
+
+def test_batch_norm_trains_and_folds_into_plain_squeezedet():
+    torch.manual_seed(0)
+    cfg = replace(squeezedet_kitti(), image_width=320, image_height=96, batch_norm=True, bn_momentum=0.5)
+    model = SqueezeDet(cfg)
+    images = 40.0 * torch.randn(2, 3, 96, 320)
+    boxes = [torch.tensor([[10.0, 20.0, 90.0, 70.0]]), torch.zeros(0, 4)]
+    labels = [torch.tensor([0]), torch.zeros(0, dtype=torch.long)]
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)  # bounded steps
+    for _ in range(3):  # move the BN affine parameters and running statistics off their initial values
+        loss = sum(model(images, boxes, labels).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    assert model.features.bn1.weight.detach().std() > 0  # gamma moved off its all-ones init
+    plain = fold_batch_norm(model)
+    assert not plain.config.batch_norm and n_params(plain) == SQUEEZEDET_KITTI_PARAMS
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    with torch.no_grad():
+        for a, b in zip(model.raw_outputs(images), plain.raw_outputs(images), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert model.features.bn1.training is False  # the source model is not changed
