@@ -194,6 +194,33 @@ def export_weights(checkpoint: str | Path, out: str | Path, half: bool = True) -
     return save_checkpoint(out, model_state=state, config=ckpt["config"], class_names=ckpt["class_names"])
 
 
+def load_named_model(path: str | Path, task: str, models: Mapping[str, tuple[Any, type]], device: str = "cpu",
+                     **overrides: Any) -> tuple[torch.nn.Module, str, Any, dict[str, Any]]:
+    """(model in eval mode, model name, model config, the checkpoint's config) from a checkpoint of `task`.
+
+    models: the package's MODELS table {name: (config factory, model class)}; the config class must have
+    `from_dict`. overrides replace config fields (inference settings). CheckpointError naming the file when the
+    checkpoint is of another task, names an unknown model, or its weights do not fit.
+    """
+    ckpt = load_checkpoint(path, map_location=device)
+    config = ckpt["config"]
+    if not isinstance(config, dict) or config.get("task") != task:
+        raise CheckpointError(path, f"not a {task} checkpoint (config.task != {task!r})")
+    name = config.get("model_name")
+    if name not in models:
+        raise CheckpointError(path, f"unknown model {name!r}")
+    make_config, model_cls = models[name]
+    model_config = type(make_config()).from_dict(config["model"])
+    if overrides:
+        model_config = dataclasses.replace(model_config, **overrides)
+    model = model_cls(model_config)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(path, f"weights do not fit the model: {str(e).splitlines()[0]}") from None
+    return model.to(device).eval(), name, model_config, config
+
+
 def require_train_state(payload: Mapping[str, Any], path: str | Path, keys: Sequence[str]) -> dict[str, Any]:
     """Return ``payload["train_state"]`` after checking it has `keys`; CheckpointError naming the file otherwise."""
     state = payload["train_state"]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from squeeze.checkpoint import CheckpointError, load_checkpoint
+from squeeze.checkpoint import load_named_model
 from squeeze.errors import DataError
 from squeeze.kitti import ObjectLabels, read_labels
 from squeeze.train_cli import build_named
@@ -75,20 +75,7 @@ def load_model(path: str | Path, device: str = "cpu", **overrides: Any) -> Loade
 
     CheckpointError naming the file when it is not a detection checkpoint or the weights do not fit.
     """
-    ckpt = load_checkpoint(path, map_location=device)
-    config = ckpt["config"]
-    if not isinstance(config, dict) or config.get("task") != "detection":
-        raise CheckpointError(path, "not a detection checkpoint (config.task != 'detection')")
-    name = config["model_name"]
-    if name not in MODELS:
-        raise CheckpointError(path, f"unknown model {name!r}")
-    model_config = dataclasses.replace(SqueezeDetConfig.from_dict(config["model"]), **overrides)
-    model = SqueezeDet(model_config)
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        raise CheckpointError(path, f"weights do not fit the model: {str(e).splitlines()[0]}") from None
-    model.to(device).eval()
+    model, name, model_config, config = load_named_model(path, "detection", MODELS, device, **overrides)
     data = dict(config["data"])
     data["class_names"] = tuple(data["class_names"])
     data["pixel_mean_bgr"] = tuple(data["pixel_mean_bgr"])

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from squeeze.checkpoint import CheckpointError, load_checkpoint
+from squeeze.checkpoint import load_named_model
 from squeeze.range_image import ProjectionConfig, project_scan
 from squeeze.train_cli import build_named
 from squeezeseg import MODELS
@@ -56,24 +56,9 @@ class LoadedModel:
 
 def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
     """A segmentation model from a checkpoint, in eval mode. CheckpointError naming the file when it is not one."""
-    ckpt = load_checkpoint(path, map_location=device)
-    config = ckpt["config"]
-    if not isinstance(config, dict) or config.get("task") != "segmentation":
-        raise CheckpointError(path, "not a segmentation checkpoint (config.task != 'segmentation')")
-    name = config["model_name"]
-    if name not in MODELS:
-        raise CheckpointError(path, f"unknown model {name!r}")
-    model_cls = MODELS[name][1]
-    cfg_cls = type(MODELS[name][0]())
-    model_config = cfg_cls.from_dict(config["model"])
-    model = model_cls(model_config)
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        raise CheckpointError(path, f"weights do not fit the model: {str(e).splitlines()[0]}") from None
-    model.to(device).eval()
+    model, name, model_config, config = load_named_model(path, "segmentation", MODELS, device)
     return LoadedModel(model, name, model_config, data_config_from_dict(config["data"]),
-                       tuple(ckpt["class_names"]))
+                       tuple(model_config.class_names))
 
 
 @torch.no_grad()
