@@ -194,7 +194,12 @@ def test_predict_threshold_and_single_file(trained, sim_dir, tmp_path):
     assert main(["det", "predict", str(trained / "last.pt"), "--inputs", str(image), "--out", str(out),
                  "--threshold", "0.999"]) == 0
     det = read_labels(out / "data" / f"{image.stem}.txt")
-    assert len(det) == 0 or det.score.min() > 0.999
+    assert main(["det", "predict", str(trained / "last.pt"), "--inputs", str(image),
+                 "--out", str(tmp_path / "all")]) == 0
+    everything = read_labels(tmp_path / "all" / "data" / f"{image.stem}.txt")
+    assert len(everything) > 0 and np.all(everything.score > 0)  # no threshold: every survivor of NMS
+    kept = everything.score > 0.999
+    assert len(det) == int(kept.sum()) and np.allclose(det.score, everything.score[kept])
 
 
 def test_predict_bad_inputs(trained, tmp_path, capsys):
