@@ -72,12 +72,16 @@ def _run_demo(args: argparse.Namespace) -> int:
     from domain_adapt.cli import demo_step
 
     pictures = demo_step(args.out, frames=args.frames, seed=args.seed)
+    from domain_adapt.sim import simulate
     from squeezeseg.cli import demo_step as seg_demo_step
     from squeezeseg.predict import BUNDLED_WEIGHTS
 
+    # The bundled models see frames of other seeds than any they were trained on.
+    new_frames = args.out / "new_frames"
+    simulate(new_frames, frames=2, seed=args.seed + 1000, progress=False)
     if BUNDLED_WEIGHTS.exists():
         print("\nSegmentation: the bundled SqueezeSegV2 (trained on the simulated world) on new simulated scans")
-        pictures += seg_demo_step(BUNDLED_WEIGHTS, args.out / "seg", frames=2, seed=args.seed + 1000)
+        pictures += seg_demo_step(BUNDLED_WEIGHTS, new_frames, args.out / "seg")
     else:
         print(f"\n(no segmentation step: {BUNDLED_WEIGHTS} is absent; train one with bench/bench_seg_learning.py)")
     from squeezedet.cli import demo_step as det_demo_step
@@ -85,7 +89,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     if DET_WEIGHTS.exists():
         print("\nDetection: the bundled SqueezeDet (trained on simulated camera images) on new simulated images")
-        pictures += det_demo_step(DET_WEIGHTS, args.out / "det", frames=2, seed=args.seed + 2000)
+        pictures += det_demo_step(DET_WEIGHTS, new_frames, args.out / "det")
     else:
         print(f"\n(no detection step: {DET_WEIGHTS} is absent; train one with bench/bench_det_learning.py)")
     print("\nDemo pictures:")

@@ -93,15 +93,15 @@ def add_det_parser(subparsers) -> None:
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
     p.set_defaults(run=run_export)
 
-    p = sub.add_parser("demo", help="detect objects in new simulated camera images and draw them",
-                       description="Simulates a few frames of the embedded world, runs the detector on the camera "
-                                   "images and writes pictures with detections and ground truth, plus the KITTI "
-                                   "evaluation of those frames.")
-    p.add_argument("checkpoint", type=Path, nargs="?", default=None,
+    p = sub.add_parser("demo", help="detect objects in the images of a labelled folder and draw them",
+                       description="Run the detector on the camera images of a labelled KITTI folder (for new "
+                                   "simulated frames: `squeeze sim --out DIR --frames 3 --seed 321`), write pictures "
+                                   "with detections and ground truth, and print per frame the labelled objects found; "
+                                   "`squeeze demo` does both steps.")
+    p.add_argument("data", type=Path, help="KITTI object folder (training/image_2 + label_2)")
+    p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint (default: the bundled SqueezeDet trained on the simulated world)")
     p.add_argument("--out", type=Path, default=Path("outputs/det_demo"))
-    p.add_argument("--frames", type=int, default=3)
-    p.add_argument("--seed", type=int, default=321)
     p.set_defaults(run=run_demo)
     det.set_defaults(run=lambda args: det.print_help() or 2)
 
@@ -303,8 +303,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- demo
-def demo_step(checkpoint: Path, out: Path, frames: int = 3, seed: int = 321) -> list[Path]:
-    """Simulate `frames` new frames, detect objects in their camera images, draw them; the picture paths.
+def demo_step(checkpoint: Path, data: Path, out: Path) -> list[Path]:
+    """Detect objects in the camera images of a labelled KITTI folder and draw them; the picture paths.
 
     Prints, per frame and class, how many labelled objects a drawn detection (score >= 0.4) finds at the KITTI
     overlap (0.7 for cars, 0.5 otherwise). AP is not printed: over a few frames the devkit's AP is mostly its
@@ -312,19 +312,18 @@ def demo_step(checkpoint: Path, out: Path, frames: int = 3, seed: int = 321) -> 
     """
     import numpy as np
 
-    from domain_adapt.sim import simulate
     from squeeze.geometry import iou_2d
-    from squeeze.kitti import read_labels, write_image
+    from squeeze.kitti import KittiObjectFolder, read_labels, write_image
     from squeezedet.predict import detect, draw_detections, load_model, read_image
 
     loaded = load_model(checkpoint)
-    sim_dir = out / "sim"
-    simulate(sim_dir, frames=frames, seed=seed, progress=False)
+    folder = KittiObjectFolder(data)
     pictures = []
-    for image_path in sorted((sim_dir / "training" / "image_2").glob("*.png")):
+    for fid in folder.frame_ids:
+        image_path = folder.path("image_2", fid)
         image = read_image(image_path)
         det = detect(loaded.model, [image], loaded.data_config)[0]
-        gt = read_labels(sim_dir / "training" / "label_2" / f"{image_path.stem}.txt")
+        gt = read_labels(folder.path("label_2", fid))
         path = out / f"det_{image_path.stem}.png"
         write_image(path, draw_detections(image, det, loaded.model_config.class_names, gt, DEMO_SCORE))
         pictures.append(path)
@@ -344,7 +343,7 @@ def demo_step(checkpoint: Path, out: Path, frames: int = 3, seed: int = 321) -> 
 def run_demo(args: argparse.Namespace) -> int:
     from squeezedet.predict import BUNDLED_WEIGHTS
 
-    pictures = demo_step(args.checkpoint or BUNDLED_WEIGHTS, args.out, args.frames, args.seed)
+    pictures = demo_step(args.checkpoint or BUNDLED_WEIGHTS, args.data, args.out)
     print("\nDemo pictures:")
     for p in pictures:
         print(f"  {p}")

@@ -76,12 +76,14 @@ def add_seg_parser(subparsers) -> None:
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
     p.set_defaults(run=run_export)
 
-    p = sub.add_parser("demo", help="segment simulated scans with a trained checkpoint and draw them")
-    p.add_argument("checkpoint", type=Path, nargs="?", default=None,
+    p = sub.add_parser("demo", help="segment the scans of a folder and draw ground truth beside prediction",
+                       description="Segment every scan of a labelled folder (for new simulated frames: "
+                                   "`squeeze sim --out DIR --frames 3 --seed 123`) and write ground truth and "
+                                   "prediction side by side; `squeeze demo` does both steps.")
+    p.add_argument("data", type=Path, help="labelled folder (simulated, KITTI, SemanticKITTI or .npy)")
+    p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint (default: the bundled SqueezeSegV2 trained on the simulated world)")
     p.add_argument("--out", type=Path, default=Path("outputs/seg_demo"))
-    p.add_argument("--frames", type=int, default=3)
-    p.add_argument("--seed", type=int, default=123)
     p.set_defaults(run=run_demo)
     seg.set_defaults(run=lambda args: seg.print_help() or 2)
 
@@ -269,12 +271,11 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- demo
-def demo_step(checkpoint: Path, out: Path, frames: int = 3, seed: int = 123) -> list[Path]:
-    """Segment freshly simulated scans with a checkpoint; write ground truth and prediction side by side."""
+def demo_step(checkpoint: Path, data: Path, out: Path) -> list[Path]:
+    """Segment the scans of a labelled folder with a checkpoint; write ground truth and prediction side by side."""
     import cv2
     import numpy as np
 
-    from domain_adapt.sim import simulate
     from squeeze.kitti import write_image
     from squeeze.range_image import RangeImage
     from squeeze.vis import range_image_picture, stack_pictures
@@ -282,8 +283,7 @@ def demo_step(checkpoint: Path, out: Path, frames: int = 3, seed: int = 123) -> 
     from squeezeseg.predict import evaluate, load_model, predict_classes
 
     loaded = load_model(checkpoint)
-    simulate(out / "sim", frames=frames, seed=seed, progress=True)
-    dataset = RangeDataset(out / "sim", None, loaded.data_config)
+    dataset = RangeDataset(data, None, loaded.data_config)
     written = []
     for i in range(len(dataset)):
         s = dataset.sample(i)
@@ -315,6 +315,6 @@ def run_demo(args: argparse.Namespace) -> int:
     from squeezeseg.predict import BUNDLED_WEIGHTS
 
     checkpoint = args.checkpoint or BUNDLED_WEIGHTS
-    for p in demo_step(checkpoint, args.out, args.frames, args.seed):
+    for p in demo_step(checkpoint, args.data, args.out):
         print(f"  {p}")
     return 0

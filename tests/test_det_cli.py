@@ -216,11 +216,11 @@ def test_predict_bad_inputs(trained, tmp_path, capsys):
     assert "torn.pt" in capsys.readouterr().err
 
 
-def test_demo_step_with_a_checkpoint(trained, tmp_path, capsys):
-    from squeezedet.cli import demo_step
-
-    pictures = demo_step(trained / "last.pt", tmp_path / "demo", frames=1, seed=5)
-    assert len(pictures) == 1 and pictures[0].stat().st_size > 10_000
+def test_demo_with_a_checkpoint(trained, sim_dir, tmp_path, capsys):
+    assert main(["det", "demo", str(sim_dir), "--checkpoint", str(trained / "last.pt"), "--out",
+                 str(tmp_path / "demo")]) == 0
+    pictures = sorted((tmp_path / "demo").glob("det_*.png"))
+    assert len(pictures) == 3 and all(p.stat().st_size > 10_000 for p in pictures)
     assert "labelled objects found: Car " in capsys.readouterr().out
 
 

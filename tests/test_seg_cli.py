@@ -101,3 +101,10 @@ def test_bad_checkpoint_and_bad_input(trained, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["seg", "train", str(tmp_path), "--out", str(tmp_path / "r"), "--model", "nonexistent"])
     assert main(["seg", "train", str(tmp_path), "--out", str(tmp_path / "r"), "--set", "no_such_field=1"]) == 2
+
+
+def test_demo_on_a_folder(trained, sim_dir, tmp_path):
+    assert main(["seg", "demo", str(sim_dir), "--checkpoint", str(trained / "last.pt"), "--out",
+                 str(tmp_path / "demo")]) == 0
+    pictures = sorted((tmp_path / "demo").glob("*_seg_truth_vs_prediction.png"))
+    assert len(pictures) == 3 and all(p.stat().st_size > 1_000 for p in pictures)
