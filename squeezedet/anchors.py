@@ -259,12 +259,14 @@ def kmeans_anchor_shapes(shapes: np.ndarray, k: int = 9, seed: int = 0, max_iter
 
 
 def box_shapes(label_dir: str | Path, image_dir: str | Path | None, image_size: tuple[int, int],
-               classes: Sequence[str] | None = None) -> np.ndarray:
+               classes: Sequence[str] | None = None, min_height: float = 0.0) -> np.ndarray:
     """(N, 2) float64 (w, h) of the labelled boxes of a label_2 folder, in pixels of a net input of image_size.
 
     Each box is scaled per axis from its image's size (read from the file header in image_dir, or KITTI's
     1242 x 375 when image_dir is None) to image_size = (width, height), as the data loader resizes images.
     classes: the object types kept (case-insensitive; default every type but DontCare).
+    min_height: boxes lower than this in their image's pixels are left out, e.g. 25 = KITTI's moderate limit, so
+    that the far objects no evaluation counts do not pull anchors away from the ones it does.
     """
     from PIL import Image
 
@@ -291,8 +293,11 @@ def box_shapes(label_dir: str | Path, image_dir: str | Path | None, image_size: 
             with Image.open(matches[0]) as im:
                 width, height = im.size
         b = labels.bbox[mask]
+        b = b[b[:, 3] - b[:, 1] >= min_height]
         wh = np.stack([(b[:, 2] - b[:, 0]) * image_size[0] / width, (b[:, 3] - b[:, 1]) * image_size[1] / height], 1)
         out.append(wh[(wh > 0).all(axis=1)])
-    if not out:
-        raise DataError(label_dir, f"no boxes of classes {sorted(keep) if keep else 'any'}")
-    return np.concatenate(out)
+    shapes = np.concatenate(out) if out else np.zeros((0, 2))
+    if not len(shapes):
+        raise DataError(label_dir, f"no boxes of classes {sorted(keep) if keep else 'any'}"
+                                   + (f" at least {min_height:g} px high" if min_height > 0 else ""))
+    return shapes

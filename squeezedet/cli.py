@@ -84,6 +84,8 @@ def add_det_parser(subparsers) -> None:
     p.add_argument("--image-size", type=int, nargs=2, default=(1248, 384), metavar=("W", "H"),
                    help="net input size the shapes are measured at (default: 1248 384)")
     p.add_argument("--classes", nargs="+", default=["Car", "Pedestrian", "Cyclist"], help="object types used")
+    p.add_argument("--min-height", type=float, default=0.0, metavar="PX",
+                   help="leave out boxes lower than this in image pixels (KITTI evaluates >= 25; default: keep all)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_anchors)
 
@@ -281,11 +283,11 @@ def run_anchors(args: argparse.Namespace) -> int:
     if image_dir is None:
         log.warning("no image_2 folder: assuming KITTI's 1242 x 375 images to scale the boxes")
     size = (int(args.image_size[0]), int(args.image_size[1]))
-    shapes = box_shapes(root / "label_2", image_dir, size, args.classes)
+    shapes = box_shapes(root / "label_2", image_dir, size, args.classes, args.min_height)
     centres, mean_iou = kmeans_anchor_shapes(shapes, args.k, seed=args.seed)
-    write_anchor_file(args.out, centres, size, meta={"k": args.k, "mean_iou": round(mean_iou, 4),
-                                                     "boxes": len(shapes), "classes": list(args.classes),
-                                                     "source": str(args.data), "seed": args.seed})
+    meta = {"k": args.k, "mean_iou": round(mean_iou, 4), "boxes": len(shapes), "classes": list(args.classes),
+            "min_height": args.min_height, "source": str(args.data), "seed": args.seed}
+    write_anchor_file(args.out, centres, size, meta=meta)
     for w, h in centres:
         print(f"  {w:7.1f} x {h:6.1f}")
     print(f"{args.k} anchor shapes from {len(shapes)} boxes, mean best IoU {mean_iou:.3f}; wrote {args.out}")

@@ -9,6 +9,7 @@ on empty images: squeezeDet issues #58, #98). Randomness comes from squeeze.trai
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,11 @@ class DetectionSample:
     original_size: tuple[int, int]
 
 
+def subtract_means(bgr: np.ndarray, means_bgr: tuple[float, float, float]) -> np.ndarray:
+    """(H, W, 3) float32 image minus the per-channel means (OpenCV's per-channel scalar: 30x numpy broadcasting)."""
+    return cv2.subtract(bgr.astype(np.float32), (*map(float, means_bgr), 0.0))
+
+
 def objects_of_classes(labels: ObjectLabels, class_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(N, 4) float32 boxes and (N,) int64 class indices of the labelled objects whose type is in class_names."""
     index = {name.lower(): i for i, name in enumerate(class_names)}
@@ -72,32 +78,50 @@ def drift_range(boxes: np.ndarray, size: int, max_drift: int, axis: int) -> tupl
     return (lo, hi) if lo <= hi else (0, 0)
 
 
-def shift_image(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
-    """Move the content by (-dx, -dy), filling with zeros (the mean colour, as the means are subtracted)."""
+def draw_drift_flip(boxes: np.ndarray, width: int, height: int, config: DetDataConfig, rng: np.random.Generator
+                    ) -> tuple[int, int, bool]:
+    """A random (dx, dy, flip) that keeps every box inside a width x height image (the reference's drift + flip)."""
+    x_lo, x_hi = drift_range(boxes, width, config.drift_x, axis=0)
+    y_lo, y_hi = drift_range(boxes, height, config.drift_y, axis=1)
+    dx = int(rng.integers(x_lo, x_hi + 1))
+    dy = int(rng.integers(y_lo, y_hi + 1))
+    return dx, dy, bool(config.flip and rng.random() < 0.5)
+
+
+def drift_flip_boxes(boxes: np.ndarray, dx: int, dy: int, flip: bool, width: int) -> np.ndarray:
+    """Boxes after moving the content by (-dx, -dy), then mirroring a `width`-wide image when `flip`."""
+    boxes = boxes - np.array([dx, dy, dx, dy], np.float32)
+    if flip:
+        boxes = np.stack([width - 1 - boxes[:, 2], boxes[:, 1], width - 1 - boxes[:, 0], boxes[:, 3]], axis=1)
+    return boxes.astype(np.float32).reshape(-1, 4)
+
+
+def drift_flip_resize(image: np.ndarray, dx: int, dy: int, flip: bool, out_width: int, out_height: int
+                      ) -> np.ndarray:
+    """Move the content by (-dx, -dy) filling with zeros, mirror when `flip`, and resize, in one bilinear warp.
+
+    The same image as shifting, flipping and then cv2.resize (INTER_LINEAR, pixel centres at +0.5) step by step,
+    up to OpenCV's 1/32-pixel interpolation grid and the outermost pixel (zero border instead of replicated):
+    one pass over the output instead of three over the full-size image.
+    """
     h, w = image.shape[:2]
-    out = np.zeros_like(image)
-    src_x0, dst_x0 = max(dx, 0), max(-dx, 0)
-    src_y0, dst_y0 = max(dy, 0), max(-dy, 0)
-    cw, ch = w - abs(dx), h - abs(dy)
-    if cw > 0 and ch > 0:
-        out[dst_y0:dst_y0 + ch, dst_x0:dst_x0 + cw] = image[src_y0:src_y0 + ch, src_x0:src_x0 + cw]
-    return out
+    sx, sy = out_width / w, out_height / h
+    # Output pixel (x, y) reads the source at (x + 0.5) / s - 0.5 (cv2.resize's convention), mirrored, plus the drift.
+    if flip:
+        row_x = (-1.0 / sx, 0.0, w - 0.5 - 0.5 / sx + dx)
+    else:
+        row_x = (1.0 / sx, 0.0, 0.5 / sx - 0.5 + dx)
+    matrix = np.array([row_x, (0.0, 1.0 / sy, 0.5 / sy - 0.5 + dy)], np.float64)
+    return cv2.warpAffine(image, matrix, (out_width, out_height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def augment(image: np.ndarray, boxes: np.ndarray, config: DetDataConfig, rng: np.random.Generator
             ) -> tuple[np.ndarray, np.ndarray]:
     """Drift then flip, on the original-size image; never cuts a box, works without boxes. Inputs untouched."""
     h, w = image.shape[:2]
-    x_lo, x_hi = drift_range(boxes, w, config.drift_x, axis=0)
-    y_lo, y_hi = drift_range(boxes, h, config.drift_y, axis=1)
-    dx = int(rng.integers(x_lo, x_hi + 1))
-    dy = int(rng.integers(y_lo, y_hi + 1))
-    image = shift_image(image, dx, dy)
-    boxes = boxes - np.array([dx, dy, dx, dy], np.float32)
-    if config.flip and rng.random() < 0.5:
-        image = image[:, ::-1].copy()
-        boxes = np.stack([w - 1 - boxes[:, 2], boxes[:, 1], w - 1 - boxes[:, 0], boxes[:, 3]], axis=1)
-    return image, boxes.astype(np.float32).reshape(-1, 4)
+    dx, dy, flip = draw_drift_flip(boxes, w, h, config, rng)
+    return drift_flip_resize(image, dx, dy, flip, w, h), drift_flip_boxes(boxes, dx, dy, flip, w)
 
 
 class DetectionDataset(Dataset):
@@ -108,7 +132,7 @@ class DetectionDataset(Dataset):
     """
 
     def __init__(self, root: str | Path, split: str | None = None, config: DetDataConfig | None = None,
-                 train: bool = False, split_dir: str = "training"):
+                 train: bool = False, split_dir: str = "training", cache_images: bool = False):
         self.config = config or DetDataConfig()
         image_set = None if split in (None, "all") else split
         self.folder = KittiObjectFolder(root, split=split_dir, image_set=image_set)
@@ -117,6 +141,10 @@ class DetectionDataset(Dataset):
             raise DataError(self.folder.dir / "image_2", "no images found")
         self.train = train
         self.epoch = 0
+        # Decoded uint8 images kept after their first read (~1.4 MB per KITTI frame): decoding a PNG costs more
+        # than the rest of a sample's preparation, and many epochs fit in an hour at reduced input sizes.
+        self.cache_images = cache_images
+        self._images: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.frame_ids)
@@ -124,21 +152,41 @@ class DetectionDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def sample(self, index: int, augment_: bool = False) -> DetectionSample:
-        fid = self.frame_ids[index]
-        path = self.folder.path("image_2", fid)
+    def with_config(self, config: DetDataConfig) -> DetectionDataset:
+        """The same frames (and image cache) prepared for another net input size or class list."""
+        other = copy.copy(self)
+        other.config = config
+        return other
+
+    def read_bgr(self, index: int) -> np.ndarray:
+        """(H, W, 3) uint8 BGR image of frame `index` (from the cache when `cache_images`)."""
+        cached = self._images.get(index)
+        if cached is not None:
+            return cached
+        path = self.folder.path("image_2", self.frame_ids[index])
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             raise DataError(path, "not a readable image")
-        image = bgr.astype(np.float32) - np.asarray(self.config.pixel_mean_bgr, np.float32)
+        if self.cache_images:
+            self._images[index] = bgr
+        return bgr
+
+    def sample(self, index: int, augment_: bool = False) -> DetectionSample:
+        fid = self.frame_ids[index]
+        bgr = self.read_bgr(index)
+        image = subtract_means(bgr, self.config.pixel_mean_bgr)
         label_path = self.folder.path("label_2", fid)
         labels = read_labels(label_path) if label_path.exists() else ObjectLabels()
         boxes, classes = objects_of_classes(labels, self.config.class_names)
-        if augment_:
-            image, boxes = augment(image, boxes, self.config, sample_rng(self.config.seed, self.epoch, index))
         h, w = image.shape[:2]
-        sx, sy = self.config.image_width / w, self.config.image_height / h
-        image = cv2.resize(image, (self.config.image_width, self.config.image_height), interpolation=cv2.INTER_LINEAR)
+        out_w, out_h = self.config.image_width, self.config.image_height
+        sx, sy = out_w / w, out_h / h
+        if augment_:
+            dx, dy, flip = draw_drift_flip(boxes, w, h, self.config, sample_rng(self.config.seed, self.epoch, index))
+            image = drift_flip_resize(image, dx, dy, flip, out_w, out_h)
+            boxes = drift_flip_boxes(boxes, dx, dy, flip, w)
+        else:
+            image = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
         boxes = boxes * np.array([sx, sy, sx, sy], np.float32)
         return DetectionSample(fid, image, boxes, classes, (sx, sy), (w, h))
 
@@ -155,7 +203,7 @@ def sample_to_tensors(s: DetectionSample) -> dict[str, torch.Tensor]:
 def preprocess_image(bgr: np.ndarray, config: DetDataConfig) -> tuple[torch.Tensor, tuple[float, float]]:
     """(1, 3, H, W) input of one BGR uint8 image for inference, and the (sx, sy) scale to map boxes back."""
     h, w = bgr.shape[:2]
-    image = bgr.astype(np.float32) - np.asarray(config.pixel_mean_bgr, np.float32)
+    image = subtract_means(bgr, config.pixel_mean_bgr)
     image = cv2.resize(image, (config.image_width, config.image_height), interpolation=cv2.INTER_LINEAR)
     return (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None],
             (config.image_width / w, config.image_height / h))

@@ -75,6 +75,7 @@ __all__ = [
     "RawOutputs",
     "SqueezeDet",
     "SqueezeDetConfig",
+    "at_input_size",
     "load_torchvision_squeezenet",
     "split_convdet_output",
     "squeezedet_kitti",
@@ -259,6 +260,17 @@ def fold_batch_norm(model: SqueezeDet) -> SqueezeDet:
                   if ".bn." not in k and not k.startswith("features.bn1.")}
     plain.load_state_dict(source)
     return plain.eval()
+
+
+def at_input_size(config: SqueezeDetConfig, image_width: int, image_height: int) -> SqueezeDetConfig:
+    """`config` for another net input size, its anchor shapes scaled with the image per axis.
+
+    The weights fit both (the network is fully convolutional), so a model can be trained at a reduced size and
+    go on at full size: objects and anchors keep their relation, only the grid changes.
+    """
+    sx, sy = image_width / config.image_width, image_height / config.image_height
+    return replace(config, image_width=image_width, image_height=image_height,
+                   anchor_shapes=tuple((w * sx, h * sy) for w, h in config.anchor_shapes))
 
 
 def with_anchor_file(config: SqueezeDetConfig, path: str | Path) -> SqueezeDetConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,9 +15,9 @@ from squeezedet.data import (
     DetectionDataset,
     augment,
     collate_detections,
+    drift_flip_resize,
     drift_range,
     objects_of_classes,
-    shift_image,
 )
 
 
@@ -69,13 +70,48 @@ def test_missing_images(tmp_path):
         DetectionDataset(tmp_path)
 
 
-def test_shift_image_moves_content():
-    img = np.arange(12, dtype=np.float32).reshape(3, 4, 1)
-    out = shift_image(img, 1, 0)
-    np.testing.assert_array_equal(out[:, :3, 0], img[:, 1:, 0])
+def test_drift_moves_content_and_fills_zeros():
+    img = np.arange(12, dtype=np.float32).reshape(3, 4, 1).repeat(3, axis=2)
+    out = drift_flip_resize(img, 1, 0, False, 4, 3)
+    np.testing.assert_array_equal(out[:, :3], img[:, 1:])
     assert (out[:, 3] == 0).all()
-    out = shift_image(img, -1, -1)
-    np.testing.assert_array_equal(out[1:, 1:, 0], img[:2, :3, 0])
+    out = drift_flip_resize(img, -1, -1, False, 4, 3)
+    np.testing.assert_array_equal(out[1:, 1:], img[:2, :3])
+    assert (out[0] == 0).all() and (out[:, 0] == 0).all()
+    np.testing.assert_array_equal(drift_flip_resize(img, 0, 0, True, 4, 3), img[:, ::-1])
+
+
+@pytest.mark.parametrize(("dx", "dy", "flip"), [(0, 0, False), (7, -5, False), (-12, 9, True), (3, 4, True)])
+def test_drift_flip_resize_equals_the_three_steps(dx, dy, flip):
+    # A smooth image, so OpenCV's 1/32-pixel interpolation grid moves values by well under one grey level.
+    h, w = 75, 124
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([xx * 1.5, yy * 2.0, 0.7 * xx + yy], axis=2) - 100.0
+    shifted = np.zeros_like(img)  # content moved by (-dx, -dy), zeros where nothing arrives
+    shifted[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)] = img[max(dy, 0):h - max(-dy, 0),
+                                                                           max(dx, 0):w - max(-dx, 0)]
+    if flip:
+        shifted = shifted[:, ::-1]
+    expected = cv2.resize(np.ascontiguousarray(shifted), (250, 77), interpolation=cv2.INTER_LINEAR)
+    out = drift_flip_resize(img, dx, dy, flip, 250, 77)
+    assert out.shape == (77, 250, 3) and out.dtype == np.float32
+    # Away from the zero-filled band's edge and the outermost pixels, where the border rules differ.
+    inner = np.zeros((77, 250), bool)
+    ys = slice(max(-dy, 0) + 2, 77 - max(dy, 0) - 2)
+    xs = slice(abs(dx) * 2 + 3, 250 - abs(dx) * 2 - 3)
+    inner[ys, xs] = True
+    np.testing.assert_allclose(out[inner], expected[inner], atol=0.2)
+
+
+def test_image_cache_and_training_samples(folder):
+    cfg = DetDataConfig(image_width=200, image_height=120)
+    ds = DetectionDataset(folder, config=cfg, train=True, cache_images=True)
+    first = ds[0]["images"]
+    assert 0 in ds._images
+    np.testing.assert_array_equal(ds[0]["images"], first)  # same (seed, epoch, index): same augmentation
+    small = ds.with_config(DetDataConfig(image_width=100, image_height=60))
+    assert small._images is ds._images and small[0]["images"].shape == (3, 60, 100)
+    assert ds.config.image_width == 200
 
 
 def test_drift_range_keeps_boxes_inside():

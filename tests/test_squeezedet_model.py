@@ -49,6 +49,7 @@ from squeezedet.model import (
     SQUEEZEDET_KITTI_PARAMS,
     SQUEEZEDET_PLUS_KITTI_PARAMS,
     TORCHVISION_LAYERS,
+    at_input_size,
     fold_batch_norm,
     from_scratch,
     split_convdet_output,
@@ -267,6 +268,36 @@ def test_anchor_file_round_trip_and_errors(tmp_path):
         assert str(bad) in str(info.value)
     with pytest.raises(DataError, match="not found"):
         read_anchor_file(tmp_path / "missing.json")
+
+
+def test_at_input_size_scales_anchors_and_keeps_the_weights():
+    full = tiny_config()
+    half = at_input_size(full, 32, 24)
+    assert (half.image_width, half.image_height) == (32, 24)
+    assert half.anchor_shapes == ((4.0, 4.0), (10.0, 6.0), (6.0, 12.0))
+    assert at_input_size(full, 64, 48) == full
+    small, big = SqueezeDet(half), SqueezeDet(full)
+    big.load_state_dict(small.state_dict())  # one set of weights serves both sizes
+    assert small.anchors.shape == (2 * 2 * 3, 4) and big.anchors.shape == (3 * 4 * 3, 4)
+    # The anchors of the half-size grid are the full-size ones of a 2 x 2 grid, halved.
+    np.testing.assert_allclose(small.anchors[:, 2:], big.anchors[: 2 * 2 * 3, 2:] / 2)
+
+
+def test_box_shapes_leave_out_low_boxes(tmp_path):
+    from squeeze.kitti import ObjectLabels, write_labels
+    from squeezedet.anchors import box_shapes
+
+    n = 3
+    write_labels(tmp_path / "000000.txt", ObjectLabels(
+        type=np.array(["Car", "Pedestrian", "DontCare"], "<U16"), truncated=np.zeros(n),
+        occluded=np.zeros(n, np.int64), alpha=np.zeros(n), bbox=np.array([[0, 0, 50, 30], [10, 10, 20, 30],
+                                                                           [0, 0, 5, 100]], float),
+        dimensions=np.ones((n, 3)), location=np.ones((n, 3)), rotation_y=np.zeros(n)))
+    # KITTI's 1242 x 375 images measured at 621 x 375: widths halve, heights stay.
+    np.testing.assert_allclose(box_shapes(tmp_path, None, (621, 375)), [[25, 30], [5, 20]])
+    np.testing.assert_allclose(box_shapes(tmp_path, None, (621, 375), min_height=25), [[25, 30]])
+    with pytest.raises(DataError, match="no boxes"):
+        box_shapes(tmp_path, None, (621, 375), min_height=31)
 
 
 # ------------------------------------------------------------------------------------------- target assignment
