@@ -35,6 +35,13 @@ def add_det_parser(subparsers) -> None:
                    help="torchvision SqueezeNet state_dict for the trunk (squeezenet1_1 for SqueezeDet, squeezenet1_0 "
                         "for SqueezeDet+); 'download' fetches torchvision's (needs network access)")
     p.add_argument("--anchors", type=Path, default=None, help="anchor-shape file from `squeeze det anchors`")
+    p.add_argument("--init", type=Path, default=None, metavar="CKPT",
+                   help="start from the weights of a detection checkpoint: same backbone, classes, anchor count and "
+                        "batch_norm setting, any input size (e.g. a run at half size, to go on at full size; give "
+                        "both runs the same --anchors file). Not a resume: new optimiser and schedule")
+    p.add_argument("--cache-images", action="store_true",
+                   help="keep decoded training images in memory (about 1.4 MB per KITTI frame); saves the PNG "
+                        "decoding, the larger part of preparing a sample")
     add_train_arguments(p, steps=50_000, batch_size=20)
     p.add_argument("--no-flip", action="store_true", help="no left-right flip augmentation")
     p.add_argument("--drift", type=int, nargs=2, default=(150, 100), metavar=("DX", "DY"),
@@ -128,9 +135,11 @@ def run_train(args: argparse.Namespace) -> int:
         model_cfg = with_anchor_file(model_cfg, args.anchors)
     data_cfg = data_config_for(model_cfg, drift_x=args.drift[0], drift_y=args.drift[1], flip=not args.no_flip,
                                seed=args.seed)
-    train_set = DetectionDataset(args.data, args.split, data_cfg, train=True)
-    val_set = DetectionDataset(args.val, args.val_split, data_cfg) if args.val else None
-    if args.pretrained is None and not {"conv1_init_scale", "fire_init_std"} & set(overrides):
+    train_set = DetectionDataset(args.data, args.split, data_cfg, train=True, cache_images=args.cache_images)
+    val_set = DetectionDataset(args.val, args.val_split, data_cfg, cache_images=args.cache_images) if args.val else None
+    if args.pretrained is not None and args.init is not None:
+        raise ValueError("--pretrained and --init both set the starting weights; give one")
+    if args.pretrained is None and args.init is None and not {"conv1_init_scale", "fire_init_std"} & set(overrides):
         model_cfg = from_scratch(model_cfg, pixel_std(train_set))
         log.info("no ImageNet weights: random conv1 scaled by 1/%.1f (the pixel std) and frozen, He init elsewhere",
                  1 / model_cfg.conv1_init_scale)
@@ -140,6 +149,9 @@ def run_train(args: argparse.Namespace) -> int:
         loaded = load_torchvision_squeezenet(model, path)
         log.info("ImageNet init from %s: %d layers loaded, %d kept random", path, len(loaded.loaded),
                  len(loaded.skipped))
+    if args.init is not None:
+        init_from_checkpoint(model, args.init)
+        log.info("weights from %s", args.init)
 
     cfg = train_config_from_args(args)
     log.info("training %s (%d parameters) on %d images", args.model, sum(p.numel() for p in model.parameters()),
@@ -162,6 +174,19 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"done: {result.step} steps; last {result.last_checkpoint}; best {result.best_checkpoint} "
           f"({result.best_value}); curve {curve}")
     return 0
+
+
+def init_from_checkpoint(model, path: Path) -> None:
+    """Load a detection checkpoint's weights into `model` (any input size); CheckpointError when they do not fit."""
+    from squeeze.checkpoint import CheckpointError
+    from squeezedet.predict import load_model
+
+    source = load_model(path).model
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as e:
+        raise CheckpointError(path, "its weights do not fit this model (backbone, classes, anchor count and "
+                                    f"batch_norm must match): {str(e).splitlines()[0]}") from None
 
 
 # torchvision's ImageNet SqueezeNet weights; the hex in each name is the start of the file's SHA-256, which

@@ -118,6 +118,27 @@ def test_batch_norm_training_writes_a_folded_plain_model(sim_dir, tmp_path):
                                    trained.model.raw_outputs(images).confidence, rtol=1e-4, atol=1e-5)
 
 
+def test_init_from_a_checkpoint_at_another_input_size(trained, sim_dir, tmp_path, capsys):
+    from squeezedet.predict import load_model
+
+    run = tmp_path / "half"
+    assert main(["det", "train", str(sim_dir), "--out", str(run), "--set", "image_width=160", "--set",
+                 "image_height=48", "--init", str(trained / "last.pt"), "--cache-images", "--steps", "1",
+                 "--batch-size", "1", "--optimizer", "adamw", "--lr", "1e-12"]) == 0
+    before, after = load_model(trained / "last.pt"), load_model(run / "last.pt")
+    assert after.model_config.image_width == 160 and after.model.anchors.shape[0] == 3 * 10 * 9
+    for name, value in before.model.state_dict().items():
+        torch.testing.assert_close(after.model.state_dict()[name], value, atol=1e-8, rtol=0, msg=name)
+
+    code = main(["det", "train", str(sim_dir), "--out", str(tmp_path / "cars"), *SMALL, "--set",
+                 'class_names=["Car"]', "--init", str(trained / "last.pt"), "--steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "do not fit" in err and "last.pt" in err
+    code = main(["det", "train", str(sim_dir), "--out", str(tmp_path / "both"), *SMALL, "--init",
+                 str(trained / "last.pt"), "--pretrained", str(tmp_path / "x.pth"), "--steps", "1"])
+    assert code == 2 and "give one" in capsys.readouterr().err
+
+
 def test_pretrained_missing_file_is_a_clear_error(sim_dir, tmp_path, capsys):
     code = main(["det", "train", str(sim_dir), "--out", str(tmp_path / "r"), *SMALL, "--steps", "1",
                  "--pretrained", str(tmp_path / "nope.pth")])
