@@ -56,14 +56,14 @@ def to_plain(value: Any, where: str = "checkpoint") -> Any:
     numbers and numpy arrays become tensors. Anything else raises TypeError naming its place (`where`), so a
     checkpoint that `torch.load(weights_only=True)` would refuse is never written.
     """
+    if isinstance(value, np.generic):  # before the plain types: numpy.float64 is a subclass of float
+        return value.item()
     if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
         return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return to_plain(dataclasses.asdict(value), where)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    if isinstance(value, np.generic):
-        return value.item()
     if isinstance(value, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(value))
     if isinstance(value, Mapping):

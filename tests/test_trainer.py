@@ -509,6 +509,12 @@ def test_checkpoints_load_weights_only(reference: Path, tmp_path: Path) -> None:
         save_checkpoint(tmp_path / "x.pt", model_state={}, config={"when": object()}, class_names=[])
     assert not (tmp_path / "x.pt").exists()
 
+    # numpy scalars (numpy.float64 is a float subclass) are stored as Python numbers: loadable weights-only.
+    path = save_checkpoint(tmp_path / "np.pt", model_state={}, class_names=[],
+                           config={"anchor": (np.float64(12.5), np.float32(3.0)), "k": np.int64(9)})
+    config = load_checkpoint(path)["config"]
+    assert config == {"anchor": (12.5, 3.0), "k": 9} and type(config["anchor"][0]) is float
+
 
 def test_run_folder_contents(reference: Path) -> None:
     info = json.loads((reference / "config.json").read_text())
