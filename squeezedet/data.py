@@ -116,14 +116,6 @@ def drift_flip_resize(image: np.ndarray, dx: int, dy: int, flip: bool, out_width
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def augment(image: np.ndarray, boxes: np.ndarray, config: DetDataConfig, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Drift then flip, on the original-size image; never cuts a box, works without boxes. Inputs untouched."""
-    h, w = image.shape[:2]
-    dx, dy, flip = draw_drift_flip(boxes, w, h, config, rng)
-    return drift_flip_resize(image, dx, dy, flip, w, h), drift_flip_boxes(boxes, dx, dy, flip, w)
-
-
 class DetectionDataset(Dataset):
     """KITTI object folder (image_2 + label_2) -> SqueezeDet inputs. Frames without objects are kept.
 

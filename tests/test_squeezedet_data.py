@@ -13,8 +13,9 @@ from squeeze.kitti import ObjectLabels, write_image, write_labels
 from squeezedet.data import (
     DetDataConfig,
     DetectionDataset,
-    augment,
     collate_detections,
+    draw_drift_flip,
+    drift_flip_boxes,
     drift_flip_resize,
     drift_range,
     objects_of_classes,
@@ -129,7 +130,9 @@ def test_augment_never_cuts_a_box(raw, seed, flip):
     boxes = boxes.reshape(-1, 4)
     image = np.ones((h, w, 3), np.float32)
     before = boxes.copy()
-    out_img, out_boxes = augment(image, boxes, DetDataConfig(flip=flip), np.random.default_rng(seed))
+    dx, dy, flipped = draw_drift_flip(boxes, w, h, DetDataConfig(flip=flip), np.random.default_rng(seed))
+    out_img = drift_flip_resize(image, dx, dy, flipped, w, h)
+    out_boxes = drift_flip_boxes(boxes, dx, dy, flipped, w)
     np.testing.assert_array_equal(boxes, before)  # inputs untouched
     assert out_img.shape == image.shape and out_boxes.shape == boxes.shape
     assert (out_boxes[:, [0, 1]] >= -1e-4).all() and (out_boxes[:, 2] <= w - 1 + 1e-4).all()
