@@ -76,6 +76,11 @@ def main() -> int:
                     help="share of the budget trained at the reduced input size first (0: full size throughout)")
     ap.add_argument("--low-res-scale", type=float, default=0.5, help="input size factor of that first part")
     ap.add_argument("--low-res-batch-size", type=int, default=8)
+    ap.add_argument("--low-res-schedule", choices=["cosine", "constant"], default="cosine",
+                    help="lr over the reduced-size part: its own cosine to zero, or constant (after warm-up) so that "
+                         "the full-size part's cosine is the only decay")
+    ap.add_argument("--full-size-lr-factor", type=float, default=0.5,
+                    help="the full-size part after a reduced-size one starts at lr times this")
     ap.add_argument("--data", type=Path, default=Path("outputs/bench_data"),
                     help="folder for the simulated sets (made with `squeeze sim` when absent)")
     ap.add_argument("--train-frames", type=int, default=1500)
@@ -109,7 +114,7 @@ def main() -> int:
     model_cfg = from_scratch(model_cfg, pixel_std(train_set))
     budget_s = 60 * args.minutes
 
-    def train_part(model_cfg, out, seconds, batch_size, lr, init=None):
+    def train_part(model_cfg, out, seconds, batch_size, lr, init=None, schedule="cosine"):
         """Train SqueezeDet(model_cfg) for `seconds` at its input size, from `init`'s weights if given."""
         model = SqueezeDet(model_cfg)
         if init is not None:
@@ -121,7 +126,7 @@ def main() -> int:
         # The schedule runs on the clock (schedule_clock="time"): the cosine ends at the time limit however busy
         # the machine is. `steps` is only the expected count, to space evaluations; max_steps a loose bound.
         steps = max(10, int(0.93 * seconds / per_step))
-        cfg = TrainConfig(optimizer="adamw", lr=lr, weight_decay=1e-4, schedule="cosine", warmup_steps=100,
+        cfg = TrainConfig(optimizer="adamw", lr=lr, weight_decay=1e-4, schedule=schedule, warmup_steps=100,
                           max_steps=2 * steps, batch_size=batch_size, grad_clip_norm=1.0,
                           grad_clip_mode="per_parameter",
                           eval_every=max(1, steps // 5), checkpoint_every=max(1, steps // 5), log_every=10, seed=0,
@@ -143,12 +148,12 @@ def main() -> int:
                                 round(model_cfg.image_height * args.low_res_scale / 16) * 16)
         remaining = budget_s - (time.perf_counter() - started)
         low_model, low_result = train_part(low_cfg, out / "low_res", args.low_res_fraction * remaining,
-                                           args.low_res_batch_size, args.lr)
+                                           args.low_res_batch_size, args.lr, schedule=args.low_res_schedule)
         low_steps = low_result.step
     remaining = max(30.0, budget_s - (time.perf_counter() - started))  # an overrun shows in train_minutes
-    # After the reduced-size part the weights are trained: a second, gentler cosine at full size.
+    # After the reduced-size part the weights are trained: a second cosine at full size, by default a gentler one.
     model, result = train_part(model_cfg, out, remaining, args.batch_size,
-                               args.lr if low_model is None else args.lr / 2, init=low_model)
+                               args.lr if low_model is None else args.lr * args.full_size_lr_factor, init=low_model)
     train_minutes = (time.perf_counter() - started) / 60
 
     if model_cfg.batch_norm:  # measure what is deployed: the plain SqueezeDet with BN folded into its convs
@@ -158,6 +163,7 @@ def main() -> int:
     common = {"model": args.model, "batch_norm_folded": model_cfg.batch_norm, "steps": result.step,
               "batch_size": args.batch_size, "low_res_steps": low_steps, "low_res_fraction": args.low_res_fraction,
               "low_res_scale": args.low_res_scale, "low_res_batch_size": args.low_res_batch_size,
+              "low_res_schedule": args.low_res_schedule, "full_size_lr_factor": args.full_size_lr_factor, "lr": args.lr,
               "anchors": args.anchors, "threads": args.threads,
               "bf16": args.bf16, "val_frames": len(val_set), "train_frames": len(train_set)}
     ok = train_minutes <= 60.0
