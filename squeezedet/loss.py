@@ -16,6 +16,13 @@ and A the anchors per image:
 - class: coef_class * sum over positives and classes of the binary cross-entropy between the one-hot label and
          the *softmax* probabilities, -(q log p + (1 - q) log(1 - p)), / N.
 
+Option, not in the reference (`extra_positive_iou` > 0, default 0 = off): after that assignment, every anchor
+not taken whose IoU with some box reaches the threshold also becomes a positive of the box it overlaps most, as
+SSD and Faster R-CNN match (Liu et al. 2016, section 2.2). One object then trains several anchors' regression
+and confidence instead of one. Each positive is weighted 1 / (the positives of its box) and N counts boxes, so
+every box keeps the weight it has in the reference: a near car overlapping fifty anchors does not drown a far one
+that overlaps one. Without extras every weight is 1 and N the positives, exactly the reference's loss.
+
 Regression targets: dx = (cx - acx) / aw, dy = (cy - acy) / ah, dw = log(w / aw), dh = log(h / ah).
 
 Differences from the reference, each a guard rather than a change of the loss:
@@ -61,11 +68,17 @@ class Targets:
     deltas: Tensor  # (P, 4) float32 regression target [dx, dy, dw, dh]
     boxes: Tensor  # (P, 4) float32 the ground-truth box [left, top, right, bottom] (sides >= MIN_BOX_SIZE)
     labels: Tensor  # (P,) int64 class index
+    weight: Tensor | None = None  # (P,) float 1 / (positives of the same box); None: all 1 (one anchor per box)
     num_unassigned: int = 0  # boxes left without a free anchor (only when an image has more boxes than anchors)
 
     @property
     def num_positive(self) -> int:
         return int(self.anchor_index.shape[0])
+
+    @property
+    def num_boxes(self) -> float:
+        """The boxes the positives stand for (the sum of their weights): the N that normalises the losses."""
+        return float(self.num_positive if self.weight is None else self.weight.sum())
 
 
 def encode_deltas(boxes: Tensor, anchors: Tensor) -> Tensor:
@@ -166,13 +179,16 @@ def _check_image_targets(i: int, boxes: object, labels: object, num_classes: int
 
 
 def build_targets(anchors: Tensor, boxes: Sequence[Tensor], labels: Sequence[Tensor], num_classes: int,
-                  batch_size: int) -> Targets:
+                  batch_size: int, extra_positive_iou: float = 0.0) -> Targets:
     """Assign every ground-truth box of a batch to one anchor and compute its regression target.
 
     anchors (A, 4) [cx, cy, w, h]; boxes[i] (N_i, 4) float [left, top, right, bottom] in input pixels;
     labels[i] (N_i,) int64. Images without boxes are fine (N_i = 0). Raises ValueError naming the image and
-    row for a malformed box or label.
+    row for a malformed box or label. extra_positive_iou > 0 adds the positives described in the module
+    docstring, after each image's reference positives.
     """
+    if not 0.0 <= extra_positive_iou <= 1.0:
+        raise ValueError(f"extra_positive_iou must be in [0, 1] (0 = off), got {extra_positive_iou}")
     if len(boxes) != batch_size or len(labels) != batch_size:
         raise ValueError(f"need one boxes and one labels tensor per image: batch of {batch_size}, got "
                          f"{len(boxes)} boxes and {len(labels)} labels tensors")
@@ -191,14 +207,32 @@ def build_targets(anchors: Tensor, boxes: Sequence[Tensor], labels: Sequence[Ten
     for i, (gt, lab, idx) in enumerate(zip(gts, labs, assign_anchors_batch(anchors, gts), strict=True)):
         ok = idx >= 0  # (N_i,) False where unassigned
         unassigned += int((~ok).sum())
-        gt, idx, lab = gt[ok], idx[ok], lab[ok]
-        rows.append((torch.full_like(idx, i), idx, encode_deltas(gt, anchors[idx]), cxcywh_to_xyxy(gt), lab))
+        box = ok.nonzero(as_tuple=True)[0]  # the boxes behind the positives, in order
+        if extra_positive_iou > 0 and gt.shape[0]:
+            extra_anchor, extra_box = _extra_positives(anchors, gt, idx[ok], extra_positive_iou)
+            idx, box = torch.cat((idx[ok], extra_anchor)), torch.cat((box, extra_box))
+        else:
+            idx = idx[ok]
+        weight = 1.0 / torch.bincount(box, minlength=gt.shape[0])[box].to(dtype)  # 1 / (positives of its box)
+        gt, lab = gt[box], lab[box]
+        rows.append((torch.full_like(idx, i), idx, encode_deltas(gt, anchors[idx]), cxcywh_to_xyxy(gt), lab, weight))
     if not rows:
         empty = torch.zeros(0, dtype=torch.int64, device=device)
         return Targets(empty, empty, torch.zeros(0, 4, dtype=dtype, device=device),
                        torch.zeros(0, 4, dtype=dtype, device=device), empty)
-    cols = [torch.cat(col) for col in zip(*rows, strict=True)]
-    return Targets(*cols, num_unassigned=unassigned)
+    *cols, weight = [torch.cat(col) for col in zip(*rows, strict=True)]
+    return Targets(*cols, weight=weight if extra_positive_iou > 0 else None, num_unassigned=unassigned)
+
+
+@torch.no_grad()
+def _extra_positives(anchors: Tensor, gt: Tensor, taken: Tensor, min_iou: float) -> tuple[Tensor, Tensor]:
+    """(anchor index, box index) of every anchor outside `taken` whose best IoU with the (G, 4) [cx, cy, w, h]
+    boxes is >= min_iou, paired with that best box (the lower box index on ties), anchors ascending."""
+    best_iou, best_box = box_iou(cxcywh_to_xyxy(gt.float()), cxcywh_to_xyxy(anchors.float())).max(dim=0)  # (A,)
+    extra = best_iou >= min_iou
+    extra[taken] = False
+    anchor_index = extra.nonzero(as_tuple=True)[0]
+    return anchor_index, best_box[anchor_index]
 
 
 def softmax_binary_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
@@ -230,19 +264,19 @@ def detection_losses(deltas: Tensor, conf_logits: Tensor, class_logits: Tensor, 
     """
     b, a = conf_logits.shape
     n = targets.num_positive
-    per_object = 1.0 / max(n, 1)
     bi, ai = targets.batch_index, targets.anchor_index
+    # 1 / N per positive (the reference); with extra positives, weight / (boxes) so each box weighs as one.
+    per_object = 1.0 / max(n, 1) if targets.weight is None else targets.weight / max(targets.num_boxes, 1.0)
     pos_deltas = deltas[bi, ai]  # (P, 4)
-    bbox_loss = coef_bbox * (pos_deltas - targets.deltas).square().sum() * per_object
-    class_loss = coef_class * softmax_binary_cross_entropy(class_logits[bi, ai], targets.labels).sum() * per_object
+    bbox_loss = coef_bbox * ((pos_deltas - targets.deltas).square().sum(-1) * per_object).sum()
+    class_loss = coef_class * (softmax_binary_cross_entropy(class_logits[bi, ai], targets.labels) * per_object).sum()
 
     with torch.no_grad():  # the IoU target is a constant, as in the reference (a tf.Variable assigned each step)
         pred_boxes = decode_boxes(pos_deltas, anchors[ai], image_w, image_h, exp_thresh)  # (P, 4)
         iou_target = torch.zeros_like(conf_logits)  # (B, A), 0 on negatives
         iou_target[bi, ai] = paired_iou(pred_boxes, targets.boxes, eps=epsilon).to(conf_logits.dtype)
-        positive = torch.zeros_like(conf_logits, dtype=torch.bool)
-        positive[bi, ai] = True
-        weight = torch.where(positive, coef_conf_pos * per_object, coef_conf_neg / max(a - n, 1))  # (B, A)
+        weight = torch.full_like(conf_logits, coef_conf_neg / max(a - n, 1))  # (B, A), negatives
+        weight[bi, ai] = torch.as_tensor(coef_conf_pos * per_object, dtype=weight.dtype, device=weight.device)
     conf = torch.sigmoid(conf_logits)
     conf_loss = ((iou_target - conf).square() * weight).sum(1).mean()
     return {"bbox_loss": bbox_loss, "conf_loss": conf_loss, "class_loss": class_loss}

@@ -132,6 +132,9 @@ class SqueezeDetConfig:
     loss_coef_conf_neg: float = 100.0  # confidence loss weight of negative anchors (LOSS_COEF_CONF_NEG)
     loss_coef_bbox: float = 5.0  # box-delta loss weight (LOSS_COEF_BBOX)
     loss_coef_class: float = 1.0  # classification loss weight (LOSS_COEF_CLASS)
+    # Training option, not in the reference: 0 = one anchor per box (the reference); t > 0 also makes every other
+    # anchor with IoU >= t with a box a positive of that box (squeezedet.loss; SSD's matching).
+    extra_positive_iou: float = 0.0
     exp_thresh: float = 1.0  # safe_exp is linear above this delta (EXP_THRESH)
     epsilon: float = 1e-16  # added to the IoU target's union (EPSILON)
     top_n_detection: int = 64  # anchors kept per image before NMS, best first (TOP_N_DETECTION); <= 0 keeps all
@@ -167,6 +170,8 @@ class SqueezeDetConfig:
                      "epsilon", "prob_thresh", "final_threshold", "convdet_init_std"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.extra_positive_iou <= 1.0:
+            raise ValueError(f"extra_positive_iou must be in [0, 1] (0 = off), got {self.extra_positive_iou}")
         if not 0.0 <= self.nms_thresh <= 1.0:
             raise ValueError(f"nms_thresh must be in [0, 1], got {self.nms_thresh}")
         if self.fire_init_std is not None and not self.fire_init_std > 0:
@@ -386,7 +391,7 @@ class SqueezeDet(nn.Module):
                              "and labels (list of (N_i,) int64); call model.eval() for detections")
         c = self.config
         deltas, conf_logits, class_logits = self.head(images)
-        targets = build_targets(self.anchors, boxes, labels, c.num_classes, images.shape[0])
+        targets = build_targets(self.anchors, boxes, labels, c.num_classes, images.shape[0], c.extra_positive_iou)
         return detection_losses(deltas, conf_logits, class_logits, targets, self.anchors, c.image_width,
                                 c.image_height, coef_conf_pos=c.loss_coef_conf_pos, coef_conf_neg=c.loss_coef_conf_neg,
                                 coef_bbox=c.loss_coef_bbox, coef_class=c.loss_coef_class, exp_thresh=c.exp_thresh,

@@ -42,7 +42,7 @@ from squeezedet import (
 )
 from squeezedet import decode as decode_module
 from squeezedet.decode import box_iou, cxcywh_to_xyxy
-from squeezedet.loss import assign_anchors, encode_deltas, softmax_binary_cross_entropy
+from squeezedet.loss import assign_anchors, detection_losses, encode_deltas, softmax_binary_cross_entropy
 from squeezedet.model import (
     IMAGENET_MEAN_RGB,
     IMAGENET_STD_RGB,
@@ -373,6 +373,72 @@ def test_targets_encode_the_box_at_its_anchor():
     expected = torch.tensor([(cx - a[0]) / a[2], (cy - a[1]) / a[3], math.log(w / a[2]), math.log(h / a[3])])
     assert torch.allclose(t.deltas[0], expected, atol=1e-6)
     assert torch.allclose(encode_deltas(a[None], a[None]), torch.zeros(1, 4))
+
+
+def test_extra_positives_on_hand_built_boxes():
+    # Anchors [left, top, right, bottom]: [0, 0, 10, 10], [2, 0, 12, 10], [5, 0, 15, 10], [20, 0, 30, 10].
+    anchors = torch.tensor([[5.0, 5.0, 10.0, 10.0], [7.0, 5.0, 10.0, 10.0], [10.0, 5.0, 10.0, 10.0],
+                            [25.0, 5.0, 10.0, 10.0]])
+    # Box B [1, 0, 11, 10]: IoU 90/110 with anchors 0 and 1 (the tie goes to 0), 60/140 = 0.43 with anchor 2.
+    # Box C [19, 0, 29, 10]: IoU 90/110 with anchor 3 only.
+    boxes = [torch.tensor([[1.0, 0.0, 11.0, 10.0], [19.0, 0.0, 29.0, 10.0]])]
+    labels = [torch.tensor([1, 0])]
+
+    def positives(threshold, boxes=boxes, labels=labels):
+        t = build_targets(anchors, boxes, labels, num_classes=2, batch_size=1, extra_positive_iou=threshold)
+        return t.anchor_index.tolist(), t.labels.tolist(), t
+
+    assert positives(0.0)[:2] == ([0, 3], [1, 0])  # the reference: one anchor per box
+    assert positives(0.9)[:2] == ([0, 3], [1, 0])  # nothing else reaches 0.9
+    assert positives(0.5)[:2] == ([0, 3, 1], [1, 0, 1])
+    anchor_index, label, t = positives(0.4)
+    assert (anchor_index, label) == ([0, 3, 1, 2], [1, 0, 1, 1])
+    # Every positive regresses to its own box from its own anchor.
+    expected = torch.tensor([[1.0, 0.0, 11.0, 10.0], [19.0, 0.0, 29.0, 10.0]])[[0, 1, 0, 0]]
+    assert torch.allclose(t.boxes, expected)
+    assert torch.allclose(decode_boxes(t.deltas, anchors[t.anchor_index], 64, 48, exp_thresh=10.0), expected,
+                          atol=1e-5)
+    # An anchor the reference gave to one box is never a second box's extra: B twice takes anchors 0 and 1; anchor
+    # 2 overlaps both equally and goes to the first.
+    twice = [torch.tensor([[1.0, 0.0, 11.0, 10.0], [1.0, 0.0, 11.0, 10.0]])]
+    anchor_index, _, t = positives(0.4, twice, [torch.tensor([0, 1])])
+    assert anchor_index == [0, 1, 2] and t.labels.tolist() == [0, 1, 0]
+    # Each box weighs as one: the first box's two positives get 1/2 each, the second's one gets 1.
+    assert t.weight.tolist() == [0.5, 1.0, 0.5] and t.num_boxes == 2.0
+    assert positives(0.4, [torch.zeros(0, 4)], [torch.zeros(0, dtype=torch.int64)])[2].num_positive == 0
+    with pytest.raises(ValueError, match="extra_positive_iou"):
+        positives(1.5)
+    with pytest.raises(ValueError, match="extra_positive_iou"):
+        replace(tiny_config(), extra_positive_iou=-0.1)
+
+
+def test_extra_positives_train_more_anchors_per_box():
+    torch.manual_seed(0)
+    config = replace(tiny_config(), extra_positive_iou=0.5)
+    model = SqueezeDet(config).train()
+    images = torch.randn(2, 3, config.image_height, config.image_width)
+    # A 20 x 12 box halfway between the first two anchor centres (x = 12.8, 25.6; y = 12) of the 20 x 12 shape:
+    # IoU 163.2 / 316.8 = 0.515 with each, below 0.5 with every other anchor.
+    boxes = [torch.tensor([[9.2, 6.0, 29.2, 18.0]]), torch.zeros(0, 4)]
+    labels = [torch.tensor([0]), torch.zeros(0, dtype=torch.int64)]
+    reference = build_targets(model.anchors, boxes, labels, config.num_classes, 2)
+    extra = build_targets(model.anchors, boxes, labels, config.num_classes, 2, 0.5)
+    assert reference.num_positive == 1 and extra.num_positive == 2
+    assert extra.anchor_index[0] == reference.anchor_index[0]
+    assert box_iou(cxcywh_to_xyxy(model.anchors[extra.anchor_index]), extra.boxes[:1]).flatten().tolist() == \
+        pytest.approx([163.2 / 316.8] * 2, abs=1e-5)
+    losses = model(images, boxes, labels)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    # The losses against the formula: each of the two positives weighs 1/2 of the one box.
+    deltas, conf_logits, class_logits = model.head(images)
+    got = detection_losses(deltas, conf_logits, class_logits, extra, model.anchors, config.image_width,
+                           config.image_height)
+    bi, ai = extra.batch_index, extra.anchor_index
+    bbox = 5.0 * 0.5 * (deltas[bi, ai] - extra.deltas).square().sum()
+    assert torch.allclose(got["bbox_loss"], bbox)
+    ce = softmax_binary_cross_entropy(class_logits[bi, ai], extra.labels)
+    assert torch.allclose(got["class_loss"], 0.5 * ce.sum())
 
 
 def test_bad_targets_are_clear_errors():
