@@ -1,5 +1,7 @@
 """SqueezeDet post-processing speed: decoding + per-class NMS for one 1248 x 384 image (issue 4: <= 5 ms).
 
+Timed for standard NMS and Soft-NMS (both barred) and for the reference's NMS quirk (for information).
+
 Random ConvDet outputs for the 16,848 anchors and 3 classes, medians over repeated runs after warm-up,
 1 thread; timed from the activations (sigmoid/softmax included) to the final detections.
 Prints one JSON object per line; exits 1 when the bar is missed.
@@ -28,7 +30,7 @@ def main(repeats: int = 200) -> int:
     n, k = anchors.shape[0], cfg.num_classes
     deltas = 0.3 * torch.randn(1, n, 4)
     conf_logits, class_logits = torch.randn(1, n) - 3, torch.randn(1, n, k)
-    times: dict[str, list[float]] = {"standard": [], "reference": []}
+    times: dict[str, list[float]] = {"standard": [], "reference": [], "soft": []}
     with torch.inference_mode():
         for _ in range(10):
             for mode in times:
@@ -44,8 +46,8 @@ def main(repeats: int = 200) -> int:
     for mode, ts in times.items():
         ms = 1e3 * statistics.median(ts)
         passed = ms <= MAX_MS
-        ok &= passed or mode != "standard"
-        barred = mode == "standard"  # the reference's NMS quirk is an option, timed for information
+        barred = mode != "reference"  # the reference's NMS quirk is an option, timed for information
+        ok &= passed or not barred
         print(json.dumps({"name": f"det_decode_nms_{mode}_ms", "value": round(ms, 3), "unit": "ms", "anchors": n,
                           "classes": k, "detections": len(dets[0].scores), "bar": MAX_MS if barred else None,
                           "passed": passed if barred else None}))

@@ -8,7 +8,7 @@ from squeezedet.anchors import (
     read_anchor_file,
     write_anchor_file,
 )
-from squeezedet.decode import Detections, decode_boxes, nms, postprocess, safe_exp
+from squeezedet.decode import Detections, decode_boxes, nms, postprocess, safe_exp, soft_nms
 from squeezedet.loss import Targets, build_targets, detection_losses
 from squeezedet.model import (
     KITTI_CLASSES,
@@ -49,6 +49,7 @@ __all__ = [
     "postprocess",
     "read_anchor_file",
     "safe_exp",
+    "soft_nms",
     "squeezedet_kitti",
     "squeezedet_plus_kitti",
     "with_anchor_file",

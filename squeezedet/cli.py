@@ -10,6 +10,8 @@ from pathlib import Path
 log = logging.getLogger("squeeze.det")
 
 DEMO_SCORE = 0.4  # the reference's PLOT_PROB_THRESH: boxes drawn in pictures; result files keep every survivor
+NMS_HELP = ("per-class NMS: standard greedy (default), the reference's (suppressed boxes still suppress), or soft "
+            "(Gaussian Soft-NMS, sigma 0.5: overlapping boxes are rescored, not removed)")
 
 
 def add_det_parser(subparsers) -> None:
@@ -63,6 +65,8 @@ def add_det_parser(subparsers) -> None:
     p.add_argument("--classes", nargs="+", default=["Car", "Pedestrian", "Cyclist"])
     p.add_argument("--squeezedet-devkit", action="store_true",
                    help="squeezeDet's copy of the devkit: detections shorter than the height limit are not ignored")
+    p.add_argument("--nms", choices=["standard", "reference", "soft"], default=None,
+                   help="with --checkpoint: " + NMS_HELP + " (default: the checkpoint's)")
     p.set_defaults(run=run_eval)
 
     p = sub.add_parser("predict", help="detect objects in images: KITTI result files and drawn pictures",
@@ -76,8 +80,8 @@ def add_det_parser(subparsers) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="drop detections scoring at or below this from the result files (default: keep all)")
     p.add_argument("--draw-threshold", type=float, default=DEMO_SCORE, help="min score of drawn boxes (0.4)")
-    p.add_argument("--nms", choices=["standard", "reference"], default=None,
-                   help="per-class NMS: standard greedy (default) or the reference's (suppressed boxes still suppress)")
+    p.add_argument("--nms", choices=["standard", "reference", "soft"], default=None,
+                   help=NMS_HELP)
     p.add_argument("--labels", type=Path, default=None, help="label_2 folder: draw ground truth too (thin white)")
     p.set_defaults(run=run_predict)
 
@@ -239,7 +243,7 @@ def run_eval(args: argparse.Namespace) -> int:
         from squeezedet.data import DetectionDataset
         from squeezedet.predict import load_model, predict_dataset
 
-        loaded = load_model(args.checkpoint)
+        loaded = load_model(args.checkpoint, **({} if args.nms is None else {"nms": args.nms}))
         dataset = DetectionDataset(args.data, args.split, loaded.data_config)
         ids, dets = predict_dataset(loaded.model, dataset, progress=True)
         results = args.out / "data"

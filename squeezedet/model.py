@@ -141,7 +141,8 @@ class SqueezeDetConfig:
     prob_thresh: float = 0.005  # drop anchors with P(class) x conf at or below this before NMS (PROB_THRESH)
     nms_thresh: float = 0.4  # per-class NMS suppresses IoU above this (NMS_THRESH)
     final_threshold: float = 0.0  # drop detections at or below this after NMS; 0 = keep all (eval); demo uses 0.4
-    nms: str = "standard"  # "standard" greedy NMS, or "reference": suppressed boxes still suppress (util.nms)
+    nms: str = "standard"  # "standard" greedy NMS, "reference": suppressed boxes still suppress (util.nms), or "soft"
+    soft_nms_sigma: float = 0.5  # Gaussian Soft-NMS decay exp(-IoU^2 / sigma) when nms = "soft" (Bodla et al. 2017)
     pixel_mean: tuple[float, float, float] = (103.939, 116.779, 123.68)  # BGR means subtracted from 0-255 pixels
     freeze_conv1: bool = True  # conv1 is not trained and not decayed, as in the reference
     trunk_init_std: float | None = None  # conv1 + fire2-9 without ImageNet weights: None = He-normal, else trunc-normal
@@ -180,6 +181,8 @@ class SqueezeDetConfig:
             raise ValueError(f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
         if not self.conv1_init_scale > 0:
             raise ValueError(f"conv1_init_scale must be > 0, got {self.conv1_init_scale}")
+        if not self.soft_nms_sigma > 0:
+            raise ValueError(f"soft_nms_sigma must be > 0, got {self.soft_nms_sigma}")
         if self.nms not in NMS_MODES:
             raise ValueError(f"nms must be one of {NMS_MODES}, got {self.nms!r}")
         if len(self.pixel_mean) != 3:
@@ -379,7 +382,7 @@ class SqueezeDet(nn.Module):
         return postprocess(raw.deltas, raw.confidence, raw.class_probs, self.anchors, c.image_width,
                            c.image_height, exp_thresh=c.exp_thresh, top_n=c.top_n_detection,
                            prob_thresh=c.prob_thresh, nms_thresh=c.nms_thresh, final_threshold=c.final_threshold,
-                           nms_mode=c.nms)
+                           nms_mode=c.nms, soft_nms_sigma=c.soft_nms_sigma)
 
     def forward(self, images: Tensor, boxes: Sequence[Tensor] | None = None,
                 labels: Sequence[Tensor] | None = None) -> dict[str, Tensor] | list[Detections]:

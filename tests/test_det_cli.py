@@ -187,6 +187,16 @@ def test_eval_checkpoint_writes_results(trained, sim_dir, tmp_path):
     assert [f.stem for f in files] == sorted(p.stem for p in (sim_dir / "training" / "label_2").glob("*.txt"))
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["ap11"]["Car"]["Moderate"] <= 1.0
+    # Soft-NMS rescores overlapping boxes instead of removing them: never fewer detections, still best first.
+    soft = tmp_path / "soft"
+    assert main(["det", "eval", str(sim_dir), "--checkpoint", str(trained / "last.pt"), "--out", str(soft),
+                 "--nms", "soft"]) == 0
+    counts = []
+    for f in files:
+        dets = read_labels(soft / "data" / f.name)
+        assert np.all(np.diff(dets.score) <= 0)
+        counts.append((len(read_labels(f)), len(dets)))
+    assert all(n_soft >= n for n, n_soft in counts)
 
 
 # ------------------------------------------------------------------------------------------------- predict

@@ -35,6 +35,7 @@ from squeezedet import (
     postprocess,
     read_anchor_file,
     safe_exp,
+    soft_nms,
     squeezedet_kitti,
     squeezedet_plus_kitti,
     with_anchor_file,
@@ -576,8 +577,61 @@ def test_nms_on_hand_built_boxes():
     assert nms(boxes, scores, 0.4, labels, "reference").tolist() == [3, 0, 4]
     assert nms(boxes, scores, 0.4, None, "standard").tolist() == [3, 2, 4]  # one class: D suppresses A, B
     assert nms(boxes[:0], scores[:0], 0.4).shape == (0,)
-    with pytest.raises(ValueError, match="nms mode"):
+    with pytest.raises(ValueError, match="soft_nms"):
         nms(boxes, scores, 0.4, mode="soft")
+
+
+def naive_soft_nms(boxes, scores, labels, sigma, min_score):
+    """Bodla et al. 2017, Algorithm 1 with the Gaussian rescoring, one box at a time."""
+    rest = list(range(len(scores)))
+    s = scores.tolist()
+    out = []
+    while rest:
+        best = max(rest, key=lambda i: (s[i], -i))
+        if not s[best] > min_score:
+            break
+        out.append((best, s[best]))
+        rest.remove(best)
+        for j in rest:
+            if labels[j] == labels[best]:
+                iou = float(box_iou(boxes[best:best + 1], boxes[j:j + 1]))
+                s[j] *= math.exp(-iou * iou / sigma)
+    return out
+
+
+def test_soft_nms_on_hand_built_boxes():
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0],  # A 0.9
+                          [5.0, 0.0, 15.0, 10.0],  # B 0.8: IoU(A, B) = 5/15 = 1/3
+                          [1.0, 0.0, 11.0, 10.0],  # D 0.95, another class: leaves A and B alone
+                          [30.0, 30.0, 40.0, 40.0]])  # E 0.1 alone
+    scores = torch.tensor([0.9, 0.8, 0.95, 0.1])
+    labels = torch.tensor([0, 0, 1, 0])
+    index, new = soft_nms(boxes, scores, 0.5, labels)
+    assert index.tolist() == [2, 0, 1, 3]
+    assert new.tolist() == pytest.approx([0.95, 0.9, 0.8 * math.exp(-(1 / 9) / 0.5), 0.1])
+    # B's decayed score 0.64 falls below min_score 0.7 and is dropped; E's 0.1 too.
+    index, new = soft_nms(boxes, scores, 0.5, labels, min_score=0.7)
+    assert index.tolist() == [2, 0] and new.tolist() == pytest.approx([0.95, 0.9])
+    # One class: D (IoU 9/11 with A) pushes A below B: 0.9 * exp(-(9/11)^2 / 0.5) = 0.237.
+    index, new = soft_nms(boxes, scores, 0.5, None)
+    assert index[:2].tolist() == [2, 1]
+    assert soft_nms(boxes[:0], scores[:0])[0].shape == (0,)
+    with pytest.raises(ValueError, match="sigma"):
+        soft_nms(boxes, scores, 0.0)
+
+
+def test_soft_nms_matches_the_paper_loop_on_random_boxes():
+    g = torch.Generator().manual_seed(2)
+    for _ in range(20):
+        m = int(torch.randint(1, 64, (1,), generator=g))
+        xy = torch.rand(m, 2, generator=g) * 100
+        boxes = torch.cat([xy, xy + torch.rand(m, 2, generator=g) * 40 + 1], 1)
+        scores, labels = torch.rand(m, generator=g), torch.randint(0, 3, (m,), generator=g)
+        expected = naive_soft_nms(boxes, scores, labels.tolist(), 0.5, 0.05)
+        index, new = soft_nms(boxes, scores, 0.5, labels, min_score=0.05)
+        assert index.tolist() == [i for i, _ in expected]
+        assert new.tolist() == pytest.approx([v for _, v in expected], rel=1e-5)
+        assert bool((new[1:] <= new[:-1]).all())  # best first
 
 
 @pytest.mark.parametrize("mode", ["standard", "reference"])
@@ -595,6 +649,21 @@ def test_nms_matches_naive_loops_on_random_boxes(mode):
         order = torch.argsort(scores, descending=True, stable=True)  # the large-M path, on the same boxes
         keep = decode_module._nms_rowwise(boxes[order], labels[order], 0.4, mode)
         assert order[keep].tolist() == expected
+
+
+def test_postprocess_with_soft_nms_keeps_a_second_hypothesis():
+    anchors = torch.tensor([[20.0, 20.0, 20.0, 20.0], [24.0, 20.0, 20.0, 20.0], [80.0, 80.0, 20.0, 20.0]])
+    deltas = torch.zeros(1, 3, 4)
+    conf = torch.tensor([[0.9, 0.8, 0.5]])
+    class_probs = torch.tensor([[1.0, 0.0]]).expand(1, 3, 2)
+    # IoU of the first two boxes: 16 * 20 / (2 * 400 - 320) = 2/3, over the 0.4 of standard NMS.
+    standard = postprocess(deltas, conf, class_probs, anchors, 100, 100)[0]
+    assert standard.scores.tolist() == pytest.approx([0.9, 0.5])
+    soft = postprocess(deltas, conf, class_probs, anchors, 100, 100, nms_mode="soft", soft_nms_sigma=0.5)[0]
+    assert soft.scores.tolist() == pytest.approx([0.9, 0.5, 0.8 * math.exp(-(4 / 9) / 0.5)])
+    assert torch.allclose(soft.boxes[2], torch.tensor([14.0, 10.0, 34.0, 30.0]))
+    with pytest.raises(ValueError, match="nms mode"):
+        postprocess(deltas, conf, class_probs, anchors, 100, 100, nms_mode="fuzzy")
 
 
 def test_postprocess_top_n_thresholds_and_empty_images():
