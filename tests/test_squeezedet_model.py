@@ -796,7 +796,9 @@ def test_config_round_trips_through_json():
     with pytest.raises(ValueError, match="unknown SqueezeDetConfig fields"):
         SqueezeDetConfig.from_dict({"anchors": 3})
     with pytest.raises(ValueError, match="nms must be one of"):
-        SqueezeDetConfig(nms="soft")
+        SqueezeDetConfig(nms="fuzzy")
+    with pytest.raises(ValueError, match="soft_nms_sigma"):
+        SqueezeDetConfig(nms="soft", soft_nms_sigma=0.0)
     with pytest.raises(DataError, match="anchor_shapes"):
         SqueezeDetConfig(anchor_shapes=((10.0, 0.0),))
 
