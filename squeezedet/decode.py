@@ -251,12 +251,12 @@ def postprocess(deltas: Tensor, confidence: Tensor, class_probs: Tensor, anchors
         sel = top_probs[i] > prob_thresh
         b, s, lab = boxes[i][sel], top_probs[i][sel], top_labels[i][sel]
         if nms_mode == "soft":
-            keep, s_kept = soft_nms(b, s, soft_nms_sigma, lab, min_score=prob_thresh)
-            s = s.clone()
-            s[keep] = s_kept
+            keep, kept_scores = soft_nms(b, s, soft_nms_sigma, lab, min_score=prob_thresh)
         else:
             keep = nms(b, s, nms_thresh, lab, nms_mode)
+            kept_scores = s[keep]
         if final_threshold > 0:  # the demo's PLOT_PROB_THRESH (0.4); evaluation keeps every survivor
-            keep = keep[s[keep] > final_threshold]
-        out.append(Detections(boxes=b[keep].float(), scores=s[keep].float(), labels=lab[keep]))
+            above = kept_scores > final_threshold
+            keep, kept_scores = keep[above], kept_scores[above]
+        out.append(Detections(boxes=b[keep].float(), scores=kept_scores.float(), labels=lab[keep]))
     return out

@@ -68,7 +68,7 @@ class Targets:
     deltas: Tensor  # (P, 4) float32 regression target [dx, dy, dw, dh]
     boxes: Tensor  # (P, 4) float32 the ground-truth box [left, top, right, bottom] (sides >= MIN_BOX_SIZE)
     labels: Tensor  # (P,) int64 class index
-    weight: Tensor | None = None  # (P,) float 1 / (positives of the same box); None: all 1 (one anchor per box)
+    weight: Tensor  # (P,) float 1 / (positives of the same box): all 1 with one anchor per box (the reference)
     num_unassigned: int = 0  # boxes left without a free anchor (only when an image has more boxes than anchors)
 
     @property
@@ -78,7 +78,7 @@ class Targets:
     @property
     def num_boxes(self) -> float:
         """The boxes the positives stand for (the sum of their weights): the N that normalises the losses."""
-        return float(self.num_positive if self.weight is None else self.weight.sum())
+        return float(self.weight.sum())
 
 
 def encode_deltas(boxes: Tensor, anchors: Tensor) -> Tensor:
@@ -219,9 +219,9 @@ def build_targets(anchors: Tensor, boxes: Sequence[Tensor], labels: Sequence[Ten
     if not rows:
         empty = torch.zeros(0, dtype=torch.int64, device=device)
         return Targets(empty, empty, torch.zeros(0, 4, dtype=dtype, device=device),
-                       torch.zeros(0, 4, dtype=dtype, device=device), empty)
-    *cols, weight = [torch.cat(col) for col in zip(*rows, strict=True)]
-    return Targets(*cols, weight=weight if extra_positive_iou > 0 else None, num_unassigned=unassigned)
+                       torch.zeros(0, 4, dtype=dtype, device=device), empty, torch.zeros(0, dtype=dtype, device=device))
+    cols = [torch.cat(col) for col in zip(*rows, strict=True)]
+    return Targets(*cols, num_unassigned=unassigned)
 
 
 @torch.no_grad()
@@ -265,8 +265,8 @@ def detection_losses(deltas: Tensor, conf_logits: Tensor, class_logits: Tensor, 
     b, a = conf_logits.shape
     n = targets.num_positive
     bi, ai = targets.batch_index, targets.anchor_index
-    # 1 / N per positive (the reference); with extra positives, weight / (boxes) so each box weighs as one.
-    per_object = 1.0 / max(n, 1) if targets.weight is None else targets.weight / max(targets.num_boxes, 1.0)
+    # weight / N with N the boxes: 1 / N per positive in the reference; with extra positives each box weighs as one.
+    per_object = targets.weight / max(targets.num_boxes, 1.0)  # (P,)
     pos_deltas = deltas[bi, ai]  # (P, 4)
     bbox_loss = coef_bbox * ((pos_deltas - targets.deltas).square().sum(-1) * per_object).sum()
     class_loss = coef_class * (softmax_binary_cross_entropy(class_logits[bi, ai], targets.labels) * per_object).sum()
@@ -276,7 +276,7 @@ def detection_losses(deltas: Tensor, conf_logits: Tensor, class_logits: Tensor, 
         iou_target = torch.zeros_like(conf_logits)  # (B, A), 0 on negatives
         iou_target[bi, ai] = paired_iou(pred_boxes, targets.boxes, eps=epsilon).to(conf_logits.dtype)
         weight = torch.full_like(conf_logits, coef_conf_neg / max(a - n, 1))  # (B, A), negatives
-        weight[bi, ai] = torch.as_tensor(coef_conf_pos * per_object, dtype=weight.dtype, device=weight.device)
+        weight[bi, ai] = (coef_conf_pos * per_object).to(weight.dtype)
     conf = torch.sigmoid(conf_logits)
     conf_loss = ((iou_target - conf).square() * weight).sum(1).mean()
     return {"bbox_loss": bbox_loss, "conf_loss": conf_loss, "class_loss": class_loss}

@@ -364,6 +364,7 @@ def test_targets_encode_the_box_at_its_anchor():
     labels = [torch.tensor([1, 0]), torch.zeros(0, dtype=torch.int64)]
     t = build_targets(anchors, boxes, labels, num_classes=2, batch_size=2)
     assert t.num_positive == 2 and t.batch_index.tolist() == [0, 0] and t.labels.tolist() == [1, 0]
+    assert t.weight.tolist() == [1.0, 1.0] and t.num_boxes == 2.0  # one anchor per box: the reference's 1 / N
     # The 0.2-pixel-wide box counts as MIN_BOX_SIZE = 1 pixel wide: finite log(w / aw).
     assert torch.isfinite(t.deltas).all()
     assert torch.allclose(t.boxes[1], torch.tensor([39.6, 5.0, 40.6, 9.0]))
