@@ -7,9 +7,7 @@ trainer options come from `add_train_arguments` and become a TrainConfig through
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +27,6 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             parsed = value  # a bare string such as crf_mode=textbook
         out[key.strip()] = tuple(parsed) if isinstance(parsed, list) else parsed
     return out
-
-
-def build_named(models: Mapping[str, tuple[Callable[[], Any], type]], name: str, **overrides: Any) -> tuple[Any, Any]:
-    """(model, config) from a package's MODELS table {name: (config factory, model class)}, fields overridden."""
-    if name not in models:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(models)}")
-    make_config, model_cls = models[name]
-    base = make_config()
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(base)}
-    if unknown:
-        raise ValueError(f"{type(base).__name__} has no field(s) {', '.join(sorted(unknown))}")
-    config = dataclasses.replace(base, **overrides)
-    return model_cls(config), config
 
 
 def add_train_arguments(p: argparse.ArgumentParser, *, steps: int, batch_size: int, lr: float = 0.01,

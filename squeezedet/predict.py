@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from squeeze.checkpoint import load_named_model
+from squeeze.config import build_named
 from squeeze.errors import DataError
 from squeeze.kitti import ObjectLabels, read_labels
-from squeeze.train_cli import build_named
 from squeezedet import MODELS
 from squeezedet.data import DetDataConfig, DetectionDataset, preprocess_image
 from squeezedet.decode import Detections

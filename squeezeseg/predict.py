@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from squeeze.checkpoint import load_named_model
+from squeeze.config import build_named
 from squeeze.range_image import ProjectionConfig, project_scan
-from squeeze.train_cli import build_named
 from squeezeseg import MODELS
 from squeezeseg.data import ChannelStats, RangeDataset, RangeSample, SegDataConfig
 from squeezeseg.metrics import SegMetrics, confusion_matrix, metrics_from_confusion
