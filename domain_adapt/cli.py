@@ -1,6 +1,6 @@
 """`squeeze sim`: write simulated KITTI-format frames (the embedded default data, no download needed).
 
-Wiring: `squeeze/cli.py` calls `add_sim_parser(subparsers)`; the parsed namespace carries `run=run_sim`.
+Wiring: `squeeze_suite/cli.py` calls `add_sim_parser(subparsers)`; the parsed namespace carries `run=run_sim`.
 `python -m domain_adapt.cli sim --out DIR` runs the same command stand-alone.
 """
 

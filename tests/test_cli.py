@@ -11,7 +11,8 @@ from squeeze.kitti import read_image
 
 
 def squeeze(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "squeeze.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "squeeze_suite", *args], capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_help_lists_every_subcommand():

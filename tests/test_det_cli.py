@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from domain_adapt.sim import simulate
-from squeeze.cli import main
 from squeeze.kitti import ObjectLabels, read_labels, write_labels
+from squeeze_suite.cli import main
 from squeezedet.anchors import kmeans_anchor_shapes, read_anchor_file, shape_iou
 
 SMALL = ["--set", "image_width=320", "--set", "image_height=96"]  # a 6 x 20 grid keeps the tests fast

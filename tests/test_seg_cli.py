@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from domain_adapt.sim import simulate
-from squeeze.cli import main
 from squeeze.kitti import read_point_labels, read_velodyne
+from squeeze_suite.cli import main
 
 
 @pytest.fixture(scope="module")
