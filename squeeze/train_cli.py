@@ -7,26 +7,27 @@ trainer options come from `add_train_arguments` and become a TrainConfig through
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from squeeze.config import config_help, typed_overrides
 from squeeze.train import TrainConfig
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """["bn_momentum=0.01", "class_weights=[1,1,5,5]"] -> {"bn_momentum": 0.01, "class_weights": (1, 1, 5, 5)}."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value  # a bare string such as crf_mode=textbook
-        out[key.strip()] = tuple(parsed) if isinstance(parsed, list) else parsed
-    return out
+def parse_overrides(items: list[str], config: Any) -> dict[str, Any]:
+    """`--set` items read as the fields of `config`, the chosen named config (squeeze.config.typed_overrides):
+    ["use_crf=off", "class_weights=[1,1,5,5]"] -> {"use_crf": False, "class_weights": (1.0, 1.0, 5.0, 5.0)}.
+
+    `--set help` prints every field with its type, default and comment, and exits 0. ValueError naming the field,
+    the value and the expected type otherwise.
+    """
+    if any(item.strip().lower() == "help" for item in items):
+        print(config_help(config))
+        raise SystemExit(0)
+    try:
+        return typed_overrides(config, items)
+    except ValueError as e:
+        raise ValueError(f"--set {e} (`--set help` lists the fields)") from None
 
 
 def add_train_arguments(p: argparse.ArgumentParser, *, steps: int, batch_size: int, lr: float = 0.01,
@@ -34,7 +35,8 @@ def add_train_arguments(p: argparse.ArgumentParser, *, steps: int, batch_size: i
     """The trainer's options, with a model family's defaults for steps, batch, lr and the step schedule."""
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, metrics, pictures)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a model-config field, VALUE in JSON (e.g. --set bn_momentum=0.01); repeatable")
+                   help="override a field of the model's config, read as the field's type (e.g. --set use_crf=off, "
+                        "--set class_weights=[1,1,5,5]); repeatable; `--set help` lists the fields")
     p.add_argument("--steps", type=int, default=steps, help=f"optimiser updates (default: {steps})")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop cleanly (evaluate, checkpoint) once training has run this long; resumable")

@@ -126,6 +126,7 @@ def run_train(args: argparse.Namespace) -> int:
     from squeeze.train import train
     from squeeze.train_cli import parse_overrides, train_config_from_args
     from squeeze.vis import plot_learning_curve
+    from squeezedet import MODELS
     from squeezedet.data import DetectionDataset, collate_detections, pixel_std
     from squeezedet.model import SqueezeDet, from_scratch, load_torchvision_squeezenet, with_anchor_file
     from squeezedet.predict import ap_summary, build_model, checkpoint_config, data_config_for, evaluate
@@ -133,7 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    overrides = parse_overrides(args.overrides)
+    overrides = parse_overrides(args.overrides, MODELS[args.model][0]())  # the chosen config types the --set values
     _, model_cfg = build_model(args.model, **overrides)
     if args.anchors:
         model_cfg = with_anchor_file(model_cfg, args.anchors)

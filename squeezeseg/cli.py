@@ -114,12 +114,13 @@ def run_train(args: argparse.Namespace) -> int:
     from squeeze.train import train
     from squeeze.train_cli import parse_overrides, train_config_from_args
     from squeeze.vis import plot_learning_curve
+    from squeezeseg import MODELS
     from squeezeseg.data import RangeDataset, SegDataConfig
     from squeezeseg.predict import build_model, checkpoint_config, evaluate
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = parse_overrides(args.overrides)
+    overrides = parse_overrides(args.overrides, MODELS[args.model][0]())  # the chosen config types the --set values
     if args.no_crf:
         overrides["use_crf"] = False
     if args.crf_mode:
