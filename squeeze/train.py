@@ -15,7 +15,7 @@ Used by every model package (SqueezeSeg now, SqueezeDet later); it knows only th
 * **Datasets** are map-style (``__len__``, ``__getitem__``). For augmentation that is reproducible and survives
   resume, a dataset must not draw from global random state. It takes a ``seed`` in its constructor, defines
   ``set_epoch(epoch)`` (the trainer calls it before every epoch, before any worker process starts) and draws all
-  randomness of sample ``index`` from ``sample_rng(self.seed, self.epoch, index)``::
+  randomness of sample ``index`` from ``squeeze.rng.sample_rng(self.seed, self.epoch, index)``::
 
       class RangeImages(torch.utils.data.Dataset):
           def __init__(self, files, seed=0, augment=True):
@@ -89,6 +89,7 @@ from squeeze.checkpoint import (
     save_checkpoint,
     to_plain,
 )
+from squeeze.rng import sample_rng  # noqa: F401  (the dataset contract above; datasets import it from squeeze.rng)
 
 logger = logging.getLogger(__name__)
 
@@ -200,15 +201,6 @@ class TrainResult:
 def derive_seed(*keys: int) -> int:
     """A 63-bit seed mixed from non-negative integer keys (numpy SeedSequence), e.g. (seed, epoch)."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
-def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The random generator a dataset uses to augment sample `index` in `epoch` (see the module docstring).
-
-    It depends on (seed, epoch, index) only, so the same sample gets the same augmentation in any process, in any
-    DataLoader worker, in any order, and after a resume; different epochs give different augmentations.
-    """
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), int(index)]))
 
 
 def lr_factor(cfg: TrainConfig, step: int, position: float | None = None) -> float:

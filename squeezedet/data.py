@@ -4,7 +4,7 @@ Preprocessing follows the reference (reference/models.md 1.1): read with OpenCV 
 per-channel means (no std), then resize to the net input; boxes are scaled by the same factors. Training
 augmentation is the reference's drift (random translation) and horizontal flip, done so that it never cuts a
 box and never fails on an image without objects (the reference guards only the left and top edges and crashes
-on empty images: squeezeDet issues #58, #98). Randomness comes from squeeze.train.sample_rng(seed, epoch, index).
+on empty images: squeezeDet issues #58, #98). Randomness comes from squeeze.rng.sample_rng(seed, epoch, index).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from squeeze.errors import DataError
 from squeeze.kitti import KittiObjectFolder, ObjectLabels, read_labels
-from squeeze.train import sample_rng
+from squeeze.rng import sample_rng
 
 BGR_MEANS = (103.939, 116.779, 123.68)  # the VGG means the reference subtracts (models.md 1.1)
 

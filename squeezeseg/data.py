@@ -26,7 +26,7 @@ from squeeze.errors import DataError
 from squeeze.kitti import KittiObjectFolder, atomic_write_text, read_point_labels, read_velodyne
 from squeeze.point_labels import SQUEEZESEG_CLASSES, point_classes_from_boxes, squeezeseg_from_point_classes
 from squeeze.range_image import ProjectionConfig, project_scan, range_image_from_array, read_range_npy
-from squeeze.train import sample_rng
+from squeeze.rng import sample_rng
 
 RAW_CHANNELS = ("x", "y", "z", "intensity", "range")
 

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 import squeeze.train as trainer_module
 from squeeze.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from squeeze.errors import DataError
+from squeeze.rng import sample_rng
 from squeeze.train import (
     StepSampler,
     TrainConfig,
@@ -34,7 +35,6 @@ from squeeze.train import (
     build_param_groups,
     clip_gradients,
     lr_factor,
-    sample_rng,
     train,
 )
 
