@@ -16,8 +16,8 @@ import torch
 from timing import interleaved_medians
 
 from squeeze.fire import conv_macs
-from squeezeseg import SqueezeSeg, SqueezeSegV2, squeezeseg_kitti, squeezeseg_v2_kitti
-from squeezeseg.squeezeseg import xyz_channels
+from squeezeseg.squeezeseg import SqueezeSeg, squeezeseg_kitti, xyz_channels
+from squeezeseg.squeezeseg_v2 import SqueezeSegV2, squeezeseg_v2_kitti
 
 MIN_MATMUL_FRACTION = 0.45
 MAX_CRF_OVERHEAD = 0.25

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squeeze.config import config_help, typed_overrides
-from squeeze.train import TrainConfig
+
+if TYPE_CHECKING:  # the trainer imports torch: only train_config_from_args needs it, so --help stays instant
+    from squeeze.train import TrainConfig
 
 
 def parse_overrides(items: list[str], config: Any) -> dict[str, Any]:
@@ -64,6 +66,8 @@ def add_train_arguments(p: argparse.ArgumentParser, *, steps: int, batch_size: i
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    from squeeze.train import TrainConfig
+
     return TrainConfig(optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
                        lr_step_size=args.lr_step, warmup_steps=args.warmup, max_steps=args.steps,
                        batch_size=args.batch_size, grad_clip_norm=args.clip, grad_clip_mode=args.clip_mode,

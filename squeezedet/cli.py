@@ -13,10 +13,12 @@ DEMO_SCORE = 0.4  # the reference's PLOT_PROB_THRESH: boxes drawn in pictures; r
 NMS_HELP = ("per-class NMS: standard greedy (default), the reference's (suppressed boxes still suppress), or soft "
             "(Gaussian Soft-NMS, sigma 0.5: overlapping boxes are rescored, not removed)")
 
+# The keys of squeezedet.models.MODELS, spelled out so that --help needs no torch (tests/test_cli.py keeps them equal).
+MODEL_NAMES = ("squeezedet_kitti", "squeezedet_plus_kitti")
+
 
 def add_det_parser(subparsers) -> None:
     from squeeze.train_cli import add_train_arguments
-    from squeezedet import MODELS
 
     det = subparsers.add_parser("det", help="camera object detection: SqueezeDet, SqueezeDet+",
                                 description="Train, evaluate and run SqueezeDet / SqueezeDet+ on KITTI-format image "
@@ -32,7 +34,7 @@ def add_det_parser(subparsers) -> None:
     p.add_argument("--val", type=Path, help="validation folder (default: none)")
     p.add_argument("--split", default=None, help="training ImageSets list name, e.g. train (default: every frame)")
     p.add_argument("--val-split", default=None, help="validation ImageSets list name (default: every frame)")
-    p.add_argument("--model", choices=sorted(MODELS), default="squeezedet_kitti", help="named model config")
+    p.add_argument("--model", choices=MODEL_NAMES, default="squeezedet_kitti", help="named model config")
     p.add_argument("--pretrained", type=Path, default=None, metavar="PTH",
                    help="torchvision SqueezeNet state_dict for the trunk (squeezenet1_1 for SqueezeDet, squeezenet1_0 "
                         "for SqueezeDet+); 'download' fetches torchvision's (needs network access)")
@@ -126,9 +128,9 @@ def run_train(args: argparse.Namespace) -> int:
     from squeeze.train import train
     from squeeze.train_cli import parse_overrides, train_config_from_args
     from squeeze.vis import plot_learning_curve
-    from squeezedet import MODELS
     from squeezedet.data import DetectionDataset, collate_detections, pixel_std
     from squeezedet.model import SqueezeDet, from_scratch, load_torchvision_squeezenet, with_anchor_file
+    from squeezedet.models import MODELS
     from squeezedet.predict import ap_summary, build_model, checkpoint_config, data_config_for, evaluate
 
     if args.threads:

@@ -1,7 +1,9 @@
-"""SqueezeDet checkpoints, inference on image files, KITTI result files, and evaluation of a model on a folder.
+"""SqueezeDet checkpoints, the torch Detector, inference on image files, KITTI result files, and evaluation.
 
-Data flow: image file -> BGR array -> net input tensor -> Detections (net-input pixels) -> boxes at the original
-image size -> KITTI result lines (16 fields) and a picture with the boxes drawn.
+Data flow: image file -> RGB array (squeeze.kitti.read_image) -> net input in the network's BGR order
+(squeeze.detection.preprocess_image) -> network (torch) -> decoding, top-N and NMS in numpy
+(squeeze.detection.postprocess) -> boxes at the original image size -> KITTI result lines (16 fields) and a
+picture with the boxes drawn in the suite's palette (squeeze.classes).
 """
 
 from __future__ import annotations
@@ -18,23 +20,24 @@ import torch
 from torch import nn
 
 from squeeze.checkpoint import load_named_model
+from squeeze.classes import color_of
 from squeeze.config import build_named
+from squeeze.detection import boxes_to_original, preprocess_image
 from squeeze.errors import DataError
 from squeeze.kitti import ObjectLabels, read_labels
-from squeezedet import MODELS
-from squeezedet.data import DetDataConfig, DetectionDataset, preprocess_image
-from squeezedet.decode import Detections
+from squeeze.predictor import Detections2D
+from squeezedet.data import DetDataConfig, DetectionDataset
 from squeezedet.kitti_eval import KittiEvalResult, evaluate_kitti
 from squeezedet.model import SqueezeDet, SqueezeDetConfig
+from squeezedet.models import MODELS
 
 BUNDLED_WEIGHTS = Path(__file__).parent / "weights" / "squeezedet_sim.pt"  # trained on the simulated world only
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-# Box colours (BGR) per class index, the usual KITTI viewer colours: car green, pedestrian magenta, cyclist cyan.
-CLASS_COLOURS_BGR = ((60, 200, 60), (200, 60, 220), (220, 200, 40), (40, 140, 255), (200, 200, 200))
+GROUND_TRUTH_COLOR = (255, 255, 255)  # RGB of the thin ground-truth boxes under the detections
 
 
 def build_model(name: str, **overrides: Any) -> tuple[SqueezeDet, SqueezeDetConfig]:
-    """A model from a named config (see squeezedet.MODELS), with config fields overridden by keyword."""
+    """A model from a named config (see squeezedet.models.MODELS), with config fields overridden by keyword."""
     return build_named(MODELS, name, **overrides)
 
 
@@ -69,6 +72,11 @@ class LoadedDetector:
     model_config: SqueezeDetConfig
     data_config: DetDataConfig
 
+    @property
+    def detector(self) -> TorchDetector:
+        """The model as a squeeze.predictor.Detector."""
+        return TorchDetector(self.model, self.data_config)
+
 
 def load_model(path: str | Path, device: str = "cpu", **overrides: Any) -> LoadedDetector:
     """A detector from a checkpoint, in eval mode; `overrides` replace inference fields (prob_thresh, nms, ...).
@@ -82,64 +90,81 @@ def load_model(path: str | Path, device: str = "cpu", **overrides: Any) -> Loade
     return LoadedDetector(model, name, model_config, DetDataConfig(**data))
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 BGR, or DataError naming the file."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(path, "not a readable image")
-    return image
+class TorchDetector:
+    """squeeze.predictor.Detector over a SqueezeDet: only the network runs in torch; pre-processing, decoding and
+    NMS are the numpy functions of squeeze.detection that an exported runtime uses too.
+
+    data_config gives the input size and pixel means (default: those of the model's config). The model is put in
+    eval mode for each call and back in training mode afterwards if it was training (evaluation during training).
+    """
+
+    def __init__(self, model: SqueezeDet, data_config: DetDataConfig | None = None):
+        self.model = model
+        self.data_config = data_config or data_config_for(model.config)
+        self.class_names: tuple[str, ...] = tuple(model.config.class_names)
+
+    def detect(self, image: np.ndarray) -> Detections2D:
+        """Detections of one (H, W, 3) uint8 RGB image of any size, boxes in its own pixels (float64)."""
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections2D]:
+        """`detect` of several RGB images (any sizes) in one network batch."""
+        c = self.data_config
+        inputs, scales = zip(*(preprocess_image(im, c.image_width, c.image_height, c.pixel_mean_bgr)
+                               for im in images), strict=True)
+        dets = self.network_detections(np.stack(inputs))
+        return [boxes_to_original(d, s, (im.shape[1], im.shape[0]))
+                for d, s, im in zip(dets, scales, images, strict=True)]
+
+    @torch.no_grad()
+    def network_detections(self, inputs: np.ndarray) -> list[Detections2D]:
+        """(B, 3, H, W) float32 network inputs -> one Detections2D per input, boxes in net-input pixels."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            device = next(self.model.parameters()).device
+            return self.model(torch.from_numpy(np.ascontiguousarray(inputs, np.float32)).to(device))
+        finally:
+            if was_training:
+                self.model.train()
 
 
-def detections_to_labels(det: Detections, scale: tuple[float, float], original_size: tuple[int, int],
-                         class_names: Sequence[str]) -> ObjectLabels:
-    """Net-input detections -> KITTI result objects at the original image size (boxes clipped to the image).
+def detections_to_labels(det: Detections2D, class_names: Sequence[str]) -> ObjectLabels:
+    """Detections in original-image pixels -> KITTI result objects.
 
     The fields a 2D detector cannot know take the devkit's "unknown" values: truncation and occlusion -1,
     alpha -10 (so no AOS is claimed), dimensions -1, location -1000, rotation_y -10.
     """
     n = len(det)
-    sx, sy = scale
-    w, h = original_size
-    boxes = det.boxes.detach().cpu().numpy().astype(np.float64).reshape(-1, 4) / np.array([sx, sy, sx, sy])
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w - 1)
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h - 1)
     names = np.asarray(class_names, dtype="<U16")
-    return ObjectLabels(type=names[det.labels.cpu().numpy()].astype("<U16") if n else np.zeros(0, "<U16"),
+    return ObjectLabels(type=names[det.classes].astype("<U16") if n else np.zeros(0, "<U16"),
                         truncated=np.full(n, -1.0), occluded=np.full(n, -1, np.int64), alpha=np.full(n, -10.0),
-                        bbox=boxes, dimensions=np.full((n, 3), -1.0), location=np.full((n, 3), -1000.0),
-                        rotation_y=np.full(n, -10.0), score=det.scores.detach().cpu().numpy().astype(np.float64))
+                        bbox=det.boxes.astype(np.float64).reshape(-1, 4), dimensions=np.full((n, 3), -1.0),
+                        location=np.full((n, 3), -1000.0), rotation_y=np.full(n, -10.0),
+                        score=det.scores.astype(np.float64))
 
 
-@torch.no_grad()
-def detect(model: SqueezeDet, images_bgr: Sequence[np.ndarray], data_config: DetDataConfig) -> list[ObjectLabels]:
-    """Detections of BGR uint8 images of any size, as KITTI result objects at each image's own size."""
-    was_training = model.training
-    model.eval()
-    inputs, scales = zip(*(preprocess_image(im, data_config) for im in images_bgr), strict=True)
-    device = next(model.parameters()).device
-    dets = model(torch.cat(inputs).to(device))
-    if was_training:
-        model.train()
-    return [detections_to_labels(d, s, (im.shape[1], im.shape[0]), model.config.class_names)
-            for d, s, im in zip(dets, scales, images_bgr, strict=True)]
+def detect(model: SqueezeDet, images: Sequence[np.ndarray], data_config: DetDataConfig) -> list[ObjectLabels]:
+    """Detections of RGB uint8 images of any size, as KITTI result objects at each image's own size."""
+    detector = TorchDetector(model, data_config)
+    return [detections_to_labels(d, detector.class_names) for d in detector.detect_batch(images)]
 
 
-def draw_detections(image_bgr: np.ndarray, detections: ObjectLabels, class_names: Sequence[str],
-                    ground_truth: ObjectLabels | None = None, min_score: float = 0.0) -> np.ndarray:
-    """A copy of the image with detections (class colour, score) and optional ground truth (thin white)."""
-    out = image_bgr.copy()
+def draw_detections(image: np.ndarray, detections: ObjectLabels, ground_truth: ObjectLabels | None = None,
+                    min_score: float = 0.0) -> np.ndarray:
+    """A copy of an RGB image with detections (class colour from squeeze.classes, score) and optional ground
+    truth (thin white). Pixels away from the boxes and their labels are the input's."""
+    out = image.copy()
     if ground_truth is not None:
         for box in ground_truth.bbox:
             x0, y0, x1, y1 = (int(round(v)) for v in box)
-            cv2.rectangle(out, (x0, y0), (x1, y1), (255, 255, 255), 1, cv2.LINE_AA)
-    index = {name: i for i, name in enumerate(class_names)}
+            cv2.rectangle(out, (x0, y0), (x1, y1), GROUND_TRUTH_COLOR, 1, cv2.LINE_AA)
     order = np.argsort(detections.score if detections.score is not None else np.zeros(len(detections)))
     for i in order:  # lowest score first, so the best boxes are drawn on top
         score = 1.0 if detections.score is None else float(detections.score[i])
         if score < min_score:
             continue
-        colour = CLASS_COLOURS_BGR[index.get(str(detections.type[i]), len(CLASS_COLOURS_BGR) - 1)
-                                   % len(CLASS_COLOURS_BGR)]
+        colour = color_of(str(detections.type[i]))
         x0, y0, x1, y1 = (int(round(v)) for v in detections.bbox[i])
         cv2.rectangle(out, (x0, y0), (x1, y1), colour, 2, cv2.LINE_AA)
         text = f"{detections.type[i]} {score:.2f}"
@@ -166,25 +191,23 @@ def image_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-@torch.no_grad()
 def predict_dataset(model: nn.Module, dataset: DetectionDataset, batch_size: int = 4,
                     max_frames: int | None = None, progress: bool = False) -> tuple[list[str], list[ObjectLabels]]:
-    """(frame ids, KITTI result objects at original size) for the first max_frames frames of a dataset."""
+    """(frame ids, KITTI result objects at original size) for the first max_frames frames of a dataset.
+
+    The dataset prepares the inputs (squeeze.detection's pre-processing); the network runs through TorchDetector.
+    """
     from tqdm import tqdm
 
+    detector = TorchDetector(model, dataset.config)
     n = len(dataset) if max_frames is None else min(max_frames, len(dataset))
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     ids, results = [], []
     for start in tqdm(range(0, n, batch_size), desc="detect", unit="batch", disable=not progress):
         samples = [dataset.sample(i) for i in range(start, min(start + batch_size, n))]
-        images = torch.stack([torch.from_numpy(np.ascontiguousarray(s.image.transpose(2, 0, 1))) for s in samples])
-        for s, d in zip(samples, model(images.to(device)), strict=True):
+        dets = detector.network_detections(np.stack([s.image.transpose(2, 0, 1) for s in samples]))
+        for s, d in zip(samples, dets, strict=True):
             ids.append(s.frame_id)
-            results.append(detections_to_labels(d, s.scale, s.original_size, dataset.config.class_names))
-    if was_training:
-        model.train()
+            results.append(detections_to_labels(boxes_to_original(d, s.scale, s.original_size), detector.class_names))
     return ids, results
 
 

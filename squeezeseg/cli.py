@@ -10,10 +10,12 @@ from pathlib import Path
 
 log = logging.getLogger("squeeze.seg")
 
+# The keys of squeezeseg.models.MODELS, spelled out so that --help needs no torch (tests/test_cli.py keeps them equal).
+MODEL_NAMES = ("squeezeseg_kitti", "squeezeseg_kitti_360", "squeezeseg_v2_kitti", "squeezeseg_v2_kitti_360")
+
 
 def add_seg_parser(subparsers) -> None:
     from squeeze.train_cli import add_train_arguments
-    from squeezeseg import MODELS
 
     seg = subparsers.add_parser("seg", help="LiDAR point segmentation: SqueezeSeg, SqueezeSegV2",
                                 description="Train, evaluate and run SqueezeSeg / SqueezeSegV2 on range images of "
@@ -28,7 +30,7 @@ def add_seg_parser(subparsers) -> None:
     p.add_argument("--val", type=Path, help="validation folder (default: none)")
     p.add_argument("--split", default=None, help="training split list name (default: every frame)")
     p.add_argument("--val-split", default=None, help="validation split list name (default: every frame)")
-    p.add_argument("--model", choices=sorted(MODELS), default="squeezeseg_v2_kitti", help="named model config")
+    p.add_argument("--model", choices=MODEL_NAMES, default="squeezeseg_v2_kitti", help="named model config")
     p.add_argument("--no-crf", action="store_true", help="drop the recurrent CRF")
     p.add_argument("--crf-mode", choices=["reference", "textbook"], help="CRF form (default: the model's)")
     add_train_arguments(p, steps=25_000, batch_size=8)
@@ -114,8 +116,8 @@ def run_train(args: argparse.Namespace) -> int:
     from squeeze.train import train
     from squeeze.train_cli import parse_overrides, train_config_from_args
     from squeeze.vis import plot_learning_curve
-    from squeezeseg import MODELS
     from squeezeseg.data import RangeDataset, SegDataConfig
+    from squeezeseg.models import MODELS
     from squeezeseg.predict import build_model, checkpoint_config, evaluate
 
     if args.threads:

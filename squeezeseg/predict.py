@@ -18,13 +18,13 @@ from torch import nn
 from squeeze.checkpoint import load_named_model
 from squeeze.config import build_named
 from squeeze.range_image import ProjectionConfig, project_scan
-from squeezeseg import MODELS
 from squeezeseg.data import ChannelStats, RangeDataset, RangeSample, SegDataConfig
 from squeezeseg.metrics import SegMetrics, confusion_matrix, metrics_from_confusion
+from squeezeseg.models import MODELS
 
 
 def build_model(name: str, **overrides: Any) -> tuple[nn.Module, Any]:
-    """A model from a named config (see squeezeseg.MODELS), with config fields overridden by keyword."""
+    """A model from a named config (see squeezeseg.models.MODELS), with config fields overridden by keyword."""
     return build_named(MODELS, name, **overrides)
 
 

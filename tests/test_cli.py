@@ -51,3 +51,56 @@ def test_bad_input_is_one_clear_line(tmp_path):
     assert "Traceback" not in out.stderr
     out = squeeze("sim", "--out", str(tmp_path / "s"), "--frames", "0")
     assert out.returncode == 2 and "must be >= 1" in out.stderr
+
+
+HEAVY = ("torch", "numba", "open3d", "matplotlib", "cv2")  # each costs 0.1-1 s to import
+HELP_EVERYWHERE = """
+import argparse, contextlib, io, json, sys
+from squeeze_suite.cli import build_parser, main
+
+def commands(parser, path):
+    yield path
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from commands(sub, [*path, name])
+
+helps = {}
+for path in commands(build_parser(), []):
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        try:
+            main([*path, "--help"])
+        except SystemExit as e:
+            assert e.code == 0, (path, e.code)
+    helps[" ".join(path)] = out.getvalue()
+print(json.dumps({"helps": helps, "heavy": [m for m in %r if m in sys.modules]}))
+"""
+
+
+def test_every_help_prints_without_importing_torch():
+    """`squeeze --help`, `squeeze X --help` and `squeeze X Y --help` for every command of the real parser tree,
+    in one fresh interpreter: none may import torch (1.1 s), numba, open3d, matplotlib or cv2."""
+    import json
+
+    out = subprocess.run([sys.executable, "-c", HELP_EVERYWHERE % (HEAVY,)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["heavy"] == []
+    helps = report["helps"]
+    for command in ("", "sim", "show", "demo", "seg", "seg train", "seg predict", "det", "det train", "det eval"):
+        assert helps[command].startswith(f"usage: squeeze {command}".rstrip()), command
+    assert "squeezedet_plus_kitti" in helps["det train"] and "squeezeseg_v2_kitti_360" in helps["seg train"]
+
+
+def test_the_cli_model_names_are_the_model_tables_keys():
+    """Each cli.py spells out its model names (so that --help needs no torch); they must be the MODELS keys."""
+    from squeezedet.cli import MODEL_NAMES as DET_NAMES
+    from squeezedet.models import MODELS as DET_MODELS
+    from squeezeseg.cli import MODEL_NAMES as SEG_NAMES
+    from squeezeseg.models import MODELS as SEG_MODELS
+
+    assert DET_NAMES == tuple(DET_MODELS) == ("squeezedet_kitti", "squeezedet_plus_kitti")
+    assert SEG_NAMES == tuple(SEG_MODELS)
+    assert set(SEG_NAMES) == {"squeezeseg_kitti", "squeezeseg_kitti_360", "squeezeseg_v2_kitti",
+                              "squeezeseg_v2_kitti_360"}

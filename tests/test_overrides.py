@@ -9,10 +9,11 @@ import pytest
 
 from squeeze.config import build_named, coerce, config_help, field_comments, type_name, typed_overrides
 from squeeze.train_cli import parse_overrides
-from squeezedet import MODELS as DET_MODELS
-from squeezedet import squeezedet_kitti
-from squeezeseg import MODELS as SEG_MODELS
-from squeezeseg import squeezeseg_kitti, squeezeseg_v2_kitti
+from squeezedet.model import squeezedet_kitti
+from squeezedet.models import MODELS as DET_MODELS
+from squeezeseg.models import MODELS as SEG_MODELS
+from squeezeseg.squeezeseg import squeezeseg_kitti
+from squeezeseg.squeezeseg_v2 import squeezeseg_v2_kitti
 
 
 @dataclass(frozen=True)

@@ -20,41 +20,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from squeeze.errors import DataError
-from squeezedet import (
-    KITTI_ANCHOR_SHAPES,
-    MODELS,
-    Detections,
-    SqueezeDet,
-    SqueezeDetConfig,
-    build_targets,
-    decode_boxes,
-    grid_size,
-    load_torchvision_squeezenet,
-    make_anchors,
-    nms,
-    postprocess,
-    read_anchor_file,
-    safe_exp,
-    soft_nms,
-    squeezedet_kitti,
-    squeezedet_plus_kitti,
-    with_anchor_file,
-    write_anchor_file,
-)
 from squeezedet import decode as decode_module
-from squeezedet.decode import box_iou, cxcywh_to_xyxy
-from squeezedet.loss import assign_anchors, detection_losses, encode_deltas, softmax_binary_cross_entropy
+from squeezedet.anchors import KITTI_ANCHOR_SHAPES, grid_size, make_anchors, read_anchor_file, write_anchor_file
+from squeezedet.decode import Detections, box_iou, cxcywh_to_xyxy, decode_boxes, nms, postprocess, safe_exp, soft_nms
+from squeezedet.loss import assign_anchors, build_targets, detection_losses, encode_deltas, softmax_binary_cross_entropy
 from squeezedet.model import (
     IMAGENET_MEAN_RGB,
     IMAGENET_STD_RGB,
     SQUEEZEDET_KITTI_PARAMS,
     SQUEEZEDET_PLUS_KITTI_PARAMS,
     TORCHVISION_LAYERS,
+    SqueezeDet,
+    SqueezeDetConfig,
     at_input_size,
     fold_batch_norm,
     from_scratch,
+    load_torchvision_squeezenet,
     split_convdet_output,
+    squeezedet_kitti,
+    squeezedet_plus_kitti,
+    with_anchor_file,
 )
+from squeezedet.models import MODELS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

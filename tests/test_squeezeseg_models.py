@@ -24,21 +24,13 @@ from squeeze.fire import (
     conv_macs,
     tf_same_pads,
 )
-from squeezeseg import (
-    MODELS,
-    RecurrentCRF,
-    SegPrediction,
-    SqueezeSeg,
-    SqueezeSegConfig,
-    SqueezeSegV2,
-    SqueezeSegV2Config,
-    focal_loss,
-    squeezeseg_kitti,
-    squeezeseg_v2_kitti,
-    weighted_cross_entropy,
-)
 from squeezeseg import squeezeseg as v1_module
 from squeezeseg import squeezeseg_v2 as v2_module
+from squeezeseg.crf import RecurrentCRF
+from squeezeseg.loss import focal_loss, weighted_cross_entropy
+from squeezeseg.models import MODELS
+from squeezeseg.squeezeseg import SegPrediction, SqueezeSeg, SqueezeSegConfig, squeezeseg_kitti
+from squeezeseg.squeezeseg_v2 import SqueezeSegV2, SqueezeSegV2Config, squeezeseg_v2_kitti
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
