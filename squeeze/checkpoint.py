@@ -210,10 +210,16 @@ def load_named_model(path: str | Path, task: str, models: Mapping[str, tuple[Any
     if name not in models:
         raise CheckpointError(path, f"unknown model {name!r}")
     make_config, model_cls = models[name]
-    model_config = type(make_config()).from_dict(config["model"])
+    try:  # a config this code cannot rebuild (a field unknown here, a value of the wrong type): name the file
+        model_config = type(make_config()).from_dict(config["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(path, f"its {name} config does not load: {e}") from None
     if overrides:
         model_config = dataclasses.replace(model_config, **overrides)
-    model = model_cls(model_config)
+    try:
+        model = model_cls(model_config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(path, f"its {name} config does not build a model: {e}") from None
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:

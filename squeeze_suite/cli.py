@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 
+from squeeze.cli_help import SqueezeArgumentParser
 from squeeze.errors import DataError
 
 log = logging.getLogger("squeeze")
@@ -23,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     from squeezedet.cli import add_det_parser
     from squeezeseg.cli import add_seg_parser
 
-    parser = argparse.ArgumentParser(
+    # Its sub-parsers take its class, so every command's help states each option's default.
+    parser = SqueezeArgumentParser(
         prog="squeeze",
         description="The Squeeze perception suite: LiDAR and camera perception for autonomous driving on "
                     "KITTI-format data, with a simulated world as the embedded default data.")
@@ -37,6 +39,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_name(args: argparse.Namespace) -> str:
+    """'squeeze seg predict' for the parsed `args`: the command and, where it has them, its subcommand."""
+    words = ["squeeze"]
+    if getattr(args, "command", None):
+        words.append(args.command)
+        sub = getattr(args, f"{args.command}_command", None)
+        if sub:
+            words.append(sub)
+    return " ".join(words)
+
+
+def error_line(e: BaseException) -> str:
+    """One line for an error the user can fix: `PATH: reason` for an OSError about a file, else its message."""
+    if isinstance(e, OSError) and e.filename is not None:
+        reason = e.strerror or str(e)
+        if e.filename2 is not None:  # rename, link: both paths matter
+            return f"{e.filename} -> {e.filename2}: {reason}"
+        return f"{e.filename}: {reason}"
+    return str(e) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -47,11 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
-    except (DataError, ValueError, FileExistsError, NotADirectoryError, FileNotFoundError) as e:
-        # Bad input is the user's to fix: one clear line, no traceback (-v shows it).
+    except (DataError, ValueError, OSError) as e:
+        # Bad input (DataError, ValueError) and the file system saying no (OSError: permission denied, a folder where
+        # a file should be, a file where a folder should be, disk full) are the user's to fix: one clear line naming
+        # the path, no traceback (-v shows it).
         if args.verbose:
             log.exception("failed")
-        print(f"squeeze {args.command}: error: {e}", file=sys.stderr)
+        print(f"{command_name(args)}: error: {error_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -290,8 +290,11 @@ def box_shapes(label_dir: str | Path, image_dir: str | Path | None, image_size: 
                        if p.exists()]
             if not matches:
                 raise DataError(path, f"no image {path.stem}.png/.jpg in {image_dir}")
-            with Image.open(matches[0]) as im:
-                width, height = im.size
+            try:
+                with Image.open(matches[0]) as im:
+                    width, height = im.size
+            except (OSError, SyntaxError, ValueError) as e:  # PIL: UnidentifiedImageError, broken PNG chunks
+                raise DataError(matches[0], f"not a readable image ({type(e).__name__}; empty or corrupt?)") from None
         b = labels.bbox[mask]
         b = b[b[:, 3] - b[:, 1] >= min_height]
         wh = np.stack([(b[:, 2] - b[:, 0]) * image_size[0] / width, (b[:, 3] - b[:, 1]) * image_size[1] / height], 1)
