@@ -1,6 +1,6 @@
 """Pictures people look at: range images coloured by class, bird's-eye views with boxes, camera images with
 projected LiDAR points and boxes. Every function returns an (H, W, 3) uint8 RGB array; `squeeze.kitti.write_image`
-writes it as PNG.
+writes it as PNG. Class colours come from the suite's one palette, squeeze.classes.
 """
 
 from __future__ import annotations
@@ -10,21 +10,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from squeeze.classes import color_of, colors_of_ids
 from squeeze.geometry import box3d_corners, rect_to_image, velo_to_image
 from squeeze.kitti import Calibration, KittiFrame, ObjectLabels, write_image
 from squeeze.point_labels import point_classes_from_boxes
 from squeeze.range_image import ProjectionConfig, RangeImage, project_scan
 
-# RGB per SqueezeSeg class id (0 background, 1 car, 2 pedestrian, 3 cyclist) and per KITTI type.
-CLASS_COLORS = np.array([[90, 90, 90], [66, 135, 245], [235, 64, 52], [252, 186, 3], [160, 80, 220]], np.uint8)
-TYPE_COLORS = {"Car": (66, 135, 245), "Van": (120, 170, 255), "Truck": (40, 90, 200), "Pedestrian": (235, 64, 52),
-               "Person_sitting": (240, 120, 110), "Cyclist": (252, 186, 3), "Tram": (150, 150, 255),
-               "Misc": (200, 200, 200), "DontCare": (120, 120, 120)}
-
 
 def _jet(values: np.ndarray) -> np.ndarray:
     """(N,) values in [0, 1] -> (N, 3) uint8 RGB through OpenCV's JET map."""
     v = np.clip(values * 255, 0, 255).astype(np.uint8).reshape(-1, 1)
+    if v.size == 0:  # OpenCV refuses an empty image; a scan with no point in view has nothing to colour
+        return np.zeros((0, 3), np.uint8)
     return cv2.applyColorMap(v, cv2.COLORMAP_JET).reshape(-1, 3)[:, ::-1]
 
 
@@ -43,8 +40,7 @@ def range_image_picture(image: RangeImage, classes: np.ndarray | None = None, sc
     labels = image.label if classes is None else classes
     if labels is not None:
         cls = np.zeros((h, w, 3), np.uint8)
-        ids = np.clip(labels, 0, len(CLASS_COLORS) - 1)
-        cls[image.mask] = CLASS_COLORS[ids[image.mask]]
+        cls[image.mask] = colors_of_ids(labels[image.mask])  # the segmentation classes' colours (squeeze.classes)
         parts.append(np.full((2, w, 3), 255, np.uint8))
         parts.append(cls)
     pic = np.concatenate(parts, axis=0)
@@ -68,7 +64,7 @@ def bev_picture(points: np.ndarray, boxes_rect: np.ndarray | None = None, calib:
     ok = (row >= 0) & (row < height) & (col >= 0) & (col < width)
     if point_classes is not None:
         colors = np.where((point_classes[ok] > 0)[:, None],
-                          CLASS_COLORS[np.clip(point_classes[ok], 0, len(CLASS_COLORS) - 1)], 160)
+                          colors_of_ids(point_classes[ok]), 160)
     else:
         colors = _jet(np.clip((z[ok] + 2.0) / 4.0, 0, 1))
     pic[row[ok], col[ok]] = colors
@@ -81,7 +77,7 @@ def bev_picture(points: np.ndarray, boxes_rect: np.ndarray | None = None, calib:
         hom = np.concatenate([corners, np.ones((len(corners), 1))], axis=1)
         velo = (hom @ calib.rect_to_velo.T)[:, :3].reshape(-1, 4, 3)
         for k, quad in enumerate(velo):
-            color = TYPE_COLORS.get(str(box_types[k]) if box_types is not None else "Car", (255, 255, 255))
+            color = color_of(str(box_types[k]) if box_types is not None else "Car")
             poly = np.stack([(y_range[1] - quad[:, 1]) / resolution, (x_range[1] - quad[:, 0]) / resolution], 1)
             cv2.polylines(pic, [np.round(poly).astype(np.int32)], True, color, 2, cv2.LINE_AA)
             front = (poly[0] + poly[1]) / 2  # corners 0, 1 span the front face
@@ -103,7 +99,7 @@ def camera_picture(image: np.ndarray, points: np.ndarray | None = None, calib: C
     if labels is not None:
         for k in range(len(labels)):
             kind = str(labels.type[k])
-            color = TYPE_COLORS.get(kind, (255, 255, 255))
+            color = color_of(kind)
             left, top, right, bottom = np.round(labels.bbox[k]).astype(int)
             cv2.rectangle(pic, (left, top), (right, bottom), color, 1 if kind == "DontCare" else 2)
             if kind != "DontCare":
@@ -122,6 +118,8 @@ def camera_picture(image: np.ndarray, points: np.ndarray | None = None, calib: C
 
 def stack_pictures(pictures: list[np.ndarray], gap: int = 4) -> np.ndarray:
     """Stack RGB pictures vertically, padding to the widest, with a white gap."""
+    if not pictures:
+        raise ValueError("no pictures to stack")
     width = max(p.shape[1] for p in pictures)
     rows = []
     for p in pictures:
@@ -167,8 +165,11 @@ def plot_learning_curve(metrics_csv: str | Path, path: str | Path, eval_keys: tu
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from squeeze.atomic import atomic_write
+
     with open(metrics_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
+        # A row cut short by a kill (files of older versions appended rows) has no whole step: leave it out.
+        rows = [r for r in csv.DictReader(f) if (r.get("step") or "").isdigit() and None not in r.values()]
     if not rows:
         return
     steps = [int(r["step"]) for r in rows]
@@ -194,4 +195,4 @@ def plot_learning_curve(metrics_csv: str | Path, path: str | Path, eval_keys: tu
     if ax2.get_legend_handles_labels()[0]:
         ax2.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))  # a killed run never leaves half a PNG

@@ -276,6 +276,37 @@ def test_export_refuses_a_segmentation_checkpoint(tmp_path, capsys):
     assert "not a detection checkpoint" in capsys.readouterr().err
 
 
+def drawn_box_mask(shape: tuple[int, ...], results: ObjectLabels, min_score: float) -> np.ndarray:
+    """(H, W) bool: where draw_detections may have drawn a box of score >= min_score or its label (above the box)."""
+    mask = np.zeros(shape[:2], bool)
+    scores = np.ones(len(results)) if results.score is None else results.score  # ground truth: drawn whole
+    for box, score in zip(results.bbox, scores, strict=True):
+        if score >= min_score:
+            x0, y0, x1, y1 = np.round(box).astype(int)
+            mask[max(y0 - 24, 0):y1 + 4, max(x0 - 4, 0):max(x1, x0 + 150) + 4] = True
+    return mask
+
+
+def test_predict_picture_keeps_the_input_colours(tmp_path):
+    """Regression: det predict wrote every picture with red and blue swapped (a BGR array given to the RGB writer).
+
+    Away from the drawn boxes the written picture must equal the input image exactly.
+    """
+    from squeeze.kitti import read_image, write_image
+
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (200, 120, 40)]
+    image = np.zeros((375, 1242, 3), np.uint8)
+    for k, colour in enumerate(colours):
+        image[:, k * 1242 // len(colours):(k + 1) * 1242 // len(colours)] = colour
+    write_image(tmp_path / "bands.png", image)
+    out = tmp_path / "pred"
+    assert main(["det", "predict", "--inputs", str(tmp_path / "bands.png"), "--out", str(out)]) == 0  # bundled
+    picture = read_image(out / "images" / "bands.png")
+    away = ~drawn_box_mask(image.shape, read_labels(out / "data" / "bands.txt"), 0.4)  # --draw-threshold 0.4
+    assert away.mean() > 0.5
+    np.testing.assert_array_equal(picture[away], image[away])
+
+
 def test_predict_on_real_kitti_images(trained, kitti_mini, tmp_path):
     out = tmp_path / "real"
     images = kitti_mini / "training" / "image_2"
@@ -285,4 +316,10 @@ def test_predict_on_real_kitti_images(trained, kitti_mini, tmp_path):
     assert sorted(p.stem for p in (out / "data").glob("*.txt")) == names
     for name in names:
         picture = cv2.imread(str(out / "images" / f"{name}.png"))
-        assert picture.shape == cv2.imread(str(images / f"{name}.png")).shape  # drawn at the original size
+        image = cv2.imread(str(images / f"{name}.png"))
+        assert picture.shape == image.shape  # drawn at the original size
+        # The input's own pixels (same channel order) wherever no box, detected or labelled, was drawn.
+        away = ~(drawn_box_mask(image.shape, read_labels(out / "data" / f"{name}.txt"), 0.4)
+                 | drawn_box_mask(image.shape, read_labels(kitti_mini / "training" / "label_2" / f"{name}.txt"), 0))
+        assert away.mean() > 0.3
+        np.testing.assert_array_equal(picture[away], image[away])

@@ -1,0 +1,94 @@
+"""SqueezeSeg's pre- and post-processing in numpy: what every segmenter runtime shares, with or without torch.
+
+Data flow (reference/models.md 2.2): points -> range image (squeeze.range_image.project_scan, numba) -> raw
+channels x, y, z, intensity, range -> normalised by per-channel mean and std (empty pixels too, as the reference
+does) -> network logits (K, H, W) -> per-pixel class and softmax score, 0 on empty pixels -> back to every
+point through `pixel_of_point` (points hidden behind a nearer one in the same pixel take that pixel's class,
+SqueezeSeg issue #26; points outside the field of view get class 0, score 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from squeeze.predictor import Segmentation
+from squeeze.range_image import RangeImage
+
+__all__ = [
+    "RAW_CHANNELS",
+    "labels_and_scores",
+    "normalize_channels",
+    "points_of_pixels",
+    "raw_channels",
+    "split_range_input",
+]
+
+RAW_CHANNELS = ("x", "y", "z", "intensity", "range")
+
+
+def raw_channels(image: RangeImage) -> np.ndarray:
+    """(H, W, 5) float32 x, y, z, intensity, range of a range image; 0 where empty."""
+    return np.concatenate([image.xyz, image.intensity[..., None], image.range[..., None]], axis=2).astype(
+        np.float32, copy=False)
+
+
+def split_range_input(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 5) or (H, W, 6) range image (docs/conventions.md; a 6th channel, the label, is ignored) ->
+    ((H, W, 5) float32 raw channels, (H, W) bool mask of the valid pixels, range > 0). ValueError on other shapes
+    or on NaN / infinite values."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] not in (5, 6):
+        raise ValueError(f"expected an (H, W, 5) or (H, W, 6) range image, got shape {getattr(image, 'shape', None)}")
+    raw = np.ascontiguousarray(image[..., :5], dtype=np.float32)
+    if not np.isfinite(raw).all():
+        raise ValueError("range image holds NaN or infinite values")
+    return raw, raw[..., 4] > 0
+
+
+def normalize_channels(raw: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """(H, W, C) float32 raw channels -> (C, H, W) float32 (raw - mean) / std, the network input.
+
+    Empty pixels are normalised too (their zeros become -mean / std), as the reference does.
+    """
+    mean_a = np.asarray(mean, np.float32)
+    std_a = np.asarray(std, np.float32)
+    if raw.ndim != 3 or mean_a.shape != (raw.shape[2],) or std_a.shape != mean_a.shape:
+        raise ValueError(f"raw channels {raw.shape} need one mean and std per channel, got {len(mean_a)} and "
+                         f"{len(std_a)}")
+    if not (std_a > 0).all():
+        raise ValueError(f"channel stds must be > 0, got {tuple(std)}")
+    return np.ascontiguousarray(((raw - mean_a) / std_a).transpose(2, 0, 1), dtype=np.float32)
+
+
+def labels_and_scores(logits: np.ndarray, mask: np.ndarray) -> Segmentation:
+    """(K, H, W) logits and (H, W) bool mask -> per-pixel (H, W) int64 argmax class and (H, W) float32 softmax
+    probability of it; both 0 on empty pixels (as the reference masks its predictions)."""
+    logits = np.asarray(logits, np.float32)
+    if logits.ndim != 3 or logits.shape[1:] != mask.shape:
+        raise ValueError(f"expected logits (K, H, W) and mask (H, W), got {logits.shape} and {mask.shape}")
+    labels = logits.argmax(axis=0)
+    top = np.take_along_axis(logits, labels[None], axis=0)[0]
+    # softmax of the chosen class = 1 / sum_k exp(l_k - l_max): no overflow, one exp per class
+    scores = 1.0 / np.exp(logits - top[None]).sum(axis=0)
+    return Segmentation(np.where(mask, labels, 0).astype(np.int64), np.where(mask, scores, 0).astype(np.float32))
+
+
+def points_of_pixels(pixels: Segmentation, pixel_of_point: np.ndarray) -> tuple[Segmentation, np.ndarray]:
+    """A (H, W) segmentation mapped back to points: ((N,) labels and scores, (N,) bool in-view mask).
+
+    pixel_of_point: (N,) int64 flat pixel row * W + col of each point, -1 outside the image
+    (squeeze.range_image.project_scan). Points outside get label 0 and score 0. No points give empty arrays.
+    """
+    pixel_of_point = np.asarray(pixel_of_point)
+    in_view = pixel_of_point >= 0
+    labels = np.zeros(len(pixel_of_point), np.int64)
+    scores = np.zeros(len(pixel_of_point), np.float32)
+    if in_view.any():
+        flat = pixel_of_point[in_view]
+        size = pixels.labels.size
+        if flat.max() >= size:
+            raise ValueError(f"pixel_of_point holds pixel {int(flat.max())} of an image of {size} pixels")
+        labels[in_view] = pixels.labels.ravel()[flat]
+        scores[in_view] = pixels.scores.ravel()[flat]
+    return Segmentation(labels, scores), in_view
