@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from squeeze import range_image as ri
+from squeeze.errors import DataError
 from squeeze.kitti import KittiObjectFolder
 from squeeze.point_labels import squeezeseg_from_point_classes
 from squeeze.vis import write_frame_pictures
@@ -39,6 +40,12 @@ def write_folder_pictures(root: str | Path, out: str | Path, split: str = "train
     config = PROJECTIONS[projection]()
     folder = KittiObjectFolder(root, split=split)
     ids = folder.frame_ids if frame_ids is None else list(frame_ids)
+    held_ids = set(folder.frame_ids)
+    unknown = [fid for fid in ids if fid not in held_ids]
+    if unknown:  # a frame that is not there is an error, not a picture silently not written
+        held = f"{len(folder.frame_ids)} frame(s), {folder.frame_ids[0]} to {folder.frame_ids[-1]}" if folder.frame_ids \
+            else "no frames"
+        raise DataError(folder.dir, f"has no frame {', '.join(unknown)} (it holds {held})")
     written: list[Path] = []
     for fid in tqdm(ids, desc="pictures", unit="frame", disable=not progress):
         frame = folder.load(fid)

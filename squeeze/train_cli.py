@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from squeeze.config import config_help, typed_overrides
+from squeeze.errors import DataError
 
 if TYPE_CHECKING:  # the trainer imports torch: only train_config_from_args needs it, so --help stays instant
     from squeeze.train import TrainConfig
@@ -30,6 +31,20 @@ def parse_overrides(items: list[str], config: Any) -> dict[str, Any]:
         return typed_overrides(config, items)
     except ValueError as e:
         raise ValueError(f"--set {e} (`--set help` lists the fields)") from None
+
+
+def check_batch_size(frames: int, batch_size: int, source: str | Path) -> None:
+    """Refuse a training set smaller than one batch, saying which flag to change (small folders failed on the
+    default --batch-size with the trainer's error, which names neither the folder nor the flag).
+
+    frames: the training set's length; source: its folder, named in the DataError.
+    """
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if frames == 0:
+        raise DataError(source, "no training frames")
+    if frames < batch_size:
+        raise DataError(source, f"{frames} frames < --batch-size {batch_size}; pass --batch-size {frames} or fewer")
 
 
 def add_train_arguments(p: argparse.ArgumentParser, *, steps: int, batch_size: int, lr: float = 0.01,
@@ -57,12 +72,21 @@ def add_train_arguments(p: argparse.ArgumentParser, *, steps: int, batch_size: i
                    help="clip each tensor (the reference) or the global norm")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16)")
     p.add_argument("--eval-every", type=int, default=1000, help="steps between evaluations")
-    p.add_argument("--val-frames", type=int, default=val_frames, help="validation frames per evaluation")
+    p.add_argument("--val-frames", type=_at_least_one, default=val_frames,
+                   help=f"validation frames per evaluation (default: {val_frames}); leave out --val to train without")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--seed", type=int, default=0, help="seed (sample order, augmentation, init)")
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+
+
+def _at_least_one(text: str) -> int:
+    # 0 validation frames measure nothing (a NaN metric that once became best.pt): no evaluation is "no --val".
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} frames: must be at least 1 (leave out --val to skip evaluation)")
+    return value
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -143,3 +143,17 @@ def test_parse_overrides_help_prints_the_fields_and_exits_0(capsys):
     out = capsys.readouterr().out
     assert out == config_help(squeezeseg_v2_kitti()) + "\n"
     assert "  append_mask: bool = True\n      append the LiDAR mask as one more input channel" in out
+
+
+def test_check_batch_size_names_the_folder_and_the_flag(tmp_path):
+    from squeeze.errors import DataError
+    from squeeze.train_cli import check_batch_size
+
+    check_batch_size(8, 8, tmp_path)  # one full batch is enough
+    with pytest.raises(DataError) as e:
+        check_batch_size(3, 8, tmp_path / "sim")
+    assert str(e.value) == f"{tmp_path / 'sim'}: 3 frames < --batch-size 8; pass --batch-size 3 or fewer"
+    with pytest.raises(DataError, match="no training frames"):
+        check_batch_size(0, 1, tmp_path)
+    with pytest.raises(ValueError, match="--batch-size must be >= 1, got 0"):
+        check_batch_size(5, 0, tmp_path)
