@@ -28,33 +28,22 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from bench_seg_learning import KITTI_MINI, ensure_sim
 from timing import train_step_seconds
 
-from squeeze.kitti import read_labels, write_image
-from squeeze.train import TrainConfig, train
+from squeeze.config import named_config
+from squeeze.kitti import read_image, read_labels, write_image
+from squeeze.train import TrainConfig
 from squeeze.train_cli import parse_overrides
-from squeeze.vis import plot_learning_curve
 from squeezedet.anchors import box_shapes, kmeans_anchor_shapes
-from squeezedet.data import DetectionDataset, collate_detections, pixel_std
+from squeezedet.data import DetectionDataset, collate_detections
 from squeezedet.kitti_eval import format_table, plot_pr_curves
-from squeezedet.model import SqueezeDet, at_input_size, from_scratch
-from squeezedet.predict import (
-    ap_summary,
-    build_model,
-    checkpoint_config,
-    data_config_for,
-    detect,
-    draw_detections,
-    evaluate,
-    load_model,
-    read_image,
-    save_folded,
-)
+from squeezedet.models import MODELS
+from squeezedet.predict import ap_summary, detect, draw_detections, evaluate, load_model
+from squeezedet.train import detector_run, train_detector
 
 CAR_AP_BAR = 0.80
 
@@ -102,33 +91,31 @@ def main() -> int:
     if (out / "last.pt").exists():
         raise SystemExit(f"{out} holds an earlier run; remove it first")
     started = time.perf_counter()  # the hour counts from here: anchors, both training parts, their evaluations
-    # No ImageNet weights can be downloaded here: the from-scratch init (squeezedet.model.from_scratch).
     overrides = {"batch_norm": True} if args.batch_norm else {}
-    _, model_cfg = build_model(args.model, **overrides, **parse_overrides(args.overrides))
+    overrides.update(parse_overrides(args.overrides, MODELS[args.model][0]()))
+    named = named_config(MODELS, args.model, **overrides)
+    shapes_wh = None  # None: the config's own (the reference's KITTI shapes)
     if args.anchors == "kmeans":
-        size = (model_cfg.image_width, model_cfg.image_height)
+        size = (named.image_width, named.image_height)
         shapes = box_shapes(train_dir / "training" / "label_2", train_dir / "training" / "image_2", size,
-                            model_cfg.class_names, args.anchor_min_height)
-        centres, mean_iou = kmeans_anchor_shapes(shapes, model_cfg.anchors_per_cell)
+                            named.class_names, args.anchor_min_height)
+        centres, mean_iou = kmeans_anchor_shapes(shapes, named.anchors_per_cell)
         shapes_wh = tuple((round(float(w), 4), round(float(h), 4)) for w, h in centres)  # plain floats
-        model_cfg = replace(model_cfg, anchor_shapes=shapes_wh)
         print(f"k-means anchors over {len(shapes)} boxes (mean best IoU {mean_iou:.3f}): "
               + ", ".join(f"{w:.0f}x{h:.0f}" for w, h in centres), file=sys.stderr)
-    data_cfg = data_config_for(model_cfg)
-    train_set = DetectionDataset(train_dir, None, data_cfg, train=True, cache_images=True)
-    val_set = DetectionDataset(val_dir, None, data_cfg, cache_images=True)
-    model_cfg = from_scratch(model_cfg, pixel_std(train_set))
+    # Opened once: both training parts prepare these frames at their own input size and share the image cache.
+    train_images = DetectionDataset(train_dir, None, train=True, cache_images=True)
+    val_images = DetectionDataset(val_dir, None, cache_images=True)
     budget_s = 60 * args.minutes
 
-    def train_part(model_cfg, out, seconds, batch_size, lr, init=None, schedule="cosine"):
-        """Train SqueezeDet(model_cfg) for `seconds` at its input size, from `init`'s weights if given."""
-        model = SqueezeDet(model_cfg)
-        if init is not None:
-            model.load_state_dict(init.state_dict())  # fully convolutional: the weights fit any input size
-        data_cfg = data_config_for(model_cfg)
-        part_train, part_val = train_set.with_config(data_cfg), val_set.with_config(data_cfg)
-        batch = collate_detections([part_train[i] for i in range(batch_size)])
-        per_step = train_step_seconds(model, batch, args.bf16)
+    def train_part(out, seconds, batch_size, lr, input_size=None, init=None, schedule="cosine"):
+        """Train for `seconds` at `input_size` (None: the config's), from `init`'s weights if given."""
+        # No ImageNet weights can be downloaded here: the from-scratch init (squeezedet.model.from_scratch, with
+        # the pixel std at full size), by detector_run's default.
+        run = detector_run(train_images, model=args.model, overrides=overrides, val=val_images, anchors=shapes_wh,
+                           input_size=input_size)
+        batch = collate_detections([run.train_set[i] for i in range(batch_size)])
+        per_step = train_step_seconds(run.new_model(), batch, args.bf16)
         # The schedule runs on the clock (schedule_clock="time"): the cosine ends at the time limit however busy
         # the machine is. `steps` is only the expected count, to space evaluations; max_steps a loose bound.
         steps = max(10, int(0.93 * seconds / per_step))
@@ -137,33 +124,25 @@ def main() -> int:
                           grad_clip_mode="per_parameter",
                           eval_every=max(1, steps // 5), checkpoint_every=max(1, steps // 5), log_every=10, seed=0,
                           time_limit_s=seconds, schedule_clock="time", tensorboard=False, bf16=args.bf16)
-        result = train(model, part_train, cfg, out, model_config=checkpoint_config(args.model, model_cfg, data_cfg),
-                       class_names=model_cfg.class_names, collate_fn=collate_detections,
-                       evaluate=lambda m: ap_summary(evaluate(m, part_val, max_frames=40)),
-                       best_metric="ap11_car_moderate")
-        plot_learning_curve(result.metrics_csv, out / "learning_curve.png",
-                            eval_keys=("eval/ap11_car_moderate", "eval/ap11_pedestrian_moderate",
-                                       "eval/ap11_cyclist_moderate"),
-                            ylabel=f"validation AP (11-point, moderate) at {model_cfg.image_width}x"
-                                   f"{model_cfg.image_height}")
-        return model, result
+        return run, train_detector(run, out, cfg, init=init, val_frames=40)
 
     low_model, low_steps = None, 0
     if args.low_res_fraction > 0:
-        low_cfg = at_input_size(model_cfg, round(model_cfg.image_width * args.low_res_scale / 16) * 16,
-                                round(model_cfg.image_height * args.low_res_scale / 16) * 16)
+        low_size = (round(named.image_width * args.low_res_scale / 16) * 16,
+                    round(named.image_height * args.low_res_scale / 16) * 16)
         remaining = budget_s - (time.perf_counter() - started)
-        low_model, low_result = train_part(low_cfg, out / "low_res", args.low_res_fraction * remaining,
-                                           args.low_res_batch_size, args.lr, schedule=args.low_res_schedule)
-        low_steps = low_result.step
+        _, low = train_part(out / "low_res", args.low_res_fraction * remaining, args.low_res_batch_size, args.lr,
+                            input_size=low_size, schedule=args.low_res_schedule)
+        low_model, low_steps = low.model, low.result.step  # fully convolutional: the weights fit any input size
     remaining = max(30.0, budget_s - (time.perf_counter() - started))  # an overrun shows in train_minutes
     # After the reduced-size part the weights are trained: a second cosine at full size, by default a gentler one.
-    model, result = train_part(model_cfg, out, remaining, args.batch_size,
-                               args.lr if low_model is None else args.lr * args.full_size_lr_factor, init=low_model)
+    run, trained = train_part(out, remaining, args.batch_size,
+                              args.lr if low_model is None else args.lr * args.full_size_lr_factor, init=low_model)
     train_minutes = (time.perf_counter() - started) / 60
 
-    if model_cfg.batch_norm:  # measure what is deployed: the plain SqueezeDet with BN folded into its convs
-        model = save_folded(model.eval(), args.model, data_cfg, out / "folded.pt")
+    # Measure what is deployed: with BatchNorm, the plain SqueezeDet with BN folded into its convs (folded.pt).
+    model, result = trained.deployed, trained.result
+    model_cfg, data_cfg, train_set, val_set = run.model_config, run.data_config, run.train_set, run.val_set
     final = evaluate(model, val_set, progress=True)
     plot_pr_curves(final, out / "pr_curves.png")
     common = {"model": args.model, "batch_norm_folded": model_cfg.batch_norm, "steps": result.step,
@@ -200,7 +179,7 @@ def main() -> int:
         image = read_image(val_set.folder.path("image_2", fid))
         det = detect(model, [image], data_cfg)[0]
         gt = read_labels(val_set.folder.path("label_2", fid))
-        write_image(pictures / f"sim_val_{fid}.png", draw_detections(image, det, model_cfg.class_names, gt, 0.3))
+        write_image(pictures / f"sim_val_{fid}.png", draw_detections(image, det, gt, 0.3))
     if (KITTI_MINI / "training" / "image_2").is_dir():
         real = DetectionDataset(KITTI_MINI, None, data_cfg)
         r = evaluate(model, real)
@@ -208,7 +187,7 @@ def main() -> int:
             image = read_image(real.folder.path("image_2", fid))
             det = detect(model, [image], data_cfg)[0]
             gt = read_labels(real.folder.path("label_2", fid))
-            write_image(pictures / f"kitti_mini_{fid}.png", draw_detections(image, det, model_cfg.class_names, gt, 0.3))
+            write_image(pictures / f"kitti_mini_{fid}.png", draw_detections(image, det, gt, 0.3))
         print(json.dumps({"name": f"det_{args.model}_kitti_mini_ap11_car_moderate",
                           "value": round(r.ap11["Car"]["Moderate"], 4), "unit": "AP", "bar": None,
                           "frames": len(real), "note": "sim-to-real baseline, 3 frames"}))

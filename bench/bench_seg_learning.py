@@ -28,12 +28,12 @@ import torch
 from timing import train_step_seconds
 
 from domain_adapt.sim import simulate
-from squeeze.train import TrainConfig, train
+from squeeze.train import TrainConfig
 from squeeze.train_cli import parse_overrides
-from squeeze.vis import plot_learning_curve
-from squeezeseg.cli import projection_for
-from squeezeseg.data import RangeDataset, SegDataConfig
-from squeezeseg.predict import build_model, checkpoint_config, evaluate
+from squeezeseg.data import RangeDataset
+from squeezeseg.models import MODELS
+from squeezeseg.predict import evaluate
+from squeezeseg.train import segmenter_run, train_segmenter
 
 KITTI_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_mini"
 BARS = {"squeezeseg_v2_kitti": {"iou_car": 0.85, "iou_pedestrian": 0.5, "iou_cyclist": 0.5},
@@ -75,14 +75,13 @@ def main() -> int:
     if "v2" in args.model:
         # The reference's BN decay 0.999 assumes 50k steps; a one-hour CPU run makes ~1k, so average faster.
         overrides["bn_momentum"] = 0.01
-    overrides.update(parse_overrides(args.overrides))
-    model, model_cfg = build_model(args.model, **overrides)
-    data_cfg = SegDataConfig(projection=projection_for(model_cfg), class_names=model_cfg.class_names, flip=True)
-    train_set = RangeDataset(train_dir, None, data_cfg, train=True)
-    val_set = RangeDataset(val_dir, None, dataclasses.replace(data_cfg, flip=False))
+    overrides.update(parse_overrides(args.overrides, MODELS[args.model][0]()))
+    run = segmenter_run(train_dir, model=args.model, overrides=overrides, val=val_dir)  # SqueezeSeg's KITTI stats
+    model_cfg, data_cfg, train_set, val_set = run.model_config, run.data_config, run.train_set, run.val_set
 
     batch = [train_set[i] for i in range(args.batch_size)]
-    per_step = train_step_seconds(model, {k: torch.stack([b[k] for b in batch]) for k in batch[0]}, args.bf16)
+    per_step = train_step_seconds(run.new_model(), {k: torch.stack([b[k] for b in batch]) for k in batch[0]},
+                                  args.bf16)
     budget_s = 60 * args.minutes
     # Leave room for the periodic evaluations (~8 of 40 frames) inside the budget.
     # The schedule runs on the clock (schedule_clock="time"): the cosine ends at the time limit however busy the
@@ -98,11 +97,9 @@ def main() -> int:
     if (out / "last.pt").exists():
         raise SystemExit(f"{out} holds an earlier run; remove it first")
     started = time.perf_counter()
-    result = train(model, train_set, cfg, out, model_config=checkpoint_config(args.model, model_cfg, data_cfg),
-                   class_names=model_cfg.class_names,
-                   evaluate=lambda m: evaluate(m, val_set, max_frames=40).pixels.as_dict(), best_metric="miou")
+    trained = train_segmenter(run, out, cfg, val_frames=40)  # best.pt by mIoU; writes learning_curve.png
     train_minutes = (time.perf_counter() - started) / 60
-    plot_learning_curve(result.metrics_csv, out / "learning_curve.png")
+    model, result = trained.model, trained.result
 
     final = evaluate(model, val_set, progress=True)
     ok = train_minutes <= 60.0

@@ -21,21 +21,26 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
-def build_named(models: Mapping[str, tuple[Callable[[], Any], type]], name: str, **overrides: Any) -> tuple[Any, Any]:
-    """(model, config) from a package's MODELS table {name: (config factory, model class)}, fields overridden.
+def named_config(models: Mapping[str, tuple[Callable[[], Any], type]], name: str, **overrides: Any) -> Any:
+    """The config of a named model from a package's MODELS table {name: (config factory, model class)}, fields
+    overridden; no model is built (so no weights are drawn from the random state).
 
     Raises ValueError naming the model when `name` is not in the table, and naming the fields when an override
     is not a field of the config.
     """
     if name not in models:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(models)}")
-    make_config, model_cls = models[name]
-    base = make_config()
+    base = models[name][0]()
     unknown = set(overrides) - {f.name for f in dataclasses.fields(base)}
     if unknown:
         raise ValueError(f"{type(base).__name__} has no field(s) {', '.join(sorted(unknown))}")
-    config = dataclasses.replace(base, **overrides)
-    return model_cls(config), config
+    return dataclasses.replace(base, **overrides)
+
+
+def build_named(models: Mapping[str, tuple[Callable[[], Any], type]], name: str, **overrides: Any) -> tuple[Any, Any]:
+    """(model, config) from a package's MODELS table, fields overridden (see named_config for the errors)."""
+    config = named_config(models, name, **overrides)
+    return models[name][1](config), config
 
 
 # ------------------------------------------------------------------------------------------------- typed overrides

@@ -125,75 +125,28 @@ def add_det_parser(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from squeeze.train import train
     from squeeze.train_cli import parse_overrides, train_config_from_args
-    from squeeze.vis import plot_learning_curve
-    from squeezedet.data import DetectionDataset, collate_detections, pixel_std
-    from squeezedet.model import SqueezeDet, from_scratch, load_torchvision_squeezenet, with_anchor_file
     from squeezedet.models import MODELS
-    from squeezedet.predict import ap_summary, build_model, checkpoint_config, data_config_for, evaluate
+    from squeezedet.train import detector_run, train_detector
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    overrides = parse_overrides(args.overrides, MODELS[args.model][0]())  # the chosen config types the --set values
-    _, model_cfg = build_model(args.model, **overrides)
-    if args.anchors:
-        model_cfg = with_anchor_file(model_cfg, args.anchors)
-    data_cfg = data_config_for(model_cfg, drift_x=args.drift[0], drift_y=args.drift[1], flip=not args.no_flip,
-                               seed=args.seed)
-    train_set = DetectionDataset(args.data, args.split, data_cfg, train=True, cache_images=args.cache_images)
-    val_set = DetectionDataset(args.val, args.val_split, data_cfg, cache_images=args.cache_images) if args.val else None
     if args.pretrained is not None and args.init is not None:
         raise ValueError("--pretrained and --init both set the starting weights; give one")
-    if args.pretrained is None and args.init is None and not {"conv1_init_scale", "fire_init_std"} & set(overrides):
-        model_cfg = from_scratch(model_cfg, pixel_std(train_set))
-        log.info("no ImageNet weights: random conv1 scaled by 1/%.1f (the pixel std) and frozen, He init elsewhere",
-                 1 / model_cfg.conv1_init_scale)
-    model = SqueezeDet(model_cfg)
-    if args.pretrained is not None:
-        path = _pretrained_file(args.pretrained, model_cfg.backbone)
-        loaded = load_torchvision_squeezenet(model, path)
-        log.info("ImageNet init from %s: %d layers loaded, %d kept random", path, len(loaded.loaded),
-                 len(loaded.skipped))
-    if args.init is not None:
-        init_from_checkpoint(model, args.init)
-        log.info("weights from %s", args.init)
-
-    cfg = train_config_from_args(args)
-    log.info("training %s (%d parameters) on %d images", args.model, sum(p.numel() for p in model.parameters()),
-             len(train_set))
-    result = train(model, train_set, cfg, args.out, model_config=checkpoint_config(args.model, model_cfg, data_cfg),
-                   class_names=model_cfg.class_names, collate_fn=collate_detections,
-                   evaluate=(lambda m: ap_summary(evaluate(m, val_set, max_frames=args.val_frames))) if val_set
-                   else None,
-                   best_metric="ap11_car_moderate" if val_set and "Car" in model_cfg.class_names else
-                   ("map11_moderate" if val_set else None),
-                   resume=args.resume)
-    if model_cfg.batch_norm:
-        from squeezedet.predict import save_folded
-
-        save_folded(model.eval(), args.model, data_cfg, args.out / "folded.pt")
+    overrides = parse_overrides(args.overrides, MODELS[args.model][0]())  # the chosen config types the --set values
+    run = detector_run(args.data, model=args.model, overrides=overrides, val=args.val, split=args.split,
+                       val_split=args.val_split, anchors=args.anchors,
+                       scratch=args.pretrained is None and args.init is None, flip=not args.no_flip,
+                       drift=tuple(args.drift), seed=args.seed, cache_images=args.cache_images)
+    pretrained = None if args.pretrained is None else _pretrained_file(args.pretrained, run.model_config.backbone)
+    trained = train_detector(run, args.out, train_config_from_args(args), pretrained=pretrained, init=args.init,
+                             val_frames=args.val_frames, resume=args.resume)
+    result = trained.result
+    if trained.folded is not None:
         print(f"BatchNorm folded into the convs: plain {args.model} in {args.out / 'folded.pt'} (from the last step)")
-    curve = args.out / "learning_curve.png"
-    plot_learning_curve(result.metrics_csv, curve, eval_keys=tuple(
-        f"eval/ap11_{c.lower()}_moderate" for c in model_cfg.class_names), ylabel="validation AP (11-point, moderate)")
     print(f"done: {result.step} steps; last {result.last_checkpoint}; best {result.best_checkpoint} "
-          f"({result.best_value}); curve {curve}")
+          f"({result.best_value}); curve {trained.learning_curve}")
     return 0
-
-
-def init_from_checkpoint(model, path: Path) -> None:
-    """Load a detection checkpoint's weights into `model` (any input size); CheckpointError when they do not fit."""
-    from squeeze.checkpoint import CheckpointError
-    from squeezedet.predict import load_model
-
-    source = load_model(path).model
-    try:
-        model.load_state_dict(source.state_dict())
-    except RuntimeError as e:
-        raise CheckpointError(path, "its weights do not fit this model (backbone, classes, anchor count and "
-                                    f"batch_norm must match): {str(e).splitlines()[0]}") from None
 
 
 # torchvision's ImageNet SqueezeNet weights; the hex in each name is the start of the file's SHA-256, which

@@ -91,34 +91,12 @@ def add_seg_parser(subparsers) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- train
-def _stats(spec: str, data: Path, split: str | None):
-    from squeezeseg.data import RangeDataset, compute_stats, read_stats, squeezeseg_kitti_stats
-
-    if spec == "kitti":
-        return squeezeseg_kitti_stats()
-    if spec == "auto":
-        return compute_stats(RangeDataset(data, split), max_frames=200)
-    return read_stats(spec)
-
-
-def projection_for(model_cfg):
-    """The range-image layout a model config expects: 360 degrees at width 2048, else the front 90 degrees."""
-    from squeeze.range_image import ProjectionConfig, full_360
-
-    if model_cfg.width == 2048:
-        return dataclasses.replace(full_360(), height=model_cfg.height)
-    return ProjectionConfig(height=model_cfg.height, width=model_cfg.width)
-
-
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from squeeze.train import train
     from squeeze.train_cli import parse_overrides, train_config_from_args
-    from squeeze.vis import plot_learning_curve
-    from squeezeseg.data import RangeDataset, SegDataConfig
     from squeezeseg.models import MODELS
-    from squeezeseg.predict import build_model, checkpoint_config, evaluate
+    from squeezeseg.train import segmenter_run, train_segmenter
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,29 +105,14 @@ def run_train(args: argparse.Namespace) -> int:
         overrides["use_crf"] = False
     if args.crf_mode:
         overrides["crf_mode"] = args.crf_mode
-    torch.manual_seed(args.seed)
-    model, model_cfg = build_model(args.model, **overrides)
-    stats = _stats(args.stats, args.data, args.split)
-    data_cfg = SegDataConfig(stats=stats, class_names=model_cfg.class_names, flip=not args.no_flip,
-                             point_drop=args.point_drop, seed=args.seed,
-                             projection=projection_for(model_cfg))
-    train_set = RangeDataset(args.data, args.split, data_cfg, train=True)
-    val_set = None
-    if args.val:
-        val_set = RangeDataset(args.val, args.val_split, dataclasses.replace(data_cfg, flip=False, point_drop=0.0))
-
-    def evaluate_fn(m):
-        return evaluate(m, val_set, max_frames=args.val_frames).pixels.as_dict()
-
-    cfg = train_config_from_args(args)
-    log.info("training %s (%d parameters) on %d frames", args.model, sum(p.numel() for p in model.parameters()),
-             len(train_set))
-    result = train(model, train_set, cfg, args.out, model_config=checkpoint_config(args.model, model_cfg, data_cfg),
-                   class_names=model_cfg.class_names, evaluate=evaluate_fn if val_set else None,
-                   best_metric="miou" if val_set else None, resume=args.resume)
-    plot_learning_curve(result.metrics_csv, args.out / "learning_curve.png")
+    run = segmenter_run(args.data, model=args.model, overrides=overrides, val=args.val, split=args.split,
+                        val_split=args.val_split, stats=args.stats, flip=not args.no_flip, point_drop=args.point_drop,
+                        seed=args.seed)
+    trained = train_segmenter(run, args.out, train_config_from_args(args), val_frames=args.val_frames,
+                              resume=args.resume)
+    result = trained.result
     print(f"done: {result.step} steps; last {result.last_checkpoint}; best {result.best_checkpoint} "
-          f"(miou {result.best_value}); curve {args.out / 'learning_curve.png'}")
+          f"(miou {result.best_value}); curve {trained.learning_curve}")
     return 0
 
 
