@@ -40,7 +40,8 @@ def add_sim_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
             "with ImageSet/. The LiDAR is a Velodyne HDL-64E beam model mounted like KITTI's, the "
             "camera KITTI's image_2. The same seed always gives byte-identical files."))
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="output folder: new, empty, or an earlier `squeeze sim` output (which is replaced)")
+                   help="output folder: new, empty, or an earlier `squeeze sim` output (replaced once the new "
+                        "frames are all written; an interrupted run leaves it as it was)")
     p.add_argument("--frames", type=_int_at_least(1), default=10, metavar="N",
                    help="number of frames to write (default: %(default)s)")
     p.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S",
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except (ValueError, FileExistsError, NotADirectoryError) as e:
+    except (ValueError, OSError) as e:  # FileExistsError and NotADirectoryError included
         parser.exit(2, f"squeeze sim: error: {e}\n")
     return 1
 

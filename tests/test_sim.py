@@ -1,19 +1,37 @@
-"""Tests of the simulated world (domain_adapt): determinism, the written KITTI layout, label consistency
-(3D boxes hold points of their class, 2D boxes are the projected 3D boxes), KITTI point order, sequences,
-the visibility-based occlusion labels, and argument errors. Small settings keep the whole file fast."""
+"""Tests of the simulated world (domain_adapt.sim): determinism and a pinned digest of the data, the written
+KITTI layout, label consistency (3D boxes hold points of their class, 2D boxes are the projected 3D boxes), KITTI
+point order, sequences, the visibility-based occlusion labels, argument errors, and an output folder that
+survives interruption. Small settings keep the whole file fast."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from domain_adapt import camera, cli, lidar, world
-from domain_adapt.sim import Simulator, sim_config, simulate
+from domain_adapt import cli
+from domain_adapt.sim import (
+    Simulator,
+    camera,
+    labels,
+    lidar,
+    materials,
+    mesh,
+    shapes,
+    sim_config,
+    simulate,
+    vehicles,
+    world,
+)
+from domain_adapt.sim import output as sim_output
+from domain_adapt.sim import writer as sim_writer
 from squeeze import geometry as g
-from squeeze.kitti import KittiObjectFolder, read_calib, read_labels, read_point_labels, read_velodyne
+from squeeze.kitti import KittiObjectFolder, read_calib, read_image, read_labels, read_point_labels, read_velodyne
 from squeeze.range_image import read_range_npy
 
 AZ = 1024  # azimuth steps for tests: a quarter of the default keeps them fast, rings stay intact
@@ -74,7 +92,7 @@ def test_layout_is_complete_and_readable(sim_a: Path) -> None:
         assert frame.image is not None and frame.image.shape == (375, 1242, 3)
         assert frame.calib is not None and frame.labels is not None and len(frame.labels) > 0
         assert frame.point_class is not None and len(frame.point_class) == len(frame.points)
-        assert set(np.unique(frame.point_class)) <= set(world.CLASS_IDS.values())
+        assert set(np.unique(frame.point_class)) <= set(materials.CLASS_IDS.values())
         rimg = read_range_npy(sim_a / "lidar_2d" / f"{frame.frame_id}.npy")
         assert rimg.range.shape == (64, 512)
         assert set(np.unique(rimg.label)) <= {0, 1, 2, 3}
@@ -139,29 +157,29 @@ def test_occlusion_from_visibility() -> None:
     calib = camera.kitti_calibration()
     cfg = camera.CameraConfig()
     size = (4.0, 1.7, 1.5)
-    car = world.thing_mesh(np.random.default_rng(0), "Car", size, 1)
+    car = vehicles.thing_mesh(np.random.default_rng(0), "Car", size, 1)
     ground = -world.LIDAR_HEIGHT
     car = car.transformed(np.eye(3), (12.0, 0.0, ground))
     box = np.array([12.0, 0.0, ground + size[2] / 2, *size, 0.0])
     obj = world.SceneObject(1, "Car", box, np.zeros(3), False)
 
-    def labels_for(mesh: world.MeshData) -> camera.FrameLabels:
-        scene = world.Scene(mesh, [obj], np.eye(4), np.array([0.0, 0.0, 1.0]), 0.0)
+    def labels_for(soup: mesh.MeshData) -> labels.FrameLabels:
+        scene = world.Scene(soup, [obj], np.eye(4), np.array([0.0, 0.0, 1.0]), 0.0)
         rays = camera.camera_rays(calib, cfg.width, cfg.height)
         import open3d as o3d
         import open3d.core as o3c
 
         rc = o3d.t.geometry.RaycastingScene()
-        rc.add_triangles(o3c.Tensor(mesh.vertices), o3c.Tensor(mesh.triangles.astype(np.uint32)))
+        rc.add_triangles(o3c.Tensor(soup.vertices), o3c.Tensor(soup.triangles.astype(np.uint32)))
         res = {k: v.numpy() for k, v in rc.cast_rays(o3c.Tensor(rays)).items()}
         img = camera.render(res, scene, cfg, np.random.default_rng(0), calib)
-        return camera.label_objects(scene, img, calib, cfg)
+        return labels.label_objects(scene, img, calib, cfg)
 
     alone = labels_for(car)
     assert list(alone.labels.type) == ["Car"]
     assert alone.labels.occluded[0] == 0 and alone.labels.truncated[0] == 0
     assert alone.visible_pixels[0] >= 0.97 * alone.object_pixels[0]
-    wall = world.MeshData.concatenate([car, _wall_mesh(x=8.0, y0=-3.0, y1=0.2, height=3.0)])
+    wall = mesh.MeshData.concatenate([car, _wall_mesh(x=8.0, y0=-3.0, y1=0.2, height=3.0)])
     hidden = labels_for(wall)
     assert hidden.labels.occluded[0] >= 1
     assert hidden.visible_pixels[0] < 0.8 * hidden.object_pixels[0]
@@ -177,9 +195,9 @@ def test_shadows_darken_the_image() -> None:
     assert shaded.mean() < plain.mean() - 1.0
 
 
-def _wall_mesh(x: float, y0: float, y1: float, height: float) -> world.MeshData:
-    parts = world._Parts()
-    v, t = world.box_mesh((x, y0, -world.LIDAR_HEIGHT), (x + 0.2, y1, -world.LIDAR_HEIGHT + height))
+def _wall_mesh(x: float, y0: float, y1: float, height: float) -> mesh.MeshData:
+    parts = mesh.MeshBuilder()
+    v, t = shapes.box_mesh((x, y0, -world.LIDAR_HEIGHT), (x + 0.2, y1, -world.LIDAR_HEIGHT + height))
     parts.add(v, t, "facade", "building")
     return parts.build()
 
@@ -223,7 +241,7 @@ def test_scan_statistics_are_kitti_like() -> None:
     assert np.allclose(p[:, 3] * 100, np.round(p[:, 3] * 100), atol=1e-3)
     assert 0.1 < p[:, 3].mean() < 0.45
     assert np.isfinite(p).all()
-    ground = fr.scan.cls == world.CLASS_IDS["road"]
+    ground = fr.scan.cls == materials.CLASS_IDS["road"]
     assert abs(np.median(p[ground, 2]) + world.LIDAR_HEIGHT) < 0.05  # the road is 1.73 m below the sensor
 
 
@@ -326,3 +344,121 @@ def test_rerun_into_a_sim_folder_drops_stale_frames(tmp_path: Path) -> None:
     simulate(tmp_path / "r", frames=1, seed=0, azimuth_steps=256, progress=False)
     assert not list((tmp_path / "r").rglob("000001.*"))
     assert (tmp_path / "r" / "training" / "velodyne" / "000000.bin").exists()
+
+
+# ------------------------------------------------------------------------------------------ pinned data
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two frames of seed 0 at 256 azimuth steps, written without interruption."""
+    out = tmp_path_factory.mktemp("small") / "ref"
+    simulate(out, frames=2, seed=0, azimuth_steps=256, progress=False)
+    return out
+
+
+# sha256 of frame 0 of seed 0 (256 azimuth steps), computed with the simulator as it was before domain_adapt/world.py
+# became the domain_adapt/sim package. The bundled weights and the learning benches were trained and measured on
+# this world: a change that alters the data must be deliberate (retrain, re-measure, then update these digests).
+# The image is pinned by its decoded pixels, so that a PNG encoder's version does not matter.
+PINNED_FRAME_0 = {
+    "training/velodyne/000000.bin": "62247250d7931e99aca98c6016425135022ea19516aa10f554d5d86cb5ed86d5",
+    "training/velodyne/000000.label": "d81ef9f1bc91ca7e81be02c65b2cccaeb4b2d6e900af6ad003a8a5cd90acfdef",
+    "training/label_2/000000.txt": "7eeb1ac4481e583988298902fcd926980a71512b01518351a3d308c5ecc1768c",
+    "training/objects/000000.txt": "3306890592954c63ced46d3f5cfa3e52d1e2e4e33075b77de5d05b280c7ddade",
+    "training/pose/000000.txt": "b3e6423a60f5f6bdec09f0ab22c69835efc3138bac3c269c7f0502c32081b6d7",
+}
+PINNED_IMAGE_0 = "dd1df39f9549216d1f9598ac93926eabda4d3ac579226a29efdd8e0087627ea2"  # (375, 1242, 3) RGB pixels
+
+
+def test_frame_0_of_seed_0_is_pinned(small: Path) -> None:
+    for rel, digest in PINNED_FRAME_0.items():
+        assert hashlib.sha256((small / rel).read_bytes()).hexdigest() == digest, rel
+    pixels = read_image(small / "training" / "image_2" / "000000.png")
+    assert pixels.shape == (375, 1242, 3)
+    assert hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest() == PINNED_IMAGE_0
+    first = (small / "training" / "label_2" / "000000.txt").read_text().splitlines()[0]
+    assert first == "Car 0.00 2 -1.65 625.88 175.57 655.63 197.94 1.46 1.69 4.36 2.05 1.65 49.76 -1.61"
+
+
+# ------------------------------------------------------------------------------------------ interruption
+def _interrupt_after_first_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the frame writer raise KeyboardInterrupt (Ctrl-C) at the second frame, after writing the first."""
+    real = sim_writer.write_frame
+
+    def write_then_interrupt(root: str | Path, frame: object) -> None:
+        if frame.index >= 1:
+            raise KeyboardInterrupt
+        real(root, frame)
+
+    monkeypatch.setattr(sim_writer, "write_frame", write_then_interrupt)
+
+
+def test_interrupted_run_can_be_rerun_and_equals_an_uninterrupted_one(
+        small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: an interrupted `squeeze sim` left a half-written folder without sim_config.json, which the
+    same command then refused as "not a simulator output"."""
+    out = tmp_path / "o"
+    with monkeypatch.context() as m:
+        _interrupt_after_first_frame(m)
+        with pytest.raises(KeyboardInterrupt):
+            simulate(out, frames=2, seed=0, azimuth_steps=256, progress=False)
+    assert not out.exists()
+    assert os.listdir(tmp_path) == []  # no partial folder left beside it either
+    simulate(out, frames=2, seed=0, azimuth_steps=256, progress=False)
+    assert files(out) == files(small)
+
+
+def test_interrupted_rerun_keeps_the_earlier_output(small: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "o"
+    simulate(out, frames=2, seed=0, azimuth_steps=256, progress=False)
+    with monkeypatch.context() as m:
+        _interrupt_after_first_frame(m)
+        with pytest.raises(KeyboardInterrupt):
+            simulate(out, frames=2, seed=9, azimuth_steps=256, progress=False)
+    assert files(out) == files(small)
+    assert os.listdir(tmp_path) == ["o"]
+
+
+def test_partial_folder_of_a_killed_run_is_removed(small: Path, tmp_path: Path) -> None:
+    """A run killed outright (kill -9) leaves its hidden partial folder; the next run into the same folder removes
+    it once its process is gone, and leaves alone those of other folders and other hosts."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # an exited, reaped process: its pid names nobody
+    host = sim_output._host_tag()
+    killed = tmp_path / f".o.squeeze-sim-{host}-{dead.pid}.partial"
+    other_folder = tmp_path / f".p.squeeze-sim-{host}-{dead.pid}.partial"
+    other_host = tmp_path / f".o.squeeze-sim-00000000-{dead.pid}.partial"
+    for d in (killed, other_folder, other_host):
+        (d / "training").mkdir(parents=True)
+    simulate(tmp_path / "o", frames=2, seed=0, azimuth_steps=256, progress=False)
+    assert sorted(os.listdir(tmp_path)) == sorted(["o", other_folder.name, other_host.name])
+    assert files(tmp_path / "o") == files(small)
+
+
+def test_written_folder_follows_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        simulate(tmp_path / "u", frames=1, seed=0, azimuth_steps=256, progress=False)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "u").stat().st_mode & 0o777 == 0o750
+
+
+def test_refuses_a_sim_output_holding_other_files(small: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    simulate(out, frames=1, seed=0, azimuth_steps=256, progress=False)
+    (out / "results").mkdir()
+    (out / "results" / "000000.txt").write_text("my detections")
+    before = files(out)
+    with pytest.raises(FileExistsError, match=r"does not write \(results/000000.txt\)"):
+        simulate(out, frames=1, seed=1, azimuth_steps=256, progress=False)
+    assert files(out) == before
+    assert os.listdir(tmp_path) == ["r"]
+
+
+def test_cli_names_a_file_given_as_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["sim", "--out", str(tmp_path / "f"), "--frames", "1", "--quiet"])
+    assert e.value.code == 2
+    assert f"{tmp_path / 'f'}: exists and is not a directory" in capsys.readouterr().err

@@ -1,5 +1,4 @@
-"""KITTI's left colour camera (image_2), rendered by ray casting the same scene as the LiDAR, and the
-KITTI object labels derived from what that camera actually sees.
+"""KITTI's left colour camera (image_2), rendered by ray casting the same scene as the LiDAR.
 
 Calibration: the intrinsics and stereo baselines are KITTI's (drive 2011_09_26, as in the object
 benchmark's calib files: fx = fy = 721.5377, cx = 609.5593, cy = 172.854, 1242 x 375). The LiDAR-to-camera
@@ -12,15 +11,7 @@ Rendering: one ray per pixel centre through the pinhole of P2, Lambert shading w
 (hemisphere) term, per-material colours with per-instance variation, procedural value-noise texture fixed
 to world coordinates (it does not swim in sequences), a Fresnel sky reflection on glass, distance fog and a
 sky gradient. Optional shadow rays (CameraConfig.shadows; off by default, about +25% frame time).
-
-Labels (KITTI devkit readme): for every Car, Van, Pedestrian and Cyclist in front of the camera,
-- bbox: the projected 3D box clipped to the image (geometry.box3d_to_box2d, near-plane clipped);
-- truncated: 1 - (area of that box inside the image) / (area of the unclipped projected box);
-- occluded: from the fraction f of the object's own pixels (its triangles rasterised alone, inside the
-  image) that are visible in the instance render: 0 if f >= 0.8, 1 if f >= 0.4, 2 if f >= 0.1, else 3;
-- objects with fewer than `min_visible_pixels` visible pixels are not written; visible objects whose
-  clipped box is shorter than `dontcare_height` pixels are written as DontCare (KITTI marks far, tiny
-  objects that way), so a detector is neither rewarded nor punished for them.
+KITTI labels from what this camera sees: `labels.py`.
 """
 
 from __future__ import annotations
@@ -32,9 +23,9 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from domain_adapt.world import MATERIAL_IDS, MATERIALS, Scene
-from squeeze.geometry import NEAR_PLANE, alpha_from_rotation_y, box3d_to_box2d, boxes_velo_to_rect
-from squeeze.kitti import Calibration, ObjectLabels
+from domain_adapt.sim.materials import MATERIAL_IDS, MATERIALS
+from domain_adapt.sim.world import Scene
+from squeeze.kitti import Calibration
 
 # KITTI 2011_09_26 rectified projection matrices (calib_cam_to_cam.txt, P_rect_00..03): cameras 0/1 are the
 # grey pair, 2/3 the colour pair; the 4th column holds -fx * baseline (0.54 m stereo base).
@@ -266,144 +257,3 @@ def shadow_rays(hits: dict[str, np.ndarray], scene: Scene, calib: Calibration,
     out[:, :3] = rays[:, :3] + rays[:, 3:] * t + n * flip * 0.02
     out[:, 3:] = scene.sun.astype(np.float32)
     return out
-
-
-# ------------------------------------------------------------------------------------------------- labels
-@numba.njit(cache=True)
-def _coverage(tri_rect, obj_start, boxes, P, near):  # pragma: no cover - jitted
-    """Pixels covered by each object's own triangles, occluders ignored.
-
-    tri_rect (M, 3, 3) rectified-camera triangles sorted by object; obj_start (K + 1,) their ranges;
-    boxes (K, 4) int64 inclusive pixel bounds [u0, v0, u1, v1] (inside the image) to count in.
-    Triangles are clipped against z = near, projected with P (3, 4) and rasterised at pixel centres.
-    """
-    k_obj = obj_start.shape[0] - 1
-    counts = np.zeros(k_obj, np.int64)
-    poly = np.empty((4, 3))
-    uv = np.empty((4, 2))
-    for k in range(k_obj):
-        u0, v0, u1, v1 = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
-        if u1 < u0 or v1 < v0:
-            continue
-        mask = np.zeros((v1 - v0 + 1, u1 - u0 + 1), np.bool_)
-        for m in range(obj_start[k], obj_start[k + 1]):
-            # Sutherland-Hodgman against the near plane: a triangle becomes 0, 3 or 4 vertices.
-            nv = 0
-            for a in range(3):
-                b = (a + 1) % 3
-                za, zb = tri_rect[m, a, 2] - near, tri_rect[m, b, 2] - near
-                if za >= 0:
-                    poly[nv] = tri_rect[m, a]
-                    nv += 1
-                if (za >= 0) != (zb >= 0):
-                    s = za / (za - zb)
-                    poly[nv] = tri_rect[m, a] + s * (tri_rect[m, b] - tri_rect[m, a])
-                    nv += 1
-            if nv < 3:
-                continue
-            for a in range(nv):
-                x, y, z = poly[a, 0], poly[a, 1], poly[a, 2]
-                wq = P[2, 0] * x + P[2, 1] * y + P[2, 2] * z + P[2, 3]
-                uv[a, 0] = (P[0, 0] * x + P[0, 1] * y + P[0, 2] * z + P[0, 3]) / wq
-                uv[a, 1] = (P[1, 0] * x + P[1, 1] * y + P[1, 2] * z + P[1, 3]) / wq
-            for f in range(1, nv - 1):
-                ax, ay = uv[0, 0], uv[0, 1]
-                bx, by = uv[f, 0], uv[f, 1]
-                cx, cy = uv[f + 1, 0], uv[f + 1, 1]
-                area = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
-                if area == 0:
-                    continue
-                lo_u = max(u0, int(math.ceil(min(ax, bx, cx))))
-                hi_u = min(u1, int(math.floor(max(ax, bx, cx))))
-                lo_v = max(v0, int(math.ceil(min(ay, by, cy))))
-                hi_v = min(v1, int(math.floor(max(ay, by, cy))))
-                sgn = 1.0 if area > 0 else -1.0
-                for py in range(lo_v, hi_v + 1):
-                    for px in range(lo_u, hi_u + 1):
-                        e0 = ((bx - ax) * (py - ay) - (by - ay) * (px - ax)) * sgn
-                        e1 = ((cx - bx) * (py - by) - (cy - by) * (px - bx)) * sgn
-                        e2 = ((ax - cx) * (py - cy) - (ay - cy) * (px - cx)) * sgn
-                        if e0 >= 0 and e1 >= 0 and e2 >= 0:
-                            mask[py - v0, px - u0] = True
-        counts[k] = mask.sum()
-    return counts
-
-
-def occlusion_level(visible_fraction: np.ndarray) -> np.ndarray:
-    """KITTI occlusion state from the visible fraction of an object's pixels: 0 fully visible (>= 0.8),
-    1 partly occluded (>= 0.4), 2 largely occluded (>= 0.1), 3 unknown (less)."""
-    f = np.asarray(visible_fraction)
-    return np.select([f >= 0.8, f >= 0.4, f >= 0.1], [0, 1, 2], 3).astype(np.int64)
-
-
-@dataclass
-class FrameLabels:
-    """KITTI labels of one frame plus how each row relates to the scene.
-
-    labels:           the label_2 rows (ObjectLabels, N rows, DontCare included)
-    instance_ids:     (N,) int64 instance id of each row
-    visible_pixels:   (N,) int64 pixels of the object seen in the instance render
-    object_pixels:    (N,) int64 pixels the object would cover alone (inside the image)
-    """
-
-    labels: ObjectLabels
-    instance_ids: np.ndarray
-    visible_pixels: np.ndarray
-    object_pixels: np.ndarray
-
-
-def label_objects(scene: Scene, frame: CameraImage, calib: Calibration, config: CameraConfig) -> FrameLabels:
-    """KITTI label_2 rows for the things of `scene` as seen in `frame` (rules in the module docstring)."""
-    objs = scene.objects
-    empty = FrameLabels(ObjectLabels(), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
-    if not objs:
-        return empty
-    w, h = config.width, config.height
-    boxes_velo = scene.boxes()
-    cam = boxes_velo_to_rect(boxes_velo, calib)
-    full = box3d_to_box2d(cam, calib.P2)
-    clipped = box3d_to_box2d(cam, calib.P2, (w, h))
-    ok = np.isfinite(full).all(1)
-    area_full = np.where(ok, (full[:, 2] - full[:, 0]) * (full[:, 3] - full[:, 1]), 0.0)
-    area_in = np.where(ok, (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1]), 0.0)
-    ids = np.array([o.instance_id for o in objs], np.int64)
-    visible = np.bincount(frame.instance.ravel(), minlength=int(ids.max()) + 1)[ids]
-    cand = np.flatnonzero(ok & (area_in > 0) & (visible >= config.min_visible_pixels))
-    if len(cand) == 0:
-        return empty
-    # Each candidate's own pixels: its triangles rasterised alone inside its clipped box.
-    mesh = scene.mesh
-    tri_obj = mesh.instance.astype(np.int64)
-    slot = np.full(int(max(ids.max(), tri_obj.max())) + 1, -1, np.int64)
-    slot[ids[cand]] = np.arange(len(cand))
-    tri_slot = slot[tri_obj]
-    sel = np.flatnonzero((tri_obj > 0) & (tri_slot >= 0))
-    order = sel[np.argsort(tri_slot[sel], kind="stable")]
-    starts = np.searchsorted(tri_slot[order], np.arange(len(cand) + 1))
-    v_rect = mesh.vertices.astype(np.float64) @ calib.velo_to_rect[:3, :3].T + calib.velo_to_rect[:3, 3]
-    tri_rect = v_rect[mesh.triangles[order]]
-    bx = clipped[cand]
-    pix_boxes = np.stack([np.floor(bx[:, 0]), np.floor(bx[:, 1]), np.ceil(bx[:, 2]), np.ceil(bx[:, 3])], 1)
-    pix_boxes = np.clip(pix_boxes, 0, [w - 1, h - 1, w - 1, h - 1]).astype(np.int64)
-    own = _coverage(np.ascontiguousarray(tri_rect), starts.astype(np.int64), pix_boxes, calib.P2, NEAR_PLANE)
-    vis = visible[cand]
-    frac = vis / np.maximum(np.maximum(own, vis), 1)
-    trunc = np.clip(1.0 - area_in[cand] / np.maximum(area_full[cand], 1e-9), 0.0, 1.0)
-    cb = cam[cand]
-    heights = clipped[cand, 3] - clipped[cand, 1]
-    dontcare = heights < config.dontcare_height
-    types = np.array([objs[i].cls for i in cand], dtype="<U16")
-    types[dontcare] = "DontCare"
-    n = len(cand)
-    labels = ObjectLabels(
-        type=types,
-        truncated=np.where(dontcare, -1.0, trunc),
-        occluded=np.where(dontcare, -1, occlusion_level(frac)),
-        alpha=np.where(dontcare, -10.0, alpha_from_rotation_y(cb[:, 6], cb[:, 0], cb[:, 2])),
-        bbox=clipped[cand].copy(),
-        dimensions=np.where(dontcare[:, None], -1.0, cb[:, 3:6]),
-        location=np.where(dontcare[:, None], -1000.0, cb[:, 0:3]),
-        rotation_y=np.where(dontcare, -10.0, cb[:, 6]),
-    )
-    assert len(labels) == n
-    return FrameLabels(labels, ids[cand], vis.astype(np.int64), own.astype(np.int64))

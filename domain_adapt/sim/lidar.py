@@ -38,7 +38,8 @@ from functools import lru_cache
 import numba
 import numpy as np
 
-from domain_adapt.world import MATERIAL_IDS, MATERIALS, Scene
+from domain_adapt.sim.materials import MATERIAL_IDS, MATERIALS
+from domain_adapt.sim.world import Scene
 
 # HDL-64E elevation table as KITTI's scans show it, ring 0 = top laser (degrees): upper block +2.4 to -8.2
 # (~1/3 deg apart), lower block -8.8 to -23.6 (~1/2 deg apart). See the module docstring.
