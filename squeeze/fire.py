@@ -6,6 +6,7 @@ concatenated to `e1 + e3` channels. Every conv has a bias and a ReLU.
 
 Variants the ports need:
 - BatchNorm as SqueezeSegV2 codes it: conv + bias -> ReLU -> BN (reference/models.md 3.1), BN *after* the ReLU.
+- ContextAggregation (CAM, SqueezeSegV2, reference/models.md 3.1): a 7x7 max-pool gate on each channel.
 - FireDeconv (SqueezeSeg, reference/models.md 2.3): a width-doubling transposed conv between squeeze and
   expand, initialised as a bilinear upsampler.
 - TensorFlow "SAME" padding for strided convs and pools. TF pads `max((ceil(n / s) - 1) * s + k - n, 0)` in
@@ -16,7 +17,7 @@ Initialisation: the originals load ImageNet SqueezeNet weights into the trunk an
 truncated normal (TF `truncated_normal_initializer`, cut at 2 std). `init_std=None` stands in for the
 ImageNet weights with He-normal kernels, which keep the activation scale through a deep stack without BN.
 
-Nothing here knows about a particular network; squeezedet and squeezeseg build on it.
+Nothing here knows about a particular network; squeeze.backbone assembles these blocks into trunks from a spec.
 """
 
 from __future__ import annotations
@@ -158,13 +159,19 @@ def init_bilinear_upsampler_(deconv: nn.ConvTranspose2d) -> None:
 
 
 class ConvReLU(nn.Module):
-    """Conv (TF 'SAME', with bias) -> ReLU -> optional BatchNorm (SqueezeSegV2's order)."""
+    """Conv (with bias) -> ReLU -> optional BatchNorm (SqueezeSegV2's order; `bn.before_relu` puts it first).
+
+    padding "same": TF 'SAME' (SameConv2d); "valid": none (SqueezeDet+'s conv1).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int] = 1,
                  stride: int | Sequence[int] = 1, bn: BatchNormSpec | None = None, init_std: float | None = None,
-                 xavier: bool = False) -> None:
+                 xavier: bool = False, padding: str = "same") -> None:
         super().__init__()
-        self.conv = SameConv2d(in_channels, out_channels, kernel_size, stride)
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        self.conv = SameConv2d(in_channels, out_channels, kernel_size, stride) if padding == "same" else \
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride)
         self.bn = None if bn is None else nn.BatchNorm2d(out_channels, eps=bn.eps, momentum=bn.momentum)
         self.bn_before_relu = bn is not None and bn.before_relu
         if xavier:
@@ -246,6 +253,30 @@ class FireDeconv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.deconv(self.squeeze(x)), inplace=True)
         return self.expand(x)
+
+
+class ContextAggregation(nn.Module):
+    """CAM (SqueezeSegV2 section III.A): gate each channel by the context of a 7x7 max-pooled window.
+
+    x (B, C, H, W) -> x * sigmoid(conv(relu(conv(maxpool7x7(x))))), the convs 1x1 C -> C/r -> C, Xavier init.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        if reduction < 1 or channels // reduction < 1:
+            raise ValueError(f"CAM needs channels // reduction >= 1, got {channels} // {reduction}")
+        # 7x7 max = 7x1 max of 1x7 maxes (14 comparisons a pixel instead of 49); stride 1, so TF 'SAME' is
+        # symmetric and the implicit -inf padding never wins, as in TF.
+        self.pool_rows = nn.MaxPool2d((1, 7), stride=1, padding=(0, 3))
+        self.pool_cols = nn.MaxPool2d((7, 1), stride=1, padding=(3, 0))
+        self.squeeze = nn.Conv2d(channels, channels // reduction, 1)
+        self.excite = nn.Conv2d(channels // reduction, channels, 1)
+        init_xavier_(self.squeeze)
+        init_xavier_(self.excite)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate = self.excite(torch.relu_(self.squeeze(self.pool_cols(self.pool_rows(x)))))
+        return x * torch.sigmoid(gate)
 
 
 @torch.no_grad()

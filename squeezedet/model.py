@@ -1,7 +1,9 @@
 """SqueezeDet and SqueezeDet+ (Wu, Iandola, Jin, Keutzer, CVPR-W 2017): a SqueezeNet trunk and a ConvDet head.
 
 The networks follow the released TensorFlow code (reference/models.md 1.2; BichenWuUCB/squeezeDet
-src/nets/squeezeDet.py, squeezeDetPlus.py). Every conv has a bias and a ReLU (except ConvDet).
+src/nets/squeezeDet.py, squeezeDetPlus.py). Every conv has a bias and a ReLU (except ConvDet). The trunks are data
+(squeeze.backbone): `squeezedet_trunk()`, `squeezedet_plus_trunk()`, or any spec in `config.backbone` (a searched
+one from JSON); ConvDet takes the trunk's output channels and the anchor grid its output size.
 
 SqueezeDet, TF 'SAME' padding throughout, shapes (C, H, W) for the 1248 x 384 input::
 
@@ -30,7 +32,8 @@ Model contract (relied on by squeeze/train.py):
     forward(images (B, 3, H, W) float32 normalised, boxes list[(N_i, 4) xyxy pixels] | None,
             labels list[(N_i,) int64] | None)
     - training mode: boxes and labels required; returns {"bbox_loss", "conf_loss", "class_loss"};
-    - eval mode: returns one `Detections` per image (decoded, per-class NMS).
+    - eval mode: returns one squeeze.predictor.Detections2D per image (numpy, net-input pixels; decoded, per-class
+      NMS by squeeze.detection.postprocess, the numpy post-processing every runtime shares).
     raw_outputs(images) -> RawOutputs(deltas (B, N, 4), confidence (B, N), class_probs (B, N, K)) for export.
     param_groups(weight_decay): conv kernels decayed, biases not, the frozen conv1 left out.
 
@@ -42,32 +45,40 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from squeeze.backbone import (
+    Backbone,
+    SpecError,
+    Stage,
+    Trunk,
+    backbone_from_dict,
+    input_stages,
+    trunk_output,
+    with_batch_norm,
+)
+from squeeze.classes import DETECTION_CLASSES
+from squeeze.detection import NMS_MODES, postprocess
 from squeeze.errors import DataError
-from squeeze.fire import BatchNormSpec, Fire, SameConv2d, SameMaxPool2d, fold_batch_norm_, init_conv_
+from squeeze.fire import BatchNormSpec, ConvReLU, Fire, fold_batch_norm_, init_conv_
+from squeeze.predictor import Detections2D
 from squeezedet.anchors import (
-    BACKBONES,
     KITTI_ANCHOR_SHAPES,
     check_anchor_shapes,
-    grid_size,
     make_anchors,
     read_anchor_file,
 )
-from squeezedet.decode import NMS_MODES, Detections, postprocess
 from squeezedet.loss import build_targets, detection_losses
 
 __all__ = [
     "IMAGENET_MEAN_RGB",
     "IMAGENET_STD_RGB",
-    "KITTI_CLASSES",
     "SQUEEZEDET_KITTI_PARAMS",
     "SQUEEZEDET_PLUS_KITTI_PARAMS",
     "TORCHVISION_LAYERS",
@@ -75,17 +86,18 @@ __all__ = [
     "RawOutputs",
     "SqueezeDet",
     "SqueezeDetConfig",
+    "TRUNKS",
     "at_input_size",
     "load_torchvision_squeezenet",
     "split_convdet_output",
     "squeezedet_kitti",
     "squeezedet_plus_kitti",
+    "squeezedet_plus_trunk",
+    "squeezedet_trunk",
     "with_anchor_file",
 ]
 
 logger = logging.getLogger(__name__)
-
-KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")
 
 # Parameter counts of the KITTI configs (3 classes, 9 anchors), biases included. A conv k x k, c -> o has
 # k*k*c*o + o parameters and Fire(c, s, e1, e3) = (c*s + s) + (s*e1 + e1) + (9*s*e3 + e3):
@@ -102,30 +114,55 @@ KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")
 SQUEEZEDET_KITTI_PARAMS = 2_082_120
 SQUEEZEDET_PLUS_KITTI_PARAMS = 7_021_640
 
-# Layers after conv1, in order: ("poolN", None) is a 3x3/2 max-pool, ("fireN", (s, e1, e3)) a Fire block.
-# fire10 and fire11 are the detector's own (not in SqueezeNet) and always start from a random init.
-_SQUEEZEDET_LAYERS: tuple[tuple[str, tuple[int, int, int] | None], ...] = (
-    ("pool1", None), ("fire2", (16, 64, 64)), ("fire3", (16, 64, 64)),
-    ("pool3", None), ("fire4", (32, 128, 128)), ("fire5", (32, 128, 128)),
-    ("pool5", None), ("fire6", (48, 192, 192)), ("fire7", (48, 192, 192)), ("fire8", (64, 256, 256)),
-    ("fire9", (64, 256, 256)), ("fire10", (96, 384, 384)), ("fire11", (96, 384, 384)),
-)
-_SQUEEZEDET_PLUS_LAYERS: tuple[tuple[str, tuple[int, int, int] | None], ...] = (
-    ("pool1", None), ("fire2", (96, 64, 64)), ("fire3", (96, 64, 64)), ("fire4", (192, 128, 128)),
-    ("pool4", None), ("fire5", (192, 128, 128)), ("fire6", (288, 192, 192)), ("fire7", (288, 192, 192)),
-    ("fire8", (384, 256, 256)),
-    ("pool8", None), ("fire9", (384, 256, 256)), ("fire10", (384, 256, 256)), ("fire11", (384, 256, 256)),
-)
-_CONV1 = {"squeezedet": (64, 3), "squeezedet_plus": (96, 7)}  # conv1 (filters, kernel), stride 2
-_NEW_LAYERS = ("fire10", "fire11")
+
+
+def squeezedet_trunk() -> Backbone:
+    """SqueezeDet's trunk: SqueezeNet v1.1 (conv1 3x3/2, pools 3x3/2, TF 'SAME') plus fire10, fire11, the
+    detector's own layers (not in SqueezeNet; they always start from a random init)."""
+    pool = {"kernel": 3, "stride": (2, 2)}
+    return Backbone("squeezedet", (
+        Stage("conv", "conv1", (64,), kernel=3, stride=(2, 2)),
+        Stage("maxpool", "pool1", **pool),
+        Stage("fire", "fire2", (16, 64, 64)), Stage("fire", "fire3", (16, 64, 64)),
+        Stage("maxpool", "pool3", **pool),
+        Stage("fire", "fire4", (32, 128, 128)), Stage("fire", "fire5", (32, 128, 128)),
+        Stage("maxpool", "pool5", **pool),
+        Stage("fire", "fire6", (48, 192, 192)), Stage("fire", "fire7", (48, 192, 192)),
+        Stage("fire", "fire8", (64, 256, 256)), Stage("fire", "fire9", (64, 256, 256)),
+        Stage("fire", "fire10", (96, 384, 384)), Stage("fire", "fire11", (96, 384, 384)),
+    ))
+
+
+def squeezedet_plus_trunk() -> Backbone:
+    """SqueezeDet+'s trunk: SqueezeNet v1.0 with squeeze ratio 0.75 (conv1 7x7/2 and the pools 'VALID', the fires
+    'SAME') plus fire10, fire11."""
+    pool = {"kernel": 3, "stride": (2, 2), "padding": "valid"}
+    return Backbone("squeezedet_plus", (
+        Stage("conv", "conv1", (96,), kernel=7, stride=(2, 2), padding="valid"),
+        Stage("maxpool", "pool1", **pool),
+        Stage("fire", "fire2", (96, 64, 64)), Stage("fire", "fire3", (96, 64, 64)),
+        Stage("fire", "fire4", (192, 128, 128)),
+        Stage("maxpool", "pool4", **pool),
+        Stage("fire", "fire5", (192, 128, 128)), Stage("fire", "fire6", (288, 192, 192)),
+        Stage("fire", "fire7", (288, 192, 192)), Stage("fire", "fire8", (384, 256, 256)),
+        Stage("maxpool", "pool8", **pool),
+        Stage("fire", "fire9", (384, 256, 256)), Stage("fire", "fire10", (384, 256, 256)),
+        Stage("fire", "fire11", (384, 256, 256)),
+    ))
+
+
+# The paper trunks by name: `backbone="squeezedet_plus"` and configs saved before the spec existed name them.
+TRUNKS = {"squeezedet": squeezedet_trunk, "squeezedet_plus": squeezedet_plus_trunk}
 
 
 @dataclass(frozen=True)
 class SqueezeDetConfig:
-    class_names: tuple[str, ...] = KITTI_CLASSES  # K object classes; label i is class_names[i] (no background)
+    class_names: tuple[str, ...] = DETECTION_CLASSES  # K object classes; label i is class_names[i] (no background)
     image_width: int = 1248  # net input width, pixels (IMAGE_WIDTH); images and boxes are resized to it
     image_height: int = 384  # net input height, pixels (IMAGE_HEIGHT)
-    backbone: str = "squeezedet"  # "squeezedet" (SqueezeNet v1.1, SAME) or "squeezedet_plus" (v1.0 SR 0.75, VALID)
+    # The trunk as data (squeeze.backbone): squeezedet_trunk() (SqueezeNet v1.1, SAME), squeezedet_plus_trunk() (v1.0
+    # SR 0.75, VALID), or a searched one (read_backbone("spec.json")); a name in TRUNKS is replaced by its spec.
+    backbone: Backbone = field(default_factory=squeezedet_trunk)
     anchor_shapes: tuple[tuple[float, float], ...] = KITTI_ANCHOR_SHAPES  # A (w, h) pairs, pixels of the net input
     dropout_keep: float = 0.5  # keep probability of the dropout before ConvDet (KEEP_PROB, training only)
     loss_coef_conf_pos: float = 75.0  # confidence loss weight of positive anchors (LOSS_COEF_CONF_POS)
@@ -145,12 +182,15 @@ class SqueezeDetConfig:
     soft_nms_sigma: float = 0.5  # Gaussian Soft-NMS decay exp(-IoU^2 / sigma) when nms = "soft" (Bodla et al. 2017)
     pixel_mean: tuple[float, float, float] = (103.939, 116.779, 123.68)  # BGR means subtracted from 0-255 pixels
     freeze_conv1: bool = True  # conv1 is not trained and not decayed, as in the reference
-    trunk_init_std: float | None = None  # conv1 + fire2-9 without ImageNet weights: None = He-normal, else trunc-normal
+    # The layers ImageNet weights would fill (conv1, fire2-9 of the paper trunks; the input conv of any trunk), when
+    # they start without them: None = He-normal, else truncated-normal std.
+    trunk_init_std: float | None = None
     # conv1's random init is multiplied by this. The input is 0-255 pixels minus the mean, not divided by a std (the
     # caffe convention ImageNet weights expect), while He init assumes unit-variance input; from scratch, 1 / (the
     # pixel std) gives the trunk unit-scale activations (see `pixel_std`).
     conv1_init_scale: float = 1.0
-    fire_init_std: float | None = 0.01  # fire10, fire11 (new layers): truncated-normal std, None = He; zero bias
+    # Every other trunk layer (fire10, fire11 of the paper trunks): truncated-normal std, None = He; zero bias.
+    fire_init_std: float | None = 0.01
     # Training aid, not in the reference: BatchNorm between every trunk conv and its ReLU (conv1, fire2-11), which
     # trains far faster without ImageNet weights. `fold_batch_norm` folds it into the convs afterwards, exactly, so
     # the deployed network is plain SqueezeDet (same layers, same parameter count).
@@ -159,12 +199,20 @@ class SqueezeDetConfig:
     convdet_init_std: float = 1e-4  # ConvDet truncated-normal std, zero bias
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if isinstance(self.backbone, str):
+            if self.backbone not in TRUNKS:
+                raise ValueError(f"backbone must be a squeeze.backbone.Backbone or one of {tuple(TRUNKS)}, "
+                                 f"got {self.backbone!r}")
+            object.__setattr__(self, "backbone", TRUNKS[self.backbone]())  # frozen: set once, here
+        if not isinstance(self.backbone, Backbone):
+            raise ValueError(f"backbone must be a squeeze.backbone.Backbone, got {type(self.backbone).__name__}")
         if len(self.class_names) < 1 or len(set(self.class_names)) != len(self.class_names):
             raise ValueError(f"class_names must be non-empty and unique, got {self.class_names!r}")
         check_anchor_shapes(self.anchor_shapes, "anchor_shapes")
-        grid_size(self.image_width, self.image_height, self.backbone)  # raises for a too-small input
+        grid_h, grid_w = self.grid
+        if grid_h < 1 or grid_w < 1:
+            raise ValueError(f"a {self.image_width} x {self.image_height} input is too small for the backbone "
+                             f"{self.backbone.name!r}: the ConvDet grid would be {grid_w} x {grid_h}")
         if not 0.0 < self.dropout_keep <= 1.0:
             raise ValueError(f"dropout_keep must be in (0, 1], got {self.dropout_keep}")
         for name in ("loss_coef_conf_pos", "loss_coef_conf_neg", "loss_coef_bbox", "loss_coef_class",
@@ -198,8 +246,9 @@ class SqueezeDetConfig:
 
     @property
     def grid(self) -> tuple[int, int]:
-        """(grid_h, grid_w) of the ConvDet output."""
-        return grid_size(self.image_width, self.image_height, self.backbone)
+        """(grid_h, grid_w) of the ConvDet output: the trunk's output size (squeeze.backbone.stage_shapes)."""
+        _, grid_h, grid_w = trunk_output(self.backbone, 3, self.image_height, self.image_width)
+        return grid_h, grid_w
 
     @property
     def num_anchors(self) -> int:
@@ -212,7 +261,10 @@ class SqueezeDetConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SqueezeDetConfig:
-        """Rebuild from `dataclasses.asdict` output (JSON lists become tuples); unknown keys are an error."""
+        """Rebuild from `dataclasses.asdict` output (JSON lists become tuples); unknown keys are an error.
+
+        "backbone" is the spec's dict, or a name in TRUNKS (configs saved before the spec), or absent (the default).
+        """
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -221,7 +273,15 @@ class SqueezeDetConfig:
         def tuples(v: Any) -> Any:
             return tuple(tuples(x) for x in v) if isinstance(v, list | tuple) else v
 
-        return cls(**{k: tuples(v) for k, v in values.items()})
+        kwargs = {k: tuples(v) for k, v in values.items() if k != "backbone"}
+        if isinstance(values.get("backbone"), Mapping):
+            try:
+                kwargs["backbone"] = backbone_from_dict(values["backbone"])
+            except SpecError as e:
+                raise ValueError(f"SqueezeDetConfig.backbone.{e}") from None
+        elif "backbone" in values:
+            kwargs["backbone"] = values["backbone"]
+        return cls(**kwargs)
 
 
 def squeezedet_kitti() -> SqueezeDetConfig:
@@ -231,7 +291,7 @@ def squeezedet_kitti() -> SqueezeDetConfig:
 
 def squeezedet_plus_kitti() -> SqueezeDetConfig:
     """SqueezeDet+ on KITTI: 1242 x 375 input, 22 x 76 grid, the same 9 anchors and classes."""
-    return SqueezeDetConfig(backbone="squeezedet_plus", image_width=1242, image_height=375)
+    return SqueezeDetConfig(backbone=squeezedet_plus_trunk(), image_width=1242, image_height=375)
 
 
 def from_scratch(config: SqueezeDetConfig, pixel_std: float) -> SqueezeDetConfig:
@@ -258,14 +318,13 @@ def fold_batch_norm(model: SqueezeDet) -> SqueezeDet:
     source = {k: v.clone() for k, v in model.state_dict().items()}
     bn_model = copy.deepcopy(model).eval()
     if model.config.batch_norm:
-        f = bn_model.features
-        fold_batch_norm_([f.conv1], f.bn1)
-        for module in f.children():
-            if isinstance(module, Fire):
+        for module in bn_model.features.children():
+            if isinstance(module, ConvReLU) and module.bn is not None:
+                fold_batch_norm_([module.conv], module.bn)
+            elif isinstance(module, Fire) and module.expand.bn is not None:
                 fold_batch_norm_([module.squeeze.conv], module.squeeze.bn)
                 fold_batch_norm_([module.expand.expand1x1, module.expand.expand3x3], module.expand.bn)
-        source = {k: v for k, v in bn_model.state_dict().items()
-                  if ".bn." not in k and not k.startswith("features.bn1.")}
+        source = {k: v for k, v in bn_model.state_dict().items() if ".bn." not in k}
     plain.load_state_dict(source)
     return plain.eval()
 
@@ -312,37 +371,54 @@ def split_convdet_output(preds: Tensor, anchors_per_cell: int, num_classes: int)
     return deltas, conf_logits, class_logits
 
 
+def _imagenet_layers(backbone: Backbone) -> dict[str, int]:
+    """{our layer: torchvision `features` index} when `backbone` is a paper trunk, else {} (no ImageNet weights)."""
+    name = backbone.name
+    return dict(TORCHVISION_LAYERS[name]) if name in TRUNKS and backbone == TRUNKS[name]() else {}
+
+
+def _rename_legacy_conv1(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Checkpoints saved before the backbone spec hold conv1 as a bare conv (features.conv1.weight) with its
+    BatchNorm beside it (features.bn1.*); the trunk's conv stage holds both (features.conv1.conv.*, .bn.*)."""
+    old = prefix + "features."
+    for key in [k for k in state_dict if k.startswith(old + "conv1.") or k.startswith(old + "bn1.")]:
+        rest = key[len(old):]
+        if rest in ("conv1.weight", "conv1.bias"):
+            new = f"{old}conv1.conv.{rest.split('.', 1)[1]}"
+        elif rest.startswith("bn1."):
+            new = f"{old}conv1.bn.{rest.split('.', 1)[1]}"
+        else:
+            continue
+        if new not in state_dict:
+            state_dict[new] = state_dict.pop(key)
+
+
 class SqueezeDet(nn.Module):
-    """SqueezeDet or SqueezeDet+ (config.backbone); see the module docstring for layers and the contract."""
+    """SqueezeDet or SqueezeDet+ or a searched trunk (config.backbone); see the module docstring for layers and
+    the contract. `features` is the trunk (squeeze.backbone.Trunk), one child per stage; the stages' own `bn`
+    flags are not used: `config.batch_norm` puts BatchNorm in every conv and fire, or in none."""
 
     def __init__(self, config: SqueezeDetConfig) -> None:
         super().__init__()
         self.config = c = config
-        filters, kernel = _CONV1[c.backbone]
-        same = c.backbone == "squeezedet"
-        conv1 = SameConv2d(3, filters, kernel, stride=2) if same else nn.Conv2d(3, filters, kernel, stride=2)
-        init_conv_(conv1, c.trunk_init_std)
+        # BatchNorm (the training aid) sits between every trunk conv and its ReLU, so it folds into the conv.
+        bn = BatchNormSpec(momentum=c.bn_momentum, before_relu=True)
+        trunk_std = set(_imagenet_layers(c.backbone)) | set(input_stages(c.backbone))
+        self.features = Trunk(with_batch_norm(c.backbone, c.batch_norm), 3, bn=bn,
+                              init=lambda s: c.trunk_init_std if s.name in trunk_std else c.fire_init_std)
+        input_convs = [m.conv for name, m in self.features.named_children()
+                       if name in input_stages(c.backbone) and isinstance(m, ConvReLU)]
         with torch.no_grad():
-            conv1.weight.mul_(c.conv1_init_scale)
-        bn = BatchNormSpec(momentum=c.bn_momentum, before_relu=True) if c.batch_norm else None
-        layers: OrderedDict[str, nn.Module] = OrderedDict(conv1=conv1)
-        if bn is not None:
-            layers["bn1"] = nn.BatchNorm2d(filters, eps=bn.eps, momentum=bn.momentum)
-        layers["relu1"] = nn.ReLU(inplace=True)
-        channels = filters
-        for name, spec in _SQUEEZEDET_LAYERS if same else _SQUEEZEDET_PLUS_LAYERS:
-            if spec is None:
-                layers[name] = SameMaxPool2d(3, 2) if same else nn.MaxPool2d(3, 2)
-            else:
-                std = c.fire_init_std if name in _NEW_LAYERS else c.trunk_init_std
-                layers[name] = Fire(channels, *spec, bn=bn, init_std=std)
-                channels = layers[name].out_channels
-        self.features = nn.Sequential(layers)
+            for conv in input_convs:
+                conv.weight.mul_(c.conv1_init_scale)
         self.dropout = nn.Dropout(1.0 - c.dropout_keep)
-        self.convdet = nn.Conv2d(channels, c.convdet_channels, 3, padding=1)  # stride 1: TF 'SAME' is symmetric
+        # stride 1: TF 'SAME' is symmetric
+        self.convdet = nn.Conv2d(self.features.out_channels, c.convdet_channels, 3, padding=1)
         init_conv_(self.convdet, c.convdet_init_std)
         if c.freeze_conv1:
-            conv1.requires_grad_(False)
+            for conv in input_convs:
+                conv.requires_grad_(False)
+        self.register_load_state_dict_pre_hook(_rename_legacy_conv1)
         grid_h, grid_w = c.grid
         anchors = make_anchors(grid_h, grid_w, c.image_width, c.image_height, c.anchor_shapes)
         # (N, 4) float32 [cx, cy, w, h]; derived from the config, so not saved in the state_dict.
@@ -376,16 +452,19 @@ class SqueezeDet(nn.Module):
         deltas, conf_logits, class_logits = self.head(images)
         return RawOutputs(deltas, torch.sigmoid(conf_logits), torch.softmax(class_logits, dim=-1))
 
-    def detections(self, raw: RawOutputs) -> list[Detections]:
-        """Decode, score, top-N, threshold and per-class NMS with the config's settings, one per image."""
+    def detections(self, raw: RawOutputs) -> list[Detections2D]:
+        """Decode, score, top-N, threshold and per-class NMS with the config's settings (in numpy, on the CPU),
+        one per image, boxes in net-input pixels."""
         c = self.config
-        return postprocess(raw.deltas, raw.confidence, raw.class_probs, self.anchors, c.image_width,
-                           c.image_height, exp_thresh=c.exp_thresh, top_n=c.top_n_detection,
-                           prob_thresh=c.prob_thresh, nms_thresh=c.nms_thresh, final_threshold=c.final_threshold,
-                           nms_mode=c.nms, soft_nms_sigma=c.soft_nms_sigma)
+        anchors = self.anchors.cpu().numpy()
+        deltas, confidence, class_probs = (t.detach().float().cpu().numpy() for t in raw)
+        return [postprocess(d, conf, probs, anchors, c.image_width, c.image_height, exp_thresh=c.exp_thresh,
+                            top_n=c.top_n_detection, prob_thresh=c.prob_thresh, nms_thresh=c.nms_thresh,
+                            final_threshold=c.final_threshold, nms_mode=c.nms, soft_nms_sigma=c.soft_nms_sigma)
+                for d, conf, probs in zip(deltas, confidence, class_probs, strict=True)]
 
     def forward(self, images: Tensor, boxes: Sequence[Tensor] | None = None,
-                labels: Sequence[Tensor] | None = None) -> dict[str, Tensor] | list[Detections]:
+                labels: Sequence[Tensor] | None = None) -> dict[str, Tensor] | list[Detections2D]:
         if not self.training:
             with torch.no_grad():
                 return self.detections(self.raw_outputs(images))
@@ -455,9 +534,13 @@ def load_torchvision_squeezenet(model: SqueezeDet, state_dict_path: str | Path, 
     Raises FileNotFoundError or squeeze.errors.DataError naming the file.
     """
     path = Path(state_dict_path)
+    backbone = model.config.backbone.name
+    if not _imagenet_layers(model.config.backbone):
+        raise ValueError(f"ImageNet SqueezeNet weights fit only the paper trunks {', '.join(TRUNKS)}; this model's "
+                         f"backbone {backbone!r} is another (train it from scratch)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: ImageNet SqueezeNet weights not found (a torchvision "
-                                f"{_TORCHVISION_NAME[model.config.backbone]} state_dict .pth file is expected)")
+                                f"{_TORCHVISION_NAME[backbone]} state_dict .pth file is expected)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unpickling, zip or IO failure means a bad file
@@ -466,7 +549,6 @@ def load_torchvision_squeezenet(model: SqueezeDet, state_dict_path: str | Path, 
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise DataError(path, "expected a state_dict (a mapping of names to tensors)")
-    backbone = model.config.backbone
     want = _TORCHVISION_NAME[backbone]
     conv1_shape = tuple(state["features.0.weight"].shape) if "features.0.weight" in state else None
     found = {(64, 3, 3, 3): "squeezenet1_1", (96, 3, 7, 7): "squeezenet1_0"}.get(conv1_shape)  # type: ignore[arg-type]
@@ -480,7 +562,7 @@ def load_torchvision_squeezenet(model: SqueezeDet, state_dict_path: str | Path, 
     for ours, index in TORCHVISION_LAYERS[backbone].items():
         module = model.features.get_submodule(ours)
         if ours == "conv1":
-            pairs.append((ours, module, f"features.{index}"))
+            pairs.append((ours, module.conv, f"features.{index}"))
         else:
             for sub, theirs in _FIRE_CONVS.items():
                 pairs.append((f"{ours}.{sub}", module.get_submodule(sub), f"features.{index}.{theirs}"))

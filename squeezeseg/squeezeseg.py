@@ -5,6 +5,11 @@ downsamples the *width only* (every conv and pool strides (1, 2), TF 'SAME' padd
 are kept), a decoder of FireDeconv blocks that double the width back, added (not concatenated) to the
 encoder features of the same width, dropout, a 3x3 classifier and a recurrent CRF (squeezeseg/crf.py).
 
+The encoder is data: `config.backbone`, a squeeze.backbone.Backbone (`squeezeseg_trunk()` by default; a searched
+one from a JSON file builds the same way). Its stages marked `skip` feed the decoder, which `decoder_plan` derives
+from them: one FireDeconv per skip, deepest first, each giving its skip's channel count C (squeeze C / 4, expand
+C / 2 + C / 2), which for the paper's trunk is exactly the table below.
+
 Shapes for a (B, 5, 64, 512) input:
     conv1 3x3/(1,2) 64 ........ (64, 64, 256)     conv1_skip 1x1 64 on the input ... (64, 64, 512)
     pool1 3x3/(1,2) ........... (64, 64, 128)     fire2, fire3 s16 e64 e64 ......... (128, 64, 128)
@@ -26,13 +31,15 @@ Model contract (shared with SqueezeSegV2 and relied on by the trainer):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from squeeze.fire import ConvReLU, Fire, FireDeconv, SameMaxPool2d, init_conv_
+from squeeze.backbone import Backbone, SpecError, Stage, backbone_from_dict, build_trunk, run_trunk, stage_shapes
+from squeeze.classes import SEGMENTATION_CLASSES
+from squeeze.fire import BatchNormSpec, FireDeconv, init_conv_
 from squeezeseg.crf import CRF_MODES, RecurrentCRF
 from squeezeseg.loss import weighted_cross_entropy
 
@@ -48,10 +55,9 @@ from squeezeseg.loss import weighted_cross_entropy
 PAPER_CONV_PARAMS = 906_308
 PAPER_CRF_PARAMS = 32
 
-# The width is halved four times (conv1, pool1, pool3, pool5) and doubled back four times.
+# The paper trunk halves the width four times (conv1, pool1, pool3, pool5) and the decoder doubles it back four
+# times; another backbone has its own multiple (`width_multiple`).
 WIDTH_MULTIPLE = 16
-
-KITTI_CLASSES = ("unknown", "car", "pedestrian", "cyclist")
 
 
 @dataclass
@@ -62,13 +68,32 @@ class SegPrediction:
     probs: Tensor  # (K, H, W) float32 softmax probabilities; all 0 on empty pixels
 
 
+def squeezeseg_trunk() -> Backbone:
+    """SqueezeSeg's encoder (reference/models.md 2.3): conv1 and the pools stride (1, 2); skips for the decoder at
+    conv1_skip (full width, a 1x1 conv on the input), conv1 (W/2), fire3 (W/4) and fire5 (W/8)."""
+    pool = {"kernel": 3, "stride": (1, 2)}
+    return Backbone("squeezeseg", (
+        Stage("conv", "conv1", (64,), kernel=3, stride=(1, 2), skip=True),
+        Stage("conv", "conv1_skip", (64,), kernel=1, from_input=True, skip=True),
+        Stage("maxpool", "pool1", **pool),
+        Stage("fire", "fire2", (16, 64, 64)), Stage("fire", "fire3", (16, 64, 64), skip=True),
+        Stage("maxpool", "pool3", **pool),
+        Stage("fire", "fire4", (32, 128, 128)), Stage("fire", "fire5", (32, 128, 128), skip=True),
+        Stage("maxpool", "pool5", **pool),
+        Stage("fire", "fire6", (48, 192, 192)), Stage("fire", "fire7", (48, 192, 192)),
+        Stage("fire", "fire8", (64, 256, 256)), Stage("fire", "fire9", (64, 256, 256)),
+    ))
+
+
 @dataclass(frozen=True)
 class SqueezeSegConfig:
-    class_names: tuple[str, ...] = KITTI_CLASSES  # label i is class_names[i]; 0 is unknown/background
+    class_names: tuple[str, ...] = SEGMENTATION_CLASSES  # label i is class_names[i]; 0 background (squeeze.classes)
     in_channels: int = 5  # normalised input channels: x, y, z, intensity, range (reference/models.md 2.2)
     crf_xyz_channels: tuple[int, int, int] = (0, 1, 2)  # input channels holding normalised x, y, z for the CRF
     height: int = 64  # nominal rows (laser rings); any height works
     width: int = 512  # nominal columns (front 90 degrees); any multiple of 16 works
+    # The encoder as data (squeeze.backbone; a searched one: read_backbone("spec.json")); the decoder follows its skips
+    backbone: Backbone = field(default_factory=squeezeseg_trunk)
     use_crf: bool = True  # the paper's recurrent CRF after conv14
     crf_iterations: int = 3  # mean-field iterations (RCRF_ITER)
     crf_window: tuple[int, int] = (3, 5)  # rows x cols of the CRF neighbourhood (LCN_HEIGHT x LCN_WIDTH)
@@ -94,6 +119,10 @@ class SqueezeSegConfig:
 
     def __post_init__(self) -> None:
         check_common_config(self)
+        bn = [st.name for st in self.backbone.stages if st.bn]
+        if bn:
+            raise ValueError(f"backbone {self.backbone.name!r}: stages {bn} ask for BatchNorm, which SqueezeSeg does "
+                             "not have; SqueezeSegV2 does")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SqueezeSegConfig:
@@ -117,27 +146,12 @@ class SqueezeSeg(nn.Module):
     def __init__(self, config: SqueezeSegConfig) -> None:
         super().__init__()
         self.config = c = config
-        std = c.fire_init_std
-        self.conv1 = ConvReLU(c.in_channels, 64, 3, stride=(1, 2), xavier=True)
-        self.conv1_skip = ConvReLU(c.in_channels, 64, 1, xavier=True)
-        self.pool1 = SameMaxPool2d(3, (1, 2))
-        self.fire2 = Fire(64, 16, 64, 64, init_std=std)
-        self.fire3 = Fire(128, 16, 64, 64, init_std=std)
-        self.pool3 = SameMaxPool2d(3, (1, 2))
-        self.fire4 = Fire(128, 32, 128, 128, init_std=std)
-        self.fire5 = Fire(256, 32, 128, 128, init_std=std)
-        self.pool5 = SameMaxPool2d(3, (1, 2))
-        self.fire6 = Fire(256, 48, 192, 192, init_std=std)
-        self.fire7 = Fire(384, 48, 192, 192, init_std=std)
-        self.fire8 = Fire(384, 64, 256, 256, init_std=std)
-        self.fire9 = Fire(512, 64, 256, 256, init_std=std)
-        dstd = c.decoder_init_std
-        self.fire_deconv10 = FireDeconv(512, 64, 128, 128, init_std=dstd)
-        self.fire_deconv11 = FireDeconv(256, 32, 64, 64, init_std=dstd)
-        self.fire_deconv12 = FireDeconv(128, 16, 32, 32, init_std=dstd)
-        self.fire_deconv13 = FireDeconv(64, 16, 32, 32, init_std=dstd)
+        # Trunk stages are the model's own children (conv1, fire2, ...: the keys of every saved checkpoint).
+        add_trunk(self, build_trunk(c.backbone, c.in_channels, init=lambda s: "xavier" if s.op == "conv" else
+                                    c.fire_init_std))
+        self.decoder_skips = add_decoder(self, decoder_plan(c.backbone, c.in_channels), None, c.decoder_init_std)
         self.dropout = nn.Dropout(1.0 - c.dropout_keep)
-        self.conv14 = nn.Conv2d(64, c.num_classes, 3, padding=1)  # stride 1: TF 'SAME' is symmetric
+        self.conv14 = nn.Conv2d(classifier_channels(c.backbone, c.in_channels), c.num_classes, 3, padding=1)
         init_conv_(self.conv14, c.classifier_init_std)
         self.crf = build_crf(c) if c.use_crf else None
         # NHWC ("channels_last") lets oneDNN run every conv without reordering activations (1.5-2x on CPU).
@@ -145,17 +159,10 @@ class SqueezeSeg(nn.Module):
 
     def logits(self, inputs: Tensor, mask: Tensor) -> Tensor:
         """(B, C, H, W) normalised inputs, (B, H, W) bool mask -> (B, K, H, W) output before the softmax."""
-        check_inputs(inputs, mask, self.config.in_channels)
+        c = self.config
+        check_inputs(inputs, mask, c.in_channels, width_multiple(c.backbone))
         x = inputs.contiguous(memory_format=torch.channels_last)
-        conv1 = self.conv1(x)  # (B, 64, H, W/2)
-        conv1_skip = self.conv1_skip(x)  # (B, 64, H, W)
-        fire3 = self.fire3(self.fire2(self.pool1(conv1)))  # (B, 128, H, W/4)
-        fire5 = self.fire5(self.fire4(self.pool3(fire3)))  # (B, 256, H, W/8)
-        x = self.fire9(self.fire8(self.fire7(self.fire6(self.pool5(fire5)))))  # (B, 512, H, W/16)
-        x = self.fire_deconv10(x) + fire5  # (B, 256, H, W/8)
-        x = self.fire_deconv11(x) + fire3  # (B, 128, H, W/4)
-        x = self.fire_deconv12(x) + conv1  # (B, 64, H, W/2)
-        x = self.fire_deconv13(x) + conv1_skip  # (B, 64, H, W)
+        x = run_decoder(self, self.decoder_skips, *run_trunk(self, c.backbone, x))  # (B, C, H, W)
         x = self.conv14(self.dropout(x)).contiguous()  # (B, K, H, W), back to NCHW
         if self.crf is not None:
             x = self.crf(x, xyz_channels(inputs, self.config.crf_xyz_channels), mask)
@@ -179,6 +186,111 @@ class SqueezeSeg(nn.Module):
 # Shared by SqueezeSeg and SqueezeSegV2.
 
 
+class DeconvStep(NamedTuple):
+    """One FireDeconv of the decoder: its name, the trunk stage whose output is added after it, its widths."""
+
+    name: str  # fire_deconv10, fire_deconv11, ...
+    skip: str  # trunk stage name
+    in_channels: int
+    squeeze: int
+    expand1x1: int
+    expand3x3: int
+
+
+def _width_strides(backbone: Backbone) -> tuple[dict[str, int], int]:
+    """({stage: how many input columns one output column spans}, the trunk output's); SpecError("backbone") for a
+    stage the width-doubling decoder cannot undo (a row stride, a column stride other than 1 or 2, 'valid')."""
+    strides: dict[str, int] = {}
+    main = 1
+    for s in backbone.stages:
+        if s.stride[0] != 1 or s.stride[1] not in (1, 2):
+            raise SpecError("backbone", f"stage {s.name!r} strides {s.stride}: SqueezeSeg keeps the rows (stride 1) "
+                                        "and its decoder doubles the width, so column strides must be 1 or 2")
+        if s.padding != "same" and s.op in ("conv", "maxpool"):
+            raise SpecError("backbone", f"stage {s.name!r} has padding {s.padding!r}: SqueezeSeg's skips need 'same'")
+        strides[s.name] = (1 if s.from_input else main) * s.stride[1]
+        if not s.from_input:
+            main = strides[s.name]
+    return strides, main
+
+
+def width_multiple(backbone: Backbone) -> int:
+    """The input width must be a multiple of this: the trunk's total column stride (16 for the paper trunk)."""
+    return _width_strides(backbone)[1]
+
+
+def decoder_plan(backbone: Backbone, in_channels: int) -> tuple[DeconvStep, ...]:
+    """The FireDeconv decoder of a trunk, deepest first: one block per `skip` stage.
+
+    A trunk of total column stride 2^n needs exactly one skip at each stride 2^(n-1), ..., 2, 1 (the full width, for
+    example a from_input conv). Block i doubles the width and gives its skip's channel count C with squeeze C // 4
+    and expands C // 2, C - C // 2: for the paper trunk (512 -> fire5 256, fire3 128, conv1 64, conv1_skip 64) the
+    reference's fire_deconv10-13 exactly. SpecError("backbone") naming what is missing or extra.
+    """
+    strides, total = _width_strides(backbone)
+    n = total.bit_length() - 1  # total is a power of 2: every column stride is 1 or 2
+    shapes = stage_shapes(backbone, in_channels, 1, total)
+    by_stride: dict[int, list[str]] = {}
+    for s in backbone.stages:
+        if s.skip:
+            by_stride.setdefault(strides[s.name], []).append(s.name)
+    extra = {k: v for k, v in by_stride.items() if k >= total or len(v) > 1}
+    if extra:
+        k, names = next(iter(extra.items()))
+        raise SpecError("backbone", f"skip stages {names} are at column stride {k}: the decoder takes one skip at "
+                                    f"each of the strides {[2 ** i for i in range(n - 1, -1, -1)]}")
+    steps: list[DeconvStep] = []
+    channels = _main_channels(backbone, shapes)
+    for i, k in enumerate(2 ** j for j in range(n - 1, -1, -1)):
+        if k not in by_stride:
+            raise SpecError("backbone", f"no skip stage at column stride {k} (width W/{k}); the decoder doubles the "
+                                        f"width {n} times and adds a skip after each (mark a stage skip: true)")
+        skip = by_stride[k][0]
+        c = shapes[skip][0]
+        if c < 4:
+            raise SpecError("backbone", f"skip stage {skip!r} has {c} channels; the decoder needs at least 4")
+        steps.append(DeconvStep(f"fire_deconv{10 + i}", skip, channels, c // 4, c // 2, c - c // 2))
+        channels = c
+    return tuple(steps)
+
+
+def _main_channels(backbone: Backbone, shapes: Mapping[str, tuple[int, int, int]]) -> int:
+    return shapes[[s.name for s in backbone.stages if not s.from_input][-1]][0]
+
+
+def classifier_channels(backbone: Backbone, in_channels: int) -> int:
+    """Channels into conv14: the full-width skip's, or the trunk output's when the trunk does not downsample."""
+    plan = decoder_plan(backbone, in_channels)
+    return plan[-1].expand1x1 + plan[-1].expand3x3 if plan else \
+        _main_channels(backbone, stage_shapes(backbone, in_channels, 1, 1))
+
+
+def add_trunk(model: nn.Module, stages: Mapping[str, nn.Module]) -> None:
+    """Register trunk stage modules on `model` under their names; SpecError for a name the model already uses."""
+    reserved = {"decoder_skips", "dropout", "conv14", "crf"}
+    for name, module in stages.items():
+        if name in reserved or name.startswith("fire_deconv") or hasattr(model, name):
+            raise SpecError("backbone", f"stage name {name!r} is taken by the segmentation model itself")
+        model.add_module(name, module)
+
+
+def add_decoder(model: nn.Module, plan: tuple[DeconvStep, ...], bn: BatchNormSpec | None,
+                init_std: float | None) -> tuple[tuple[str, str], ...]:
+    """Build and register the FireDeconv blocks of `plan` on `model`; returns ((block name, skip name), ...)."""
+    for step in plan:
+        model.add_module(step.name, FireDeconv(step.in_channels, step.squeeze, step.expand1x1, step.expand3x3,
+                                               bn=bn, init_std=init_std))
+    return tuple((step.name, step.skip) for step in plan)
+
+
+def run_decoder(model: nn.Module, decoder: tuple[tuple[str, str], ...], x: Tensor,
+                skips: Mapping[str, Tensor]) -> Tensor:
+    """Each FireDeconv doubles the width of x, then its skip (the encoder output of that width) is added."""
+    for name, skip in decoder:
+        x = getattr(model, name)(x) + skips[skip]
+    return x
+
+
 def check_common_config(c: Any) -> None:
     """Validate the fields both configs share; errors name the field."""
     k = len(c.class_names)
@@ -197,8 +309,15 @@ def check_common_config(c: Any) -> None:
     if c.use_crf and (len(c.crf_xyz_channels) != 3 or not all(0 <= i < c.in_channels for i in c.crf_xyz_channels)):
         raise ValueError(f"crf_xyz_channels must be 3 input channel indices below in_channels={c.in_channels}, "
                          f"got {c.crf_xyz_channels!r}")
-    if c.height < 1 or c.width < WIDTH_MULTIPLE or c.width % WIDTH_MULTIPLE:
-        raise ValueError(f"height must be >= 1 and width a positive multiple of {WIDTH_MULTIPLE}, "
+    if not isinstance(c.backbone, Backbone):
+        raise ValueError(f"backbone must be a squeeze.backbone.Backbone, got {type(c.backbone).__name__}")
+    try:
+        decoder_plan(c.backbone, c.in_channels)
+    except SpecError as e:
+        raise ValueError(f"backbone {c.backbone.name!r}: {e.problem}") from None
+    multiple = width_multiple(c.backbone)
+    if c.height < 1 or c.width < multiple or c.width % multiple:
+        raise ValueError(f"height must be >= 1 and width a positive multiple of {multiple}, "
                          f"got {c.height} x {c.width}")
     if c.crf_mode not in CRF_MODES:
         raise ValueError(f"crf_mode must be one of {CRF_MODES}, got {c.crf_mode!r}")
@@ -209,11 +328,18 @@ def check_common_config(c: Any) -> None:
 
 
 def config_from_dict(cls: type, values: Mapping[str, Any]) -> Any:
+    """The config from `dataclasses.asdict` output; no "backbone" (checkpoints older than the spec) is the paper's."""
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    if isinstance(values.get("backbone"), Mapping):
+        try:
+            kwargs["backbone"] = backbone_from_dict(values["backbone"])
+        except SpecError as e:
+            raise ValueError(f"{cls.__name__}.backbone.{e}") from None
+    return cls(**kwargs)
 
 
 def build_crf(c: Any) -> RecurrentCRF:
@@ -228,16 +354,17 @@ def xyz_channels(inputs: Tensor, idx: tuple[int, int, int]) -> Tensor:
     return inputs[:, list(idx)]
 
 
-def check_inputs(inputs: Tensor, mask: Tensor, in_channels: int) -> None:
-    """Clear errors for inputs the network cannot take (instead of a shape error deep inside)."""
+def check_inputs(inputs: Tensor, mask: Tensor, in_channels: int, multiple: int = WIDTH_MULTIPLE) -> None:
+    """Clear errors for inputs the network cannot take (instead of a shape error deep inside); the width must be a
+    multiple of `multiple` (the trunk's column stride, `width_multiple`)."""
     if not isinstance(inputs, Tensor) or inputs.dim() != 4 or not inputs.is_floating_point():
         raise ValueError(f"inputs must be a float tensor (B, C, H, W), got {_describe(inputs)}")
     b, c, h, w = inputs.shape
     if c != in_channels:
         raise ValueError(f"inputs have {c} channels but the model was configured for in_channels={in_channels}")
-    if w % WIDTH_MULTIPLE or w == 0 or h == 0:
-        raise ValueError(f"input width must be a positive multiple of {WIDTH_MULTIPLE} (the encoder halves it "
-                         f"4 times), got {h} x {w}")
+    if w % multiple or w == 0 or h == 0:
+        raise ValueError(f"input width must be a positive multiple of {multiple} (the encoder's total column "
+                         f"stride), got {h} x {w}")
     if not isinstance(mask, Tensor) or mask.shape != (b, h, w) or mask.dtype != torch.bool:
         raise ValueError(f"mask must be a bool tensor of shape {(b, h, w)}, got {_describe(mask)}")
 
