@@ -140,6 +140,21 @@ def _hash01(ix: int, iy: int, iz: int, seed: int) -> float:  # pragma: no cover 
     return (h & 0xFFFF) / 65535.0
 
 
+@numba.njit(cache=True, inline="always")
+def _texture(origin, dx, dy, dz, t, world_rot, world_t, amp):  # pragma: no cover - jitted
+    """Value noise at two scales (0.5 m and 8 cm cells) fixed to world coordinates, so it does not swim in
+    sequences: the albedo factor 1 +- amp at the hit point origin (3,) + t * (dx, dy, dz), velodyne frame."""
+    px = origin[0] + dx * t
+    py = origin[1] + dy * t
+    pz = origin[2] + dz * t
+    wx = world_rot[0, 0] * px + world_rot[0, 1] * py + world_rot[0, 2] * pz + world_t[0]
+    wy = world_rot[1, 0] * px + world_rot[1, 1] * py + world_rot[1, 2] * pz + world_t[1]
+    wz = world_rot[2, 0] * px + world_rot[2, 1] * py + world_rot[2, 2] * pz + world_t[2]
+    coarse = _hash01(int(math.floor(wx * 2.0)), int(math.floor(wy * 2.0)), int(math.floor(wz * 2.0)), 1)
+    fine = _hash01(int(math.floor(wx * 12.0)), int(math.floor(wy * 12.0)), int(math.floor(wz * 12.0)), 2)
+    return 1.0 + amp * (0.8 * coarse + 1.2 * fine - 1.0)
+
+
 # Tone curve 1 - exp(-x) then gamma 2.2, tabulated over x in [0, _TONE_MAX): three pow() and three exp()
 # per pixel were the slowest part of shading.
 _TONE_MAX = 8.0
@@ -178,18 +193,8 @@ def _shade(t_hit, prim, normals, dirs, origin, world_rot, world_t, tri_color, tr
             m = tri_mat[tri]
             amp = mat_texture[m]
             tex = 1.0
-            if amp > 0:  # value noise at two scales, fixed to world coordinates
-                px = origin[0] + dx * t
-                py = origin[1] + dy * t
-                pz = origin[2] + dz * t
-                wx = world_rot[0, 0] * px + world_rot[0, 1] * py + world_rot[0, 2] * pz + world_t[0]
-                wy = world_rot[1, 0] * px + world_rot[1, 1] * py + world_rot[1, 2] * pz + world_t[1]
-                wz = world_rot[2, 0] * px + world_rot[2, 1] * py + world_rot[2, 2] * pz + world_t[2]
-                coarse = _hash01(int(math.floor(wx * 2.0)), int(math.floor(wy * 2.0)),
-                                 int(math.floor(wz * 2.0)), 1)
-                fine = _hash01(int(math.floor(wx * 12.0)), int(math.floor(wy * 12.0)),
-                               int(math.floor(wz * 12.0)), 2)
-                tex = 1.0 + amp * (0.8 * coarse + 1.2 * fine - 1.0)
+            if amp > 0:
+                tex = _texture(origin, dx, dy, dz, t, world_rot, world_t, amp)
             r = tri_color[tri, 0] * tex * light
             g = tri_color[tri, 1] * tex * light
             b = tri_color[tri, 2] * tex * light

@@ -25,6 +25,45 @@ from squeeze.geometry import NEAR_PLANE, alpha_from_rotation_y, box3d_to_box2d, 
 from squeeze.kitti import Calibration, ObjectLabels
 
 
+@numba.njit(cache=True, inline="always")
+def _clip_near(tri, near, poly):  # pragma: no cover - jitted
+    """Sutherland-Hodgman against the plane z = near: triangle tri (3, 3) -> the first 0, 3 or 4 rows of poly
+    (4, 3); returns how many."""
+    nv = 0
+    for a in range(3):
+        b = (a + 1) % 3
+        za, zb = tri[a, 2] - near, tri[b, 2] - near
+        if za >= 0:
+            poly[nv] = tri[a]
+            nv += 1
+        if (za >= 0) != (zb >= 0):
+            s = za / (za - zb)
+            poly[nv] = tri[a] + s * (tri[b] - tri[a])
+            nv += 1
+    return nv
+
+
+@numba.njit(cache=True, inline="always")
+def _fill_triangle(ax, ay, bx, by, cx, cy, u0, v0, u1, v1, mask):  # pragma: no cover - jitted
+    """Set mask (v1 - v0 + 1, u1 - u0 + 1) where pixel centres inside [u0, u1] x [v0, v1] fall in the
+    triangle (a, b, c) of image coordinates (either winding; degenerate triangles cover nothing)."""
+    area = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+    if area == 0:
+        return
+    lo_u = max(u0, int(math.ceil(min(ax, bx, cx))))
+    hi_u = min(u1, int(math.floor(max(ax, bx, cx))))
+    lo_v = max(v0, int(math.ceil(min(ay, by, cy))))
+    hi_v = min(v1, int(math.floor(max(ay, by, cy))))
+    sgn = 1.0 if area > 0 else -1.0
+    for py in range(lo_v, hi_v + 1):
+        for px in range(lo_u, hi_u + 1):
+            e0 = ((bx - ax) * (py - ay) - (by - ay) * (px - ax)) * sgn
+            e1 = ((cx - bx) * (py - by) - (cy - by) * (px - bx)) * sgn
+            e2 = ((ax - cx) * (py - cy) - (ay - cy) * (px - cx)) * sgn
+            if e0 >= 0 and e1 >= 0 and e2 >= 0:
+                mask[py - v0, px - u0] = True
+
+
 @numba.njit(cache=True)
 def _coverage(tri_rect, obj_start, boxes, P, near):  # pragma: no cover - jitted
     """Pixels covered by each object's own triangles, occluders ignored.
@@ -32,6 +71,7 @@ def _coverage(tri_rect, obj_start, boxes, P, near):  # pragma: no cover - jitted
     tri_rect (M, 3, 3) rectified-camera triangles sorted by object; obj_start (K + 1,) their ranges;
     boxes (K, 4) int64 inclusive pixel bounds [u0, v0, u1, v1] (inside the image) to count in.
     Triangles are clipped against z = near, projected with P (3, 4) and rasterised at pixel centres.
+    Returns (K,) int64 pixel counts.
     """
     k_obj = obj_start.shape[0] - 1
     counts = np.zeros(k_obj, np.int64)
@@ -43,18 +83,7 @@ def _coverage(tri_rect, obj_start, boxes, P, near):  # pragma: no cover - jitted
             continue
         mask = np.zeros((v1 - v0 + 1, u1 - u0 + 1), np.bool_)
         for m in range(obj_start[k], obj_start[k + 1]):
-            # Sutherland-Hodgman against the near plane: a triangle becomes 0, 3 or 4 vertices.
-            nv = 0
-            for a in range(3):
-                b = (a + 1) % 3
-                za, zb = tri_rect[m, a, 2] - near, tri_rect[m, b, 2] - near
-                if za >= 0:
-                    poly[nv] = tri_rect[m, a]
-                    nv += 1
-                if (za >= 0) != (zb >= 0):
-                    s = za / (za - zb)
-                    poly[nv] = tri_rect[m, a] + s * (tri_rect[m, b] - tri_rect[m, a])
-                    nv += 1
+            nv = _clip_near(tri_rect[m], near, poly)
             if nv < 3:
                 continue
             for a in range(nv):
@@ -62,25 +91,9 @@ def _coverage(tri_rect, obj_start, boxes, P, near):  # pragma: no cover - jitted
                 wq = P[2, 0] * x + P[2, 1] * y + P[2, 2] * z + P[2, 3]
                 uv[a, 0] = (P[0, 0] * x + P[0, 1] * y + P[0, 2] * z + P[0, 3]) / wq
                 uv[a, 1] = (P[1, 0] * x + P[1, 1] * y + P[1, 2] * z + P[1, 3]) / wq
-            for f in range(1, nv - 1):
-                ax, ay = uv[0, 0], uv[0, 1]
-                bx, by = uv[f, 0], uv[f, 1]
-                cx, cy = uv[f + 1, 0], uv[f + 1, 1]
-                area = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
-                if area == 0:
-                    continue
-                lo_u = max(u0, int(math.ceil(min(ax, bx, cx))))
-                hi_u = min(u1, int(math.floor(max(ax, bx, cx))))
-                lo_v = max(v0, int(math.ceil(min(ay, by, cy))))
-                hi_v = min(v1, int(math.floor(max(ay, by, cy))))
-                sgn = 1.0 if area > 0 else -1.0
-                for py in range(lo_v, hi_v + 1):
-                    for px in range(lo_u, hi_u + 1):
-                        e0 = ((bx - ax) * (py - ay) - (by - ay) * (px - ax)) * sgn
-                        e1 = ((cx - bx) * (py - by) - (cy - by) * (px - bx)) * sgn
-                        e2 = ((ax - cx) * (py - cy) - (ay - cy) * (px - cx)) * sgn
-                        if e0 >= 0 and e1 >= 0 and e2 >= 0:
-                            mask[py - v0, px - u0] = True
+            for f in range(1, nv - 1):  # a fan over the clipped polygon
+                _fill_triangle(uv[0, 0], uv[0, 1], uv[f, 0], uv[f, 1], uv[f + 1, 0], uv[f + 1, 1], u0, v0, u1, v1,
+                               mask)
         counts[k] = mask.sum()
     return counts
 
@@ -131,6 +144,7 @@ def _project_boxes(scene: Scene, calib: Calibration, size: tuple[int, int]) -> _
 
 
 def _empty_labels() -> FrameLabels:
+    """No label rows (a frame with nothing labelled writes an empty label_2 file)."""
     return FrameLabels(ObjectLabels(), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 

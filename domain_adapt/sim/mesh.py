@@ -43,6 +43,7 @@ class MeshData:
 
     @staticmethod
     def empty() -> MeshData:
+        """A mesh with no vertices and no triangles (every array of length 0)."""
         return MeshData(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32), np.zeros(0, np.uint8),
                         np.zeros(0, np.uint8), np.zeros(0, np.uint16), np.zeros(0, np.float32),
                         np.zeros((0, 3), np.float32))

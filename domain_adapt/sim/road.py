@@ -54,9 +54,11 @@ class RoadLayout:
         return np.sin(th) / k - d * np.sin(th), (1 - np.cos(th)) / k + d * np.cos(th)
 
     def heading(self, s: np.ndarray | float) -> np.ndarray | float:
+        """The road's direction (rad, from world +x) at arc length s, any shape."""
         return self.curvature * np.asarray(s, np.float64)
 
     def in_crossing(self, s: np.ndarray | float, pad: float = 0.0) -> np.ndarray | bool:
+        """Whether s (any shape) lies within the crossing street, widened by pad metres on each side."""
         if self.crossing is None:
             return np.zeros_like(np.asarray(s), bool) if np.ndim(s) else False
         return np.abs(np.asarray(s) - self.crossing) < self.cross_half + pad
@@ -198,12 +200,16 @@ class Ribbons:
 
     def strip(self, chunk: int, material: str, cls: str, s0: float, s1: float, d0: float, d1: float,
               z: float) -> None:
+        """Queue a flat ribbon over s in [s0, s1], d in [d0, d1] at height z for chunk `chunk`."""
         self.flat.setdefault((material, cls), []).append((chunk, s0, s1, d0, d1, z))
 
     def wall(self, chunk: int, s0: float, s1: float, d: float) -> None:
+        """Queue a curb face at d over s in [s0, s1] for chunk `chunk`."""
         self.walls.append((chunk, s0, s1, d))
 
     def emit(self, layout: RoadLayout, parts: list[MeshBuilder]) -> None:
+        """Build every queued ribbon, one vectorised call per (material, class), sorted by chunk, and add each
+        chunk's share to parts[chunk]."""
         jobs = [(m, c, np.array(sorted(rows), np.float64)) for (m, c), rows in self.flat.items()]
         if self.walls:
             jobs.append(("curb", "sidewalk", np.array(sorted(self.walls), np.float64)))

@@ -18,6 +18,8 @@ Obstacle = tuple[float, float, float]  # (s, d, radius) in road coordinates, met
 
 def tree(parts: MeshBuilder, rng: np.random.Generator, layout: RoadLayout, s: float, d: float, z: float,
           street: bool = True) -> None:
+    """A tree at (s, d): a 7-gon trunk and a lumpy crown. Street trees have a taller clear trunk (2.6-4 m)
+    than garden trees (1.2-3 m)."""
     trunk_h = rng.uniform(2.6, 4.0) if street else rng.uniform(1.2, 3.0)
     r_trunk = rng.uniform(0.1, 0.22)
     v, t = cylinder_mesh(r_trunk, 0, trunk_h + 0.5, 7)
@@ -32,6 +34,7 @@ def tree(parts: MeshBuilder, rng: np.random.Generator, layout: RoadLayout, s: fl
 
 
 def bush(parts: MeshBuilder, rng: np.random.Generator, layout: RoadLayout, s: float, d: float, z: float) -> None:
+    """A bush at (s, d): a lumpy blob 1-2.6 m across, sitting on the ground."""
     radii = np.array([rng.uniform(0.5, 1.3), rng.uniform(0.5, 1.3), rng.uniform(0.4, 0.9)])
     v, t = blob_mesh(rng, radii, 0.2, 5, 7)
     v = v + (0, 0, radii[2] * 0.8)
@@ -41,6 +44,7 @@ def bush(parts: MeshBuilder, rng: np.random.Generator, layout: RoadLayout, s: fl
 
 
 def lamp(parts: MeshBuilder, layout: RoadLayout, s: float, d: float, z: float, side: int) -> None:
+    """A 7 m lamp post at (s, d) on side 0 (right) or 1 (left), its arm and lamp reaching over the road."""
     height = 7.0
     v, t = cylinder_mesh(0.09, 0, height, 6)
     parts.add(place(layout, v, s, d, z), t, "metal", "pole")
@@ -52,6 +56,7 @@ def lamp(parts: MeshBuilder, layout: RoadLayout, s: float, d: float, z: float, s
 
 
 def sign(parts: MeshBuilder, rng: np.random.Generator, layout: RoadLayout, s: float, d: float, z: float) -> None:
+    """A traffic sign at (s, d): a thin post and a 0.6-0.8 m retroreflective plate facing along the road."""
     v, t = cylinder_mesh(0.035, 0, 2.6, 6)
     parts.add(place(layout, v, s, d, z), t, "metal", "pole")
     size = rng.uniform(0.6, 0.8)

@@ -206,6 +206,7 @@ def _actor_mesh(a: Actor, t: float) -> MeshData:
 
 
 def _yaw_of(R: np.ndarray) -> float:
+    """Heading (rad about +z) of a rotation R (3, 3) about z."""
     return math.atan2(R[1, 0], R[0, 0])
 
 

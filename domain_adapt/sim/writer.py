@@ -180,6 +180,7 @@ def _write_frames(root: Path, sim: Simulator, progress: bool) -> tuple[float, di
 
 
 def _jsonable(obj: object) -> object:
+    """A dataclass dict with tuples as lists and numpy scalars as Python numbers, for json.dumps."""
     if isinstance(obj, dict):
         return {k: _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
