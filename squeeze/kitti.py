@@ -11,6 +11,8 @@ every writer writes atomically so an interrupted write never leaves a half file 
 from __future__ import annotations
 
 import math
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +27,91 @@ _CALIB_SHAPES = {"R0_rect": (3, 3)}  # every other key is 3x4
 # Keys without which nothing can be projected; the others may be absent in third-party data.
 REQUIRED_CALIB_KEYS = ("P2", "R0_rect", "Tr_velo_to_cam")
 
-# The KITTI object classes, in the order the devkit lists them.
-KITTI_CLASSES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
+# ------------------------------------------------------------------------------------------------ input files
+def check_regular_file(path: str | Path, error: type[DataError] = DataError) -> None:
+    """Raise `error` naming `path` unless it is a regular file (or a link to one); FileNotFoundError when absent.
+
+    Checked before opening: opening a FIFO blocks until a writer appears (a scan given as a named pipe hung
+    forever), and a folder named like an input file (`000000.bin/`) deserves a clearer word than EISDIR.
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(2, "No such file", str(path)) from None
+    except NotADirectoryError:
+        raise FileNotFoundError(2, "No such file (a parent is not a folder)", str(path)) from None
+    if stat.S_ISDIR(mode):
+        raise error(path, "is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise error(path, f"is not a regular file ({_file_kind(mode)}); refusing to read it")
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO / named pipe"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_file_bytes(path: str | Path, error: type[DataError] = DataError) -> bytes:
+    """The bytes of a regular file; `error` naming the file for folders, FIFOs, devices and sockets.
+
+    Opened non-blocking and checked again on the open descriptor, so a file swapped for a FIFO between the
+    check and the open cannot hang the read either. Permission errors stay OSErrors naming the path.
+    """
+    path = Path(path)
+    check_regular_file(path, error)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+                 | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(path, f"is not a regular file ({_file_kind(mode)}); refusing to read it")
+        return f.read()
+
+
+def read_file_text(path: str | Path, error: type[DataError] = DataError) -> str:
+    """A UTF-8 text file (see `read_file_bytes`); `error` naming the file when it is not text."""
+    try:
+        return read_file_bytes(path, error).decode("utf-8")
+    except UnicodeDecodeError:
+        raise error(path, "not a text file") from None
+
+
+def check_frame_id(frame_id: str, source: str | Path | None = None, where: str = "") -> str:
+    """Return `frame_id` if it is a plain file name (one path component); DataError naming `source` otherwise.
+
+    Frame ids (ImageSets lines, --frames arguments) are joined into paths: '../../x', 'a/b', '.', '..', an
+    absolute path or a NUL byte would read or write outside the dataset or the output folder.
+    """
+    seps = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    problem = None
+    if not frame_id:
+        problem = "is empty"
+    elif frame_id in (".", ".."):
+        problem = "is '.' or '..'"
+    elif any(sep in frame_id for sep in seps):
+        problem = "contains a path separator"
+    elif "\0" in frame_id:
+        problem = "contains a NUL byte"
+    elif any(ord(c) < 32 for c in frame_id):
+        problem = "contains a control character"
+    if problem is not None:
+        prefix = f"{where}: " if where else ""
+        raise DataError(source, f"{prefix}frame id {frame_id[:60]!r} {problem}; frame ids must be plain file names")
+    return frame_id
+
+
+def read_frame_ids(list_file: str | Path) -> list[str]:
+    """The frame ids of an ImageSets list (one a line, blank lines skipped), each checked by `check_frame_id`."""
+    ids = []
+    for lineno, line in enumerate(read_file_text(list_file).splitlines(), 1):
+        fid = line.strip()
+        if fid:
+            ids.append(check_frame_id(fid, list_file, f"line {lineno}"))
+    return ids
 
 
 # ------------------------------------------------------------------------------------------------ calibration
@@ -96,19 +181,41 @@ def parse_calib(text: str, source: str | Path = "<calib>") -> Calibration:
                 source, f"{key}: expected {shape[0] * shape[1]} numbers for a {shape[0]}x{shape[1]} matrix, "
                 f"got {values[key].size}")
         mats[key] = values[key].reshape(shape)
+    _check_invertible(mats, source)
     for key in ("P0", "P1", "P3"):  # third-party files may carry only the colour camera
         mats.setdefault(key, mats["P2"].copy())
     mats.setdefault("Tr_imu_to_velo", np.hstack([np.eye(3), np.zeros((3, 1))]))
     return Calibration(**mats)
 
 
+# Above this condition number a 3x3 block is taken as singular: a KITTI P2's left block is near 1e3, R0_rect and
+# the rotation of Tr_velo_to_cam near 1; an all-zero or rank-deficient matrix is infinite or beyond 1e12.
+_MAX_CONDITION = 1e10
+
+
+def _check_invertible(mats: dict[str, np.ndarray], source: str | Path) -> None:
+    """CalibrationError naming the matrix when a projection-critical one is singular (all zeros, zero focal length).
+
+    Such a file parses, but every projection through it is NaN or infinite later (`seg eval` printed NaN metrics).
+    """
+    blocks = {"P2": (mats["P2"][:, :3], "its left 3x3 block is singular (zero focal length?)"),
+              "R0_rect": (mats["R0_rect"], "singular (expected a rotation)"),
+              "Tr_velo_to_cam": (mats["Tr_velo_to_cam"][:, :3], "its rotation block is singular")}
+    for key, (block, fault) in blocks.items():
+        try:
+            with np.errstate(all="ignore"):
+                cond = np.linalg.cond(block)
+        except np.linalg.LinAlgError:  # SVD fails to converge on values near the float range's end
+            cond = np.inf
+        if not np.isfinite(cond) or cond > _MAX_CONDITION:
+            raise CalibrationError(source, f"{key}: {fault}")
+    if mats["P2"][0, 0] == 0 or mats["P2"][1, 1] == 0:
+        raise CalibrationError(source, "P2: zero focal length (P2[0,0] or P2[1,1] is 0)")
+
+
 def read_calib(path: str | Path) -> Calibration:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise CalibrationError(path, "not a text file") from None
-    return parse_calib(text, path)
+    return parse_calib(read_file_text(path, CalibrationError), path)
 
 
 def format_calib(calib: Calibration) -> str:
@@ -189,6 +296,7 @@ def parse_labels(text: str, source: str | Path = "<labels>") -> ObjectLabels:
     All lines of one file must have the same field count. Blank lines are skipped.
     """
     rows: list[list[str]] = []
+    linenos: list[int] = []  # the file line of each row (blank lines are skipped)
     for lineno, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
@@ -198,6 +306,7 @@ def parse_labels(text: str, source: str | Path = "<labels>") -> ObjectLabels:
         if rows and len(fields) != len(rows[0]):
             raise LabelError(source, f"line {lineno}: {len(fields)} fields, but earlier lines have {len(rows[0])}")
         rows.append(fields)
+        linenos.append(lineno)
     if not rows:
         return ObjectLabels()
     n_fields = len(rows[0])
@@ -208,14 +317,24 @@ def parse_labels(text: str, source: str | Path = "<labels>") -> ObjectLabels:
             try:
                 v = float(tok)
             except ValueError:
-                raise LabelError(source, f"line {i + 1}, field {j + 2}: non-numeric value {tok[:20]!r}") from None
+                raise LabelError(source, f"line {linenos[i]}, field {j + 2}: non-numeric value {tok[:20]!r}") from None
             if not math.isfinite(v):
-                raise LabelError(source, f"line {i + 1}, field {j + 2}: NaN or infinite value {tok!r}")
+                raise LabelError(source, f"line {linenos[i]}, field {j + 2}: NaN or infinite value {tok!r}")
             numbers[i, j] = v
     occluded = numbers[:, 1]
     if np.any(occluded != np.round(occluded)):
         bad = int(np.argmax(occluded != np.round(occluded)))
-        raise LabelError(source, f"line {bad + 1}, field 3 (occluded): expected an integer, got {rows[bad][2]!r}")
+        raise LabelError(source, f"line {linenos[bad]}, field 3 (occluded): expected an integer, "
+                                 f"got {rows[bad][2]!r}")
+    # A box with left > right or top > bottom is a data bug (the devkit accepts it and computes a negative area).
+    # DontCare regions are exempt: they are only ignored, and some tools write them with placeholders.
+    bbox = numbers[:, 3:7]
+    flipped = ((bbox[:, 0] > bbox[:, 2]) | (bbox[:, 1] > bbox[:, 3])) & (types != "DontCare")
+    if flipped.any():
+        bad = int(np.argmax(flipped))
+        side = "left > right" if bbox[bad, 0] > bbox[bad, 2] else "top > bottom"
+        raise LabelError(source, f"line {linenos[bad]}: {types[bad]} box {side} "
+                                 f"({' '.join(rows[bad][4:8])}; expected left top right bottom)")
     return ObjectLabels(
         type=types, truncated=numbers[:, 0], occluded=occluded.astype(np.int64), alpha=numbers[:, 2],
         bbox=numbers[:, 3:7], dimensions=numbers[:, 7:10], location=numbers[:, 10:13], rotation_y=numbers[:, 13],
@@ -224,11 +343,7 @@ def parse_labels(text: str, source: str | Path = "<labels>") -> ObjectLabels:
 
 def read_labels(path: str | Path) -> ObjectLabels:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise LabelError(path, "not a text file") from None
-    return parse_labels(text, path)
+    return parse_labels(read_file_text(path, LabelError), path)
 
 
 def _fmt_placeholder(v: float) -> str:
@@ -294,10 +409,25 @@ def check_points(points: np.ndarray, source: str | Path = "<points>") -> None:
         raise ScanError(source, f"{int((~finite).sum())} points with NaN/inf coordinates (first at index {first})")
 
 
+def check_velodyne_file(path: str | Path) -> None:
+    """Check a `.bin` scan without reading it: a regular file, not empty, a whole number of 16-byte points.
+
+    For datasets to call at construction, so that a bad file is a ScanError naming it before training starts
+    rather than inside a DataLoader worker. FileNotFoundError when absent.
+    """
+    path = Path(path)
+    check_regular_file(path, ScanError)
+    size = path.stat().st_size
+    if size == 0:
+        raise ScanError(path, "empty scan (0 bytes)")
+    if size % 16:
+        raise ScanError(path, f"size {size} bytes is not a multiple of 16 (4 float32 per point)")
+
+
 def read_velodyne(path: str | Path) -> np.ndarray:
     """(N, 4) float32 x, y, z, reflectance from a KITTI `.bin` scan."""
     path = Path(path)
-    return parse_velodyne(path.read_bytes(), path)
+    return parse_velodyne(read_file_bytes(path, ScanError), path)
 
 
 def write_velodyne(path: str | Path, points: np.ndarray) -> None:
@@ -313,7 +443,7 @@ def read_point_labels(path: str | Path, n_points: int | None = None) -> tuple[np
     Returns (class (N,) uint16, instance (N,) uint16). Checks the count against the scan when given.
     """
     path = Path(path)
-    data = path.read_bytes()
+    data = read_file_bytes(path, LabelError)
     if len(data) % 4:
         raise LabelError(path, f"size {len(data)} bytes is not a multiple of 4 (one uint32 per point)")
     raw = np.frombuffer(data, dtype="<u4")
@@ -332,17 +462,22 @@ def write_point_labels(path: str | Path, semantic: np.ndarray, instance: np.ndar
     atomic_write_bytes(path, ((instance << 16) | semantic).astype("<u4").tobytes())
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
+def read_image_bgr(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 BGR, OpenCV's order (for code that feeds OpenCV-ordered networks); DataError naming the file
+    when it is not a readable image, a folder or not a regular file."""
     import cv2
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(path)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    data = np.frombuffer(read_file_bytes(path), np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
         raise DataError(path, "not a readable image")
-    return bgr[:, :, ::-1].copy()
+    return bgr
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB."""
+    return read_image_bgr(path)[:, :, ::-1].copy()
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> None:
@@ -377,14 +512,18 @@ class KittiObjectFolder:
 
     def __init__(self, root: str | Path, split: str = "training", image_set: str | None = None):
         self.root = Path(root)
+        check_frame_id(split, self.root, "split")
         self.dir = self.root / split
         if not self.dir.is_dir():
             raise DataError(self.dir, "not a directory (expected a KITTI object folder ROOT/training/...)")
+        self.list_file: Path | None = None  # the ImageSets list the frame ids came from, if any
         if image_set is not None:
+            check_frame_id(image_set, self.root / "ImageSets", "image-set name")
             list_file = self.root / "ImageSets" / f"{image_set}.txt"
             if not list_file.exists():
                 raise DataError(list_file, "image-set list not found")
-            self.frame_ids = [ln.strip() for ln in list_file.read_text().splitlines() if ln.strip()]
+            self.list_file = list_file
+            self.frame_ids = read_frame_ids(list_file)  # plain names only: ids become paths
         else:
             for sub, ext in (("velodyne", ".bin"), ("image_2", ".png"), ("calib", ".txt")):
                 if (self.dir / sub).is_dir():
@@ -401,9 +540,28 @@ class KittiObjectFolder:
             yield self.load(fid)
 
     def path(self, kind: str, frame_id: str) -> Path:
+        """The file of `kind` ('velodyne', 'image_2', 'calib', 'label_2', 'point_label') for a frame.
+
+        DataError when `frame_id` is not a plain name (it would resolve outside the folder).
+        """
         ext = {"velodyne": ".bin", "image_2": ".png", "calib": ".txt", "label_2": ".txt", "point_label": ".label"}
         sub = "velodyne" if kind == "point_label" else kind
+        check_frame_id(frame_id, self.list_file or self.dir)
         return self.dir / sub / f"{frame_id}{ext[kind]}"
+
+    def missing(self, kind: str) -> list[str]:
+        """The frame ids whose file of `kind` is absent ([] when every frame has one)."""
+        return [fid for fid in self.frame_ids if not self.path(kind, fid).is_file()]
+
+    def require(self, kind: str) -> None:
+        """DataError naming the first frame that lacks its file of `kind`, the file expected and where the frame
+        came from; a frame listed in ImageSets must not be dropped silently nor trained without its labels."""
+        missing = self.missing(kind)
+        if missing:
+            more = f" (and {len(missing) - 1} more frames)" if len(missing) > 1 else ""
+            listed = f", listed in {self.list_file}" if self.list_file is not None else ""
+            raise DataError(self.path(kind, missing[0]), f"not found: frame {missing[0]}{listed} has no "
+                                                         f"{kind} file{more}")
 
     def load(self, frame_id: str, parts: tuple[str, ...] = ("velodyne", "calib", "label_2", "image_2")) -> KittiFrame:
         def opt(kind, reader):
@@ -420,6 +578,9 @@ class KittiObjectFolder:
 
 
 def write_image_set(root: str | Path, name: str, frame_ids: list[str]) -> None:
+    """Write ROOT/ImageSets/NAME.txt, one frame id a line (each a plain name, or DataError)."""
+    for fid in frame_ids:
+        check_frame_id(fid, Path(root) / "ImageSets" / f"{name}.txt")
     atomic_write_text(Path(root) / "ImageSets" / f"{name}.txt", "".join(f"{f}\n" for f in frame_ids))
 
 
