@@ -12,6 +12,9 @@ Row modes:
   of a point is (number of +180 -> -180 wraps before it) - (azimuth < 0). This reproduces SqueezeSeg's
   published `.npy` files, whose rows are rings with uneven elevation spacing (reference/models.md 2.1),
   and avoids the empty stripes of uniform bins (SqueezeSeg issue #37).
+  A scan cropped to part of the circle (the front 90 degrees, say) has no +180 -> -180 wrap: its rings are
+  then told apart by the jump back across the crop's gap (see `ring_rows`), which gives every kept point the
+  row it has in the full scan.
 - "uniform": rows are uniform elevation bins between fov_up and fov_down, for clouds with no ring order.
 
 Column 0 is the left edge of the horizontal field of view (azimuth `fov_left_deg`, +y side) and
@@ -27,7 +30,7 @@ import numba
 import numpy as np
 
 from squeeze.errors import RangeImageError, ScanError
-from squeeze.kitti import atomic_write_bytes, check_points
+from squeeze.kitti import atomic_write_bytes, check_points, read_file_bytes
 
 # Channel order of the SqueezeSeg `.npy` files (reference/models.md 2.1).
 NPY_CHANNELS = ("x", "y", "z", "intensity", "range", "label")
@@ -141,12 +144,13 @@ def _range(points, i):
 
 
 @numba.njit(cache=True)
-def _project(points, height, width, left, span, ring_mode, up, vspan):
+def _project(points, height, width, left, span, ring_mode, up, vspan, given_rows):
     """The whole projection in one serial pass over the points (one pass, few allocations: it is memory-bound).
 
+    given_rows: (N,) int64 row of each point (ring mode with rows found by `ring_rows`), or an empty array.
     Returns image (H*W, 5) float32 x, y, z, intensity, range (0 where empty); index (H*W,) int64 of the
     point shown (-1 empty; strict '<' keeps the lower index on equal ranges); pixel (N,) int64 flat pixel
-    of each point (-1 outside); the number of +180 -> -180 wraps seen (ring mode).
+    of each point (-1 outside); the number of +180 -> -180 wraps seen (ring mode without given rows).
     """
     n = points.shape[0]
     index = np.full(height * width, -1, np.int64)
@@ -154,12 +158,15 @@ def _project(points, height, width, left, span, ring_mode, up, vspan):
     scale = width / span
     wraps = 0
     prev_neg = False
+    use_given = given_rows.shape[0] > 0
     for i in range(n):
         x = np.float64(points[i, 0])
         y = np.float64(points[i, 1])
         z = np.float64(points[i, 2])
         r = np.sqrt(x * x + y * y + z * z)
-        if ring_mode:
+        if use_given:
+            row = given_rows[i]
+        elif ring_mode:
             neg = _azimuth_negative(x, y)
             # The wrap is a drop of more than half a turn: only possible from az >= 0 to az < 0.
             if i > 0 and neg and not prev_neg:
@@ -199,12 +206,50 @@ def _project(points, height, width, left, span, ring_mode, up, vspan):
     return image, index, pixel, wraps
 
 
-def _check_ring_count(wraps: int, config: ProjectionConfig, source: str) -> None:
+def _plausible_ring_count(rings: int, height: int) -> bool:
     # A KITTI-ordered HDL-64E scan wraps once per ring (64 or 65 times). Far fewer or far more means the
-    # cloud has no ring order (shuffled, merged, simulated without rings): say so instead of projecting garbage.
-    if not (0.75 * config.height <= wraps + 1 <= 1.25 * config.height + 1):
-        raise ScanError(source, f"ring mode found {wraps + 1} rings for a {config.height}-row image; the points "
-                        "are not stored ring by ring (use mode='uniform' for unordered clouds)")
+    # cloud has no ring order (shuffled, merged, simulated without rings), or is cropped (no wrap at all).
+    return 0.75 * height <= rings <= 1.25 * height + 1
+
+
+def _ring_count_error(rings: int, config: ProjectionConfig, source: str) -> ScanError:
+    return ScanError(source, f"ring mode found {rings} rings for a {config.height}-row image; the points "
+                     "are not stored ring by ring (use mode='uniform' for unordered clouds)")
+
+
+# A jump back of the azimuth by more than this can only be a new sweep: within one ring, consecutive points of the
+# KITTI scans step back by at most 0.022 degrees (measured on kitti_mini). Crops narrower than twice this many
+# degrees cannot be told apart from ring noise and fall back to the ring-count error.
+MIN_RING_JUMP_DEG = 5.0
+
+
+def ring_rows(points: np.ndarray) -> np.ndarray:
+    """(N,) int64 laser ring of each point of a ring-ordered scan, cropped to any part of the circle or not.
+
+    KITTI stores the points ring by ring from the top laser down; each ring sweeps its azimuth upwards from about
+    0 through +180, wraps to -180 and rises back to 0. Whatever part of the circle a crop keeps, the sweep then
+    jumps *back* across the part cut away: by ~360 degrees at the +180/-180 wrap of a full (or rear) scan, by
+    ~90 degrees from +45 to -45 in the front 90 degrees. A jump back larger than half of the largest one in the scan
+    (and than MIN_RING_JUMP_DEG) is such a wrap. As in the full scan, a ring starts at azimuth 0, so the points
+    with azimuth < 0 belong to the ring before the last wrap: ring = wraps so far - (azimuth < 0), plus one when
+    the scan starts on the negative side (a crop that keeps only negative azimuths: its first wrap opens ring 1).
+    On a full scan this is the wrap rule of `_project`. Points at the origin (range 0) get -1.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    rows = np.full(len(p), -1, np.int64)
+    valid = np.flatnonzero((p[:, :3] ** 2).sum(axis=1) > 0)
+    if len(valid) == 0:
+        return rows
+    az = np.arctan2(p[valid, 1], p[valid, 0])
+    step = np.diff(az)
+    largest_jump_back = float(-step.min()) if len(step) else 0.0
+    threshold = max(largest_jump_back / 2, np.deg2rad(MIN_RING_JUMP_DEG))
+    wrap = np.concatenate([[False], step < -threshold])
+    negative = az < 0
+    first_wrap = int(np.argmax(wrap)) if wrap.any() else len(az)
+    offset = 1 if negative[:first_wrap].all() else 0
+    rows[valid] = np.cumsum(wrap) - negative + offset
+    return rows
 
 
 def project_scan(points: np.ndarray, config: ProjectionConfig | None = None, labels: np.ndarray | None = None,
@@ -220,17 +265,28 @@ def project_scan(points: np.ndarray, config: ProjectionConfig | None = None, lab
         raise ScanError(source, f"{len(labels)} labels for {len(points)} points")
     h, w = config.height, config.width
     pts = np.ascontiguousarray(points, dtype=np.float32)
-    image, index, pixel, wraps = _project(
-        pts, h, w, np.deg2rad(config.fov_left_deg), np.deg2rad(config.fov_left_deg - config.fov_right_deg),
-        config.mode == "ring", np.deg2rad(config.fov_up_deg), np.deg2rad(config.fov_up_deg - config.fov_down_deg))
-    if config.mode == "ring":
-        _check_ring_count(int(wraps), config, source)
+    args = (h, w, np.deg2rad(config.fov_left_deg), np.deg2rad(config.fov_left_deg - config.fov_right_deg),
+            config.mode == "ring", np.deg2rad(config.fov_up_deg), np.deg2rad(config.fov_up_deg - config.fov_down_deg))
+    image, index, pixel, wraps = _project(pts, *args, np.zeros(0, np.int64))
+    # A scan whose points all sit at the origin projects to an empty image: there is no ring order to check.
+    if config.mode == "ring" and not _plausible_ring_count(int(wraps) + 1, h) and _has_range(pts):
+        # No +180 -> -180 wrap per ring: a cropped scan (its rings found by the jump across the crop) or no ring order.
+        rows = ring_rows(pts)
+        rings = int(rows.max()) + 1
+        if not _plausible_ring_count(rings, h):
+            raise _ring_count_error(int(wraps) + 1 if rings <= 1 else rings, config, source)
+        image, index, pixel, wraps = _project(pts, *args, rows)
     label = None
     if labels is not None:
         label = np.where(index >= 0, np.asarray(labels)[np.maximum(index, 0)], 0).astype(np.int32).reshape(h, w)
     image = image.reshape(h, w, 5)
     return RangeImage(xyz=image[..., :3], intensity=image[..., 3], range=image[..., 4], mask=index.reshape(h, w) >= 0,
                       point_index=index.reshape(h, w), label=label), pixel
+
+
+def _has_range(points: np.ndarray) -> bool:
+    """Whether any point lies away from the origin (range > 0)."""
+    return bool(np.any(points[:, :3] != 0))
 
 
 def _gather(pts: np.ndarray, ranges: np.ndarray, index: np.ndarray, config: ProjectionConfig,
@@ -263,6 +319,8 @@ def project_scan_numpy(points: np.ndarray, config: ProjectionConfig | None = Non
     if config.mode == "ring":
         wrap = np.concatenate([[False], np.diff(az) < -np.pi])
         rows = np.cumsum(wrap) - (az < 0)
+        if not _plausible_ring_count(int(wrap.sum()) + 1, config.height) and _has_range(pts):
+            rows = ring_rows(pts)  # a cropped scan, as in project_scan (which raises when this fails too)
     else:
         with np.errstate(invalid="ignore", divide="ignore"):
             el = np.arcsin(p64[:, 2] / ranges)
@@ -302,9 +360,12 @@ def range_image_from_array(array: np.ndarray, source: str | Path = "<array>") ->
 
 def read_range_npy(path: str | Path, shape: tuple[int, int] | None = (64, 512)) -> RangeImage:
     """Load a SqueezeSeg / GTA-LiDAR `.npy` (never with np.fromfile: SqueezeSeg issue #25). No pickles."""
+    import io
+
     path = Path(path)
+    data = read_file_bytes(path, RangeImageError)  # refuses folders and FIFOs before opening
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as e:
         raise RangeImageError(path, f"not a numeric .npy array ({e})") from None
     except (OSError, EOFError) as e:
