@@ -89,6 +89,7 @@ from squeeze.checkpoint import (
     save_checkpoint,
     to_plain,
 )
+from squeeze.errors import DataError
 from squeeze.rng import sample_rng  # noqa: F401  (the dataset contract above; datasets import it from squeeze.rng)
 
 logger = logging.getLogger(__name__)
@@ -463,10 +464,14 @@ def _mean_over_ranks(world: _World, values: dict[str, float], device: torch.devi
 
 # ---------------------------------------------------------------------------------------------------- logging
 class MetricsLog:
-    """``metrics.csv``: one row per logged step, columns added as they appear (the file is then rewritten).
+    """``metrics.csv``: one row per logged step, columns added as they appear; every write replaces the file
+    atomically (squeeze.atomic), so a kill never leaves a torn row behind (one fsynced rewrite per logged row: about
+    10 ms here, every ``log_every`` steps).
 
     On resume from step S, rows with step > S (written after that checkpoint, before a crash) are dropped, so the
-    file never holds a step twice and matches an uninterrupted run.
+    file never holds a step twice and matches an uninterrupted run. Rows that are not whole (a file written by an
+    older version that appended, cut by a kill) are dropped too: a last line without its newline, a row with fewer
+    or more fields than the header, or a step that is not an integer.
     """
 
     def __init__(self, path: Path, resume_step: int | None):
@@ -474,11 +479,8 @@ class MetricsLog:
         self.columns: list[str] = []
         self.rows: list[dict[str, str]] = []
         if resume_step is not None and path.is_file():
-            with path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                self.columns = list(reader.fieldnames or [])
-                self.rows = [row for row in reader if _int_or_none(row.get("step")) is not None
-                             and int(row["step"]) <= resume_step]  # a row cut by a crash has no valid step
+            self.columns, rows = read_metrics_csv(path)
+            self.rows = [row for row in rows if int(row["step"]) <= resume_step]
         self._rewrite()
 
     def _rewrite(self) -> None:
@@ -490,17 +492,78 @@ class MetricsLog:
         atomic_write_text(self.path, buffer.getvalue())
 
     def write(self, row: Mapping[str, Any]) -> None:
-        """Append one row (values formatted with repr, so floats round-trip exactly)."""
+        """Add one row (values formatted with repr, so floats round-trip exactly) and replace the file."""
         text = {key: ("" if value is None else repr(value) if isinstance(value, float) else str(value))
                 for key, value in row.items()}
         self.rows.append(text)
-        new = [key for key in text if key not in self.columns]
-        if new:
-            self.columns += new
-            self._rewrite()
-            return
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns, lineterminator="\n").writerow(text)
+        self.columns += [key for key in text if key not in self.columns]
+        self._rewrite()
+
+
+def read_metrics_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(columns, whole rows) of a metrics.csv; torn rows are left out (see MetricsLog)."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # the last line lost its end: a write cut short
+    reader = csv.DictReader(io.StringIO(text))
+    columns = list(reader.fieldnames or [])
+    rows = [row for row in reader
+            if None not in row and None not in row.values() and _int_or_none(row.get("step")) is not None]
+    return columns, rows
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerDataError:
+    """A DataError raised in a DataLoader worker process, sent to the main process as a batch.
+
+    The DataLoader re-raises a worker's exception as ``type(msg)`` with the worker's whole traceback as the message,
+    and falls back to a RuntimeError when that constructor does not fit (DataError takes a source and a fault):
+    the CLI then showed a traceback instead of the one-line error naming the file. Carried as data, the error is
+    raised in the main process as the same type with the same source and fault.
+    """
+
+    kind: type
+    source: str | None
+    fault: str
+
+    def error(self) -> DataError:
+        try:
+            return self.kind(self.source, self.fault)
+        except TypeError:  # a subclass with another constructor: the base class says the same
+            return DataError(self.source, self.fault)
+
+
+class _CarryDataErrors(Dataset):
+    """The dataset, with a DataError of a sample returned as a WorkerDataError (see there) instead of raised."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except DataError as e:
+            return WorkerDataError(type(e), e.source, e.fault)
+
+
+class _CollateCarrying:
+    """The collate function, passing a sample's WorkerDataError through as the batch (a class: workers pickle it)."""
+
+    def __init__(self, collate_fn: Callable[[list[Any]], Batch] | None):
+        self.collate_fn = collate_fn
+
+    def __call__(self, items: list[Any]) -> Any:
+        for item in items:
+            if isinstance(item, WorkerDataError):
+                return item
+        if self.collate_fn is None:
+            from torch.utils.data import default_collate
+
+            return default_collate(items)
+        return self.collate_fn(items)
 
 
 def _int_or_none(text: str | None) -> int | None:
@@ -711,6 +774,8 @@ def _run(model: nn.Module, dataset: Dataset, num_samples: int, cfg: TrainConfig,
         state = {}
     step, epoch, batch_in_epoch = state.get("step", 0), state.get("epoch", 0), state.get("batch_in_epoch", 0)
     best_value: float | None = state.get("best_value")
+    if best_value is not None and not math.isfinite(best_value):  # written by a version that kept NaN as best
+        best_value = None
     window: dict[str, float] = dict(state.get("log_window", {}))  # sums over the current logging window + "_count"
     seconds_before = float(state.get("train_seconds", 0.0))  # training time of the earlier calls (time clock)
 
@@ -778,10 +843,15 @@ def _run(model: nn.Module, dataset: Dataset, num_samples: int, cfg: TrainConfig,
                 sampler.set_epoch(epoch, batch_in_epoch)
                 if callable(getattr(dataset, "set_epoch", None)):
                     dataset.set_epoch(epoch)  # type: ignore[attr-defined]
-                loader = DataLoader(dataset, batch_size=sampler.per_rank, sampler=sampler, drop_last=True,
-                                    num_workers=cfg.num_workers, collate_fn=collate_fn, pin_memory=cuda,
+                carry = cfg.num_workers > 0  # a worker's DataError comes back as data, raised here unchanged
+                loader = DataLoader(_CarryDataErrors(dataset) if carry else dataset, batch_size=sampler.per_rank,
+                                    sampler=sampler, drop_last=True, num_workers=cfg.num_workers,
+                                    collate_fn=_CollateCarrying(collate_fn) if carry else collate_fn,
+                                    pin_memory=cuda,
                                     generator=torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, 2)))
                 for batch in loader:
+                    if isinstance(batch, WorkerDataError):
+                        raise batch.error()
                     position = None
                     if cfg.schedule_clock == "time":
                         seconds = seconds_before + _rank0_seconds(world, started, device)
@@ -812,9 +882,13 @@ def _run(model: nn.Module, dataset: Dataset, num_samples: int, cfg: TrainConfig,
                         row.update({f"eval/{k}": v for k, v in last_eval.items()})
                         if last_eval and best_metric is not None:
                             value = last_eval[best_metric]
-                            improved = best_value is None or (value > best_value if best_mode == "max"
-                                                              else value < best_value)
-                            best_value = value if improved else best_value
+                            if not math.isfinite(value):  # NaN (nothing evaluated) is never a best model
+                                logger.warning("step %d: %s is %s; best.pt is not updated", step, best_metric,
+                                               value)
+                            else:
+                                improved = best_value is None or (value > best_value if best_mode == "max"
+                                                                  else value < best_value)
+                                best_value = value if improved else best_value
                         if last_eval:
                             logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items()))
                     if row and metrics is not None:

@@ -3,6 +3,13 @@
 Per class, TP / FP / FN are summed over the whole set (not averaged per frame), on valid pixels only;
 IoU = TP / (TP + FP + FN), precision = TP / (TP + FP), recall = TP / (TP + FN). Everything follows from one
 confusion matrix, accumulated frame by frame.
+
+Classes without ground truth. A class with no labelled pixel in the evaluated set has no IoU: it is undefined
+(NaN here, null in JSON, "-" in the table) and left out of the mean IoU, whether or not the model predicted it.
+Counting it as 0 when it was predicted made mIoU jump by a third (with three classes) because of one stray
+pixel, and its false positives are still reported: its precision is 0 (FP only), and each of them is a missed
+pixel (FN) of the class it belongs to. SqueezeSeg's KITTI validation set holds every class, so its numbers are
+unchanged. With no labelled pixel of any non-background class (or no frames), mIoU itself is NaN.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int, val
 
 @dataclass
 class SegMetrics:
-    """Per-class metrics of a confusion matrix. Arrays (K,); NaN where a class has no TP+FP+FN."""
+    """Per-class metrics of a confusion matrix. Arrays (K,) float64; NaN where undefined: IoU and recall of a
+    class with no ground-truth pixel, precision of a class never predicted."""
 
     class_names: tuple[str, ...]
     confusion: np.ndarray
@@ -44,7 +52,10 @@ class SegMetrics:
     recall: np.ndarray
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
-        """Flat {'iou_car': ..., 'precision_car': ..., 'miou': ...} over the non-background classes."""
+        """Flat {'iou_car': ..., 'precision_car': ..., 'miou': ...} over the non-background classes.
+
+        Undefined values are NaN (see the module docstring); mIoU is the mean over the classes that have IoU.
+        """
         out: dict[str, float] = {}
         for k, name in enumerate(self.class_names):
             if k == 0:
@@ -52,14 +63,25 @@ class SegMetrics:
             out[f"{prefix}iou_{name}"] = float(self.iou[k])
             out[f"{prefix}precision_{name}"] = float(self.precision[k])
             out[f"{prefix}recall_{name}"] = float(self.recall[k])
-        out[f"{prefix}miou"] = float(np.nanmean(self.iou[1:])) if len(self.iou) > 1 else float("nan")
+        out[f"{prefix}miou"] = self.miou
         return out
 
+    @property
+    def miou(self) -> float:
+        """Mean IoU over the non-background classes with ground-truth pixels; NaN when there is none."""
+        defined = self.iou[1:][np.isfinite(self.iou[1:])]
+        return float(defined.mean()) if len(defined) else float("nan")
+
     def table(self) -> str:
+        """One line per class: IoU, precision, recall ('-' where undefined) and ground-truth pixels; then mIoU."""
+        def cell(v: float) -> str:
+            return f"{v:7.3f}" if np.isfinite(v) else f"{'-':>7}"
+
         lines = [f"{'class':<12} {'IoU':>7} {'prec':>7} {'recall':>7} {'pixels':>10}"]
         for k, name in enumerate(self.class_names):
-            lines.append(f"{name:<12} {self.iou[k]:7.3f} {self.precision[k]:7.3f} {self.recall[k]:7.3f} "
+            lines.append(f"{name:<12} {cell(self.iou[k])} {cell(self.precision[k])} {cell(self.recall[k])} "
                          f"{int(self.confusion[k].sum()):10d}")
+        lines.append(f"{'mIoU':<12} {cell(self.miou)}")
         return "\n".join(lines)
 
 
@@ -72,6 +94,7 @@ def metrics_from_confusion(confusion: np.ndarray, class_names: tuple[str, ...] |
         iou = tp / (tp + fp + fn)
         precision = tp / (tp + fp)
         recall = tp / (tp + fn)
+    iou[tp + fn == 0] = np.nan  # no ground-truth pixel: undefined, even with predictions (module docstring)
     return SegMetrics(tuple(class_names), np.asarray(confusion), iou, precision, recall)
 
 
@@ -98,6 +121,9 @@ def plot_confusion(confusion: np.ndarray, class_names: tuple[str, ...] | list[st
             ax.text(j, i, f"{norm[i, j]:.2f}\n{int(conf[i, j])}", ha="center", va="center", fontsize=8,
                     color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from squeeze.atomic import atomic_write
+
+    try:
+        atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=120))  # never half a PNG
+    finally:
+        plt.close(fig)
