@@ -90,10 +90,7 @@ def coerce(value: Any, tp: Any) -> Any:
         raise ValueError(f"{value!r} is not one of {', '.join(map(repr, args))}")
     if origin is tuple:
         if isinstance(text, str):
-            try:
-                text = json.loads(text) if text.startswith("[") else [t for t in text.split(",") if t.strip()]
-            except json.JSONDecodeError as e:
-                raise ValueError(f"cannot read {value!r} as {type_name(tp)}: not a JSON list ({e.msg})") from None
+            text = _list_of(text, value, tp)
         if not isinstance(text, list | tuple):
             raise ValueError(f"cannot read {value!r} as {type_name(tp)}: expected a list")
         if len(args) == 2 and args[1] is Ellipsis:
@@ -124,6 +121,22 @@ def coerce(value: Any, tp: Any) -> Any:
             raise ValueError(f"cannot read {value!r} as str")
         return text
     raise TypeError(f"no reader for fields of type {type_name(tp)}")
+
+
+def _list_of(text: str, value: Any, tp: Any) -> list[Any]:
+    """The items of a tuple value: a JSON list `[1, 2]`, the Python form `(1, 2)` that `--set help` prints (read
+    with ast.literal_eval, which evaluates literals only), or bare `1,2`."""
+    if not text.startswith(("[", "(")):
+        return [t for t in text.split(",") if t.strip()]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        items = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise ValueError(f"cannot read {value!r} as {type_name(tp)}: not a list like [1, 2] or (1, 2)") from None
+    return list(items) if isinstance(items, list | tuple) else items
 
 
 def typed_overrides(config: Any, items: Sequence[str]) -> dict[str, Any]:

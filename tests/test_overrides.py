@@ -53,6 +53,11 @@ def test_scalars_literal_optional_and_tuples():
     assert typed_overrides(Toy, ["scale=none"]) == {"scale": None}
     assert typed_overrides(Toy, ["scale=NULL"]) == {"scale": None}
     assert typed_overrides(Toy, ["steps=1", "steps=4"]) == {"steps": 4}  # the last one wins
+    # the form `--set help` prints the defaults in reads back
+    assert typed_overrides(Toy, ["shapes=((1.5, 2), (3, 4))", "pair=(5, 6)", "sizes=(7,)"]) == {
+        "shapes": ((1.5, 2.0), (3.0, 4.0)), "pair": (5, 6), "sizes": (7,)}
+    with pytest.raises(ValueError, match="not a list like"):  # literals only: no code runs
+        typed_overrides(Toy, ["sizes=(__import__('os').getpid(),)"])
 
 
 @pytest.mark.parametrize("item, message", [
@@ -63,7 +68,8 @@ def test_scalars_literal_optional_and_tuples():
     ("scale=big", "Toy.scale: cannot read 'big' as float | None"),
     ("pair=[1]", "Toy.pair: cannot read '[1]' as tuple[int, int]: 1 values, expected 2"),
     ("sizes=1,x", "Toy.sizes: cannot read '1,x' as tuple[int, ...]: cannot read 'x' as int"),
-    ("sizes=[1,", "Toy.sizes: cannot read '[1,' as tuple[int, ...]: not a JSON list (Expecting value)"),
+    ("sizes=[1,", "Toy.sizes: cannot read '[1,' as tuple[int, ...]: not a list like [1, 2] or (1, 2)"),
+    ("sizes=(5)", "Toy.sizes: cannot read '(5)' as tuple[int, ...]: expected a list"),
     ("sizes=[true]", "Toy.sizes: cannot read '[true]' as tuple[int, ...]: cannot read True as int"),
     ("steps", "expected FIELD=VALUE, got 'steps'"),
     ("=3", "expected FIELD=VALUE, got '=3'"),
