@@ -23,7 +23,14 @@ import torch
 from torch.utils.data import Dataset
 
 from squeeze.errors import DataError
-from squeeze.kitti import KittiObjectFolder, atomic_write_text, read_point_labels, read_velodyne
+from squeeze.kitti import (
+    KittiObjectFolder,
+    atomic_write_text,
+    check_velodyne_file,
+    read_frame_ids,
+    read_point_labels,
+    read_velodyne,
+)
 from squeeze.point_labels import SQUEEZESEG_CLASSES, point_classes_from_boxes, squeezeseg_from_point_classes
 from squeeze.range_image import ProjectionConfig, project_scan, range_image_from_array, read_range_npy
 from squeeze.rng import sample_rng
@@ -105,7 +112,13 @@ class _NpySource:
             list_file = root / "ImageSet" / f"{split}.txt"
             if not list_file.exists():
                 raise DataError(list_file, f"split list for '{split}' not found")
-            ids = [ln.strip() for ln in list_file.read_text().splitlines() if ln.strip()]
+            ids = read_frame_ids(list_file)  # plain names only: ids become paths
+            # A listed frame without its file is an error here, not a smaller set or a failure mid-training.
+            missing = [fid for fid in ids if not (root / "lidar_2d" / f"{fid}.npy").is_file()]
+            if missing:
+                more = f" (and {len(missing) - 1} more frames)" if len(missing) > 1 else ""
+                raise DataError(root / "lidar_2d" / f"{missing[0]}.npy",
+                                f"not found: frame {missing[0]}, listed in {list_file}, has no .npy file{more}")
         self.frame_ids = ids if ids is not None else sorted(p.stem for p in (root / "lidar_2d").glob("*.npy"))
 
     def points(self, i: int):
@@ -127,6 +140,9 @@ class _KittiSource:
         if split is not None and image_set is None and split != "all":
             raise DataError(root / "ImageSets" / f"{split}.txt", f"split list for '{split}' not found")
         self.folder = KittiObjectFolder(root, image_set=image_set)
+        self.folder.require("velodyne")  # a listed frame without its scan: DataError naming frame and file
+        for fid in self.folder.frame_ids:  # a bad scan is named now, not inside a DataLoader worker later
+            check_velodyne_file(self.folder.path("velodyne", fid))
         self.frame_ids = self.folder.frame_ids
 
     def points(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,6 +168,8 @@ class _SemanticKittiSource:
         self.files = [(root / "sequences" / s, p.stem) for s in seqs
                       for p in sorted((root / "sequences" / s / "velodyne").glob("*.bin"))]
         self.frame_ids = [f"{d.name}/{stem}" for d, stem in self.files]
+        for seq_dir, stem in self.files:  # a bad scan is named now, not inside a DataLoader worker later
+            check_velodyne_file(seq_dir / "velodyne" / f"{stem}.bin")
 
     def points(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         seq_dir, stem = self.files[i]
