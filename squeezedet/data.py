@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from squeeze.errors import DataError
-from squeeze.kitti import KittiObjectFolder, ObjectLabels, read_labels
+from squeeze.kitti import KittiObjectFolder, ObjectLabels, read_image_bgr, read_labels
 from squeeze.rng import sample_rng
 
 BGR_MEANS = (103.939, 116.779, 123.68)  # the VGG means the reference subtracts (models.md 1.1)
@@ -119,18 +119,33 @@ def drift_flip_resize(image: np.ndarray, dx: int, dy: int, flip: bool, out_width
 class DetectionDataset(Dataset):
     """KITTI object folder (image_2 + label_2) -> SqueezeDet inputs. Frames without objects are kept.
 
+    Frames: those of ImageSets/SPLIT.txt (each must have its image: DataError naming the frame and the file
+    otherwise, never a silently smaller set), or every image_2/*.png when no split is given.
+    Labels: `require_labels` (default: when `train`) makes a missing label_2 file a DataError naming it, since
+    an image without its label file would train as pure background; without it (prediction on a `testing` split)
+    a missing label file means no objects.
+
     __getitem__: {"images": (3, H, W) float32, "boxes": (N, 4) float32, "labels": (N,) int64}; batch with
     `collate_detections`, which stacks images and keeps per-image lists of boxes and labels.
     """
 
     def __init__(self, root: str | Path, split: str | None = None, config: DetDataConfig | None = None,
-                 train: bool = False, split_dir: str = "training", cache_images: bool = False):
+                 train: bool = False, split_dir: str = "training", cache_images: bool = False,
+                 require_labels: bool | None = None):
         self.config = config or DetDataConfig()
         image_set = None if split in (None, "all") else split
         self.folder = KittiObjectFolder(root, split=split_dir, image_set=image_set)
-        self.frame_ids = [f for f in self.folder.frame_ids if self.folder.path("image_2", f).exists()]
+        image_dir = self.folder.dir / "image_2"
+        if image_set is None:
+            self.folder.frame_ids = sorted(p.stem for p in image_dir.glob("*.png")) if image_dir.is_dir() else []
+        else:
+            self.folder.require("image_2")
+        self.frame_ids = list(self.folder.frame_ids)
         if not self.frame_ids:
-            raise DataError(self.folder.dir / "image_2", "no images found")
+            raise DataError(image_dir, "no images found")
+        self.require_labels = train if require_labels is None else require_labels
+        if self.require_labels:
+            self.folder.require("label_2")
         self.train = train
         self.epoch = 0
         # Decoded uint8 images kept after their first read (~1.4 MB per KITTI frame): decoding a PNG costs more
@@ -155,10 +170,7 @@ class DetectionDataset(Dataset):
         cached = self._images.get(index)
         if cached is not None:
             return cached
-        path = self.folder.path("image_2", self.frame_ids[index])
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DataError(path, "not a readable image")
+        bgr = read_image_bgr(self.folder.path("image_2", self.frame_ids[index]))  # DataError naming a bad file
         if self.cache_images:
             self._images[index] = bgr
         return bgr
@@ -168,7 +180,10 @@ class DetectionDataset(Dataset):
         bgr = self.read_bgr(index)
         image = subtract_means(bgr, self.config.pixel_mean_bgr)
         label_path = self.folder.path("label_2", fid)
-        labels = read_labels(label_path) if label_path.exists() else ObjectLabels()
+        if label_path.exists() or self.require_labels:  # required: a file deleted since construction is an error
+            labels = read_labels(label_path)
+        else:
+            labels = ObjectLabels()
         boxes, classes = objects_of_classes(labels, self.config.class_names)
         h, w = image.shape[:2]
         out_w, out_h = self.config.image_width, self.config.image_height
