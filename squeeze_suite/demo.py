@@ -17,7 +17,9 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         "demo", help="simulate a few frames of the embedded default world and write pictures (no download)",
         description="The main demo on the embedded default data: simulates a few KITTI-format frames (LiDAR, camera, "
                     "labels) and writes range-image, bird's-eye-view and camera pictures; then segments new scans "
-                    "and detects objects in new camera images with the bundled models.")
+                    "and detects objects in new camera images with the bundled models. Into OUT: sim/ and "
+                    "new_frames/ (the simulated KITTI folders), pictures/ (their pictures), seg/ and det/ (the "
+                    "models' pictures); the last lines printed list every picture.")
     p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (default: outputs/demo)")
     p.add_argument("--frames", type=int, default=3, help="number of simulated frames (default: 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated world (default: 0)")
