@@ -1,7 +1,8 @@
 """Camera images and 2D boxes from KITTI object folders, prepared as SqueezeDet expects them.
 
-Preprocessing follows the reference (reference/models.md 1.1): read with OpenCV (BGR), subtract the VGG
-per-channel means (no std), then resize to the net input; boxes are scaled by the same factors. Training
+Preprocessing follows the reference (reference/models.md 1.1): the image (RGB in memory, squeeze.kitti.read_image)
+goes to the network in OpenCV's BGR order, the reference's, minus the VGG per-channel means (no std;
+squeeze.detection.network_image), then is resized to the net input; boxes are scaled by the same factors. Training
 augmentation is the reference's drift (random translation) and horizontal flip, done so that it never cuts a
 box and never fails on an image without objects (the reference guards only the left and top edges and crashes
 on empty images: squeezeDet issues #58, #98). Randomness comes from squeeze.rng.sample_rng(seed, epoch, index).
@@ -18,19 +19,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from squeeze.classes import DETECTION_CLASSES
+from squeeze.detection import VGG_MEANS_BGR, network_image
 from squeeze.errors import DataError
-from squeeze.kitti import KittiObjectFolder, ObjectLabels, read_image_bgr, read_labels
+from squeeze.kitti import KittiObjectFolder, ObjectLabels, read_image, read_labels
 from squeeze.rng import sample_rng
-
-BGR_MEANS = (103.939, 116.779, 123.68)  # the VGG means the reference subtracts (models.md 1.1)
 
 
 @dataclass(frozen=True)
 class DetDataConfig:
     image_width: int = 1248  # net input width (SqueezeDet; SqueezeDet+ uses 1242)
     image_height: int = 384  # net input height (SqueezeDet+: 375)
-    class_names: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist")  # KITTI types trained on; others dropped
-    pixel_mean_bgr: tuple[float, float, float] = BGR_MEANS  # subtracted before resizing; no std division
+    class_names: tuple[str, ...] = DETECTION_CLASSES  # KITTI types trained on (squeeze.classes); others dropped
+    pixel_mean_bgr: tuple[float, float, float] = VGG_MEANS_BGR  # B, G, R; subtracted before resizing; no std
     drift_x: int = 150  # max random horizontal translation in original pixels (reference DRIFT_X)
     drift_y: int = 100  # max random vertical translation (reference DRIFT_Y)
     flip: bool = True  # horizontal flip with p = 0.5 when training
@@ -54,11 +55,6 @@ class DetectionSample:
     labels: np.ndarray
     scale: tuple[float, float]
     original_size: tuple[int, int]
-
-
-def subtract_means(bgr: np.ndarray, means_bgr: tuple[float, float, float]) -> np.ndarray:
-    """(H, W, 3) float32 image minus the per-channel means (OpenCV's per-channel scalar: 30x numpy broadcasting)."""
-    return cv2.subtract(bgr.astype(np.float32), (*map(float, means_bgr), 0.0))
 
 
 def objects_of_classes(labels: ObjectLabels, class_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -165,20 +161,19 @@ class DetectionDataset(Dataset):
         other.config = config
         return other
 
-    def read_bgr(self, index: int) -> np.ndarray:
-        """(H, W, 3) uint8 BGR image of frame `index` (from the cache when `cache_images`)."""
+    def read_rgb(self, index: int) -> np.ndarray:
+        """(H, W, 3) uint8 RGB image of frame `index` (from the cache when `cache_images`)."""
         cached = self._images.get(index)
         if cached is not None:
             return cached
-        bgr = read_image_bgr(self.folder.path("image_2", self.frame_ids[index]))  # DataError naming a bad file
+        rgb = read_image(self.folder.path("image_2", self.frame_ids[index]))  # DataError naming a bad file
         if self.cache_images:
-            self._images[index] = bgr
-        return bgr
+            self._images[index] = rgb
+        return rgb
 
     def sample(self, index: int, augment_: bool = False) -> DetectionSample:
         fid = self.frame_ids[index]
-        bgr = self.read_bgr(index)
-        image = subtract_means(bgr, self.config.pixel_mean_bgr)
+        image = network_image(self.read_rgb(index), self.config.pixel_mean_bgr)
         label_path = self.folder.path("label_2", fid)
         if label_path.exists() or self.require_labels:  # required: a file deleted since construction is an error
             labels = read_labels(label_path)
@@ -205,15 +200,6 @@ class DetectionDataset(Dataset):
 def sample_to_tensors(s: DetectionSample) -> dict[str, torch.Tensor]:
     return {"images": torch.from_numpy(np.ascontiguousarray(s.image.transpose(2, 0, 1))),
             "boxes": torch.from_numpy(s.boxes), "labels": torch.from_numpy(s.labels)}
-
-
-def preprocess_image(bgr: np.ndarray, config: DetDataConfig) -> tuple[torch.Tensor, tuple[float, float]]:
-    """(1, 3, H, W) input of one BGR uint8 image for inference, and the (sx, sy) scale to map boxes back."""
-    h, w = bgr.shape[:2]
-    image = subtract_means(bgr, config.pixel_mean_bgr)
-    image = cv2.resize(image, (config.image_width, config.image_height), interpolation=cv2.INTER_LINEAR)
-    return (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None],
-            (config.image_width / w, config.image_height / h))
 
 
 def collate_detections(batch: list[dict[str, torch.Tensor]]) -> dict[str, object]:

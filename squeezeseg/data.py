@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from squeeze.classes import SEGMENTATION_CLASSES, SEMANTIC_KITTI_TO_SEGMENTATION, map_ids
 from squeeze.errors import DataError
 from squeeze.kitti import (
     KittiObjectFolder,
@@ -31,14 +32,11 @@ from squeeze.kitti import (
     read_point_labels,
     read_velodyne,
 )
-from squeeze.point_labels import SQUEEZESEG_CLASSES, point_classes_from_boxes, squeezeseg_from_point_classes
+from squeeze.point_labels import point_classes_from_boxes, squeezeseg_from_point_classes
 from squeeze.range_image import ProjectionConfig, project_scan, range_image_from_array, read_range_npy
 from squeeze.rng import sample_rng
+from squeeze.segmentation import RAW_CHANNELS, normalize_channels, raw_channels
 
-RAW_CHANNELS = ("x", "y", "z", "intensity", "range")
-
-# SemanticKITTI class id -> SqueezeSeg id (static and moving variants); everything else is background.
-SEMANTIC_KITTI_TO_SQUEEZESEG = {10: 1, 252: 1, 30: 2, 254: 2, 31: 3, 253: 3}
 SEMANTIC_KITTI_SPLITS = {"train": ("00", "01", "02", "03", "04", "05", "06", "07", "09", "10"), "val": ("08",)}
 
 
@@ -76,7 +74,7 @@ def write_stats(path: str | Path, stats: ChannelStats, frames: int) -> None:
 class SegDataConfig:
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)  # SqueezeSeg's 64 x 512 front view
     stats: ChannelStats = field(default_factory=squeezeseg_kitti_stats)  # input normalisation
-    class_names: tuple[str, ...] = SQUEEZESEG_CLASSES  # id = position; 0 is background
+    class_names: tuple[str, ...] = SEGMENTATION_CLASSES  # id = position; 0 is background (squeeze.classes)
     flip: bool = False  # with p = 0.5 mirror left-right (reverse columns, negate y), as SqueezeSeg trains
     point_drop: float = 0.0  # fraction of points (or valid pixels) dropped at random, 0 = off
     seed: int = 0  # augmentation seed; a sample's generator is seeded by (seed, epoch, index)
@@ -128,7 +126,7 @@ class _NpySource:
         fid = self.frame_ids[i]
         image = read_range_npy(self.root / "lidar_2d" / f"{fid}.npy",
                                shape=(config.projection.height, config.projection.width))
-        raw = np.concatenate([image.xyz, image.intensity[..., None], image.range[..., None]], axis=2)
+        raw = raw_channels(image)
         return RangeSample(fid, raw, image.mask, image.label.astype(np.int64))
 
 
@@ -175,11 +173,7 @@ class _SemanticKittiSource:
         seq_dir, stem = self.files[i]
         points = read_velodyne(seq_dir / "velodyne" / f"{stem}.bin")
         cls, _ = read_point_labels(seq_dir / "labels" / f"{stem}.label", len(points))
-        lut = np.zeros(max(SEMANTIC_KITTI_TO_SQUEEZESEG) + 1, np.int64)
-        for k, v in SEMANTIC_KITTI_TO_SQUEEZESEG.items():
-            lut[k] = v
-        c = cls.astype(np.int64)
-        return points, np.where(c < len(lut), lut[np.minimum(c, len(lut) - 1)], 0)
+        return points, map_ids(cls, SEMANTIC_KITTI_TO_SEGMENTATION)
 
 
 def open_source(root: str | Path, split: str | None = None):
@@ -266,7 +260,7 @@ class RangeDataset(Dataset):
             # Ring order survives the drop (points keep their order), so ring mode still applies.
             image, pixel = project_scan(points, self.config.projection, labels=point_labels,
                                         source=self.source.frame_ids[index])
-            raw = np.concatenate([image.xyz, image.intensity[..., None], image.range[..., None]], axis=2)
+            raw = raw_channels(image)
             sample = RangeSample(self.source.frame_ids[index], raw, image.mask, image.label.astype(np.int64),
                                  pixel, point_labels)
         if rng is not None and self.config.flip and rng.random() < 0.5:
@@ -285,10 +279,8 @@ def sample_to_tensors(sample: RangeSample, stats: ChannelStats) -> dict[str, tor
 
     Empty pixels are normalised too (their raw zeros become -mean / std), as the reference does.
     """
-    mean = np.asarray(stats.mean, np.float32)
-    std = np.asarray(stats.std, np.float32)
-    inputs = ((sample.raw - mean) / std).transpose(2, 0, 1)
-    return {"inputs": torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)),
+    inputs = normalize_channels(sample.raw, stats.mean, stats.std)
+    return {"inputs": torch.from_numpy(inputs),
             "mask": torch.from_numpy(np.ascontiguousarray(sample.mask)),
             "labels": torch.from_numpy(np.ascontiguousarray(sample.labels, dtype=np.int64))}
 
@@ -317,5 +309,5 @@ def compute_stats(dataset: RangeDataset, max_frames: int | None = None, progress
 def range_sample_from_array(array: np.ndarray, frame_id: str = "<array>") -> RangeSample:
     """A RangeSample from an (H, W, 6) SqueezeSeg array (for `predict` on .npy input)."""
     image = range_image_from_array(array, frame_id)
-    raw = np.concatenate([image.xyz, image.intensity[..., None], image.range[..., None]], axis=2)
+    raw = raw_channels(image)
     return RangeSample(frame_id, raw, image.mask, image.label.astype(np.int64))
