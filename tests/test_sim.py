@@ -435,6 +435,16 @@ def test_partial_folder_of_a_killed_run_is_removed(small: Path, tmp_path: Path) 
     assert files(tmp_path / "o") == files(small)
 
 
+def test_fills_an_existing_empty_folder_through_a_symlink(small: Path, tmp_path: Path) -> None:
+    """The folder given may already exist (empty) and be reached through a symlink, which stays one."""
+    (tmp_path / "e").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "e")
+    simulate(tmp_path / "link", frames=2, seed=0, azimuth_steps=256, progress=False)
+    assert (tmp_path / "link").is_symlink()
+    assert files(tmp_path / "e") == files(small)
+    assert sorted(os.listdir(tmp_path)) == ["e", "link"]
+
+
 def test_written_folder_follows_the_umask(tmp_path: Path) -> None:
     old = os.umask(0o027)
     try:

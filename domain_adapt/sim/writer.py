@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -136,15 +137,16 @@ def simulate(out_dir: str | Path, frames: int, seed: int, sequence: bool = False
         check_int("azimuth_steps", azimuth_steps, 8)
     cfg = config or sim_config(sequence=sequence, intensity=intensity, azimuth_steps=azimuth_steps)
     out = Path(out_dir)
-    output.check_out_dir(out)
+    target = Path(os.path.realpath(out))  # "." and symlinks: rename the folder itself, beside it
+    output.check_out_dir(target)
     sim = Simulator(seed, frames, cfg)
-    partial = output.start_partial(out)
+    partial = output.start_partial(target)
     t_start = time.perf_counter()
     try:
         points_mean, counts, busy = _write_frames(partial, sim, progress)
         write_index(partial, seed, frames, cfg)
-        output.check_out_dir(out)  # again: the folder may have changed while we simulated
-        output.publish(partial, out)
+        output.check_out_dir(target)  # again: the folder may have changed while we simulated
+        output.publish(partial, target)
     except BaseException:  # Ctrl-C included: leave no partial folder behind
         output.discard(partial)
         raise
