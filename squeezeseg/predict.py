@@ -138,10 +138,10 @@ class Evaluation:
 
 
 def evaluate(model: nn.Module, dataset: RangeDataset, batch_size: int = 8, max_frames: int | None = None,
-             progress: bool = False, device: str = "cpu") -> Evaluation:
+             progress: bool = False) -> Evaluation:
     """Per-class IoU / precision / recall with TP, FP, FN summed over the set, on pixels and on points.
 
-    The network runs where the model's parameters are (`device` is kept for callers; move the model instead).
+    The network runs through TorchSegmenter, on the device of the model's parameters.
     """
     from tqdm import tqdm
 
