@@ -22,9 +22,11 @@ from domain_adapt.sim import (
     lidar,
     materials,
     mesh,
+    pedestrians,
     shapes,
     sim_config,
     simulate,
+    traffic,
     vehicles,
     world,
 )
@@ -212,6 +214,25 @@ def test_thing_meshes_stay_inside_their_boxes() -> None:
         d = v - (x, y, z)
         local = np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1], d[:, 2]], 1)
         assert (np.abs(local) <= np.array([length, width, height]) / 2 + 1e-3).all(), o.cls
+
+
+def test_instance_ids_are_given_in_placement_order() -> None:
+    """Ids 1..N without gaps (a rejected candidate takes none); rigid meshes carry their actor's id."""
+    w = world.generate_world(np.random.default_rng(4), duration=1.0)
+    ids = [a.instance_id for a in w.actors]
+    assert ids == list(range(1, len(ids) + 1)) and len(ids) >= 5
+    for a in w.actors:
+        if a.mesh is not None:
+            assert set(np.unique(a.mesh.instance).tolist()) == {a.instance_id}
+        else:
+            assert a.cls == "Pedestrian" and a.gait is not None and a.outfit is not None
+    assert traffic.number_actors([]) == []
+
+
+def test_gait_phase_advances_only_while_walking() -> None:
+    g = pedestrians.Gait(phase=0.5, cadence=2.0)
+    assert g.phase_at(0.25, walking=True) == pytest.approx(0.5 + math.pi)  # 2 pi * 2 strides/s * 0.25 s
+    assert g.phase_at(0.25, walking=False) == 0.5
 
 
 # ------------------------------------------------------------------------------------------ LiDAR
