@@ -21,7 +21,7 @@ def _empty_boxes() -> np.ndarray:
     return np.zeros((0, 4), np.float32)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # no field-wise ==: comparing arrays has no single truth value
 class Detections2D:
     """One image's 2D detections, best first.
 
