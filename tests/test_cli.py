@@ -104,3 +104,30 @@ def test_the_cli_model_names_are_the_model_tables_keys():
     assert SEG_NAMES == tuple(SEG_MODELS)
     assert set(SEG_NAMES) == {"squeezeseg_kitti", "squeezeseg_kitti_360", "squeezeseg_v2_kitti",
                               "squeezeseg_v2_kitti_360"}
+
+
+def test_show_library_returns_exactly_the_pictures_it_wrote(tmp_path):
+    """squeeze.show.write_folder_pictures: per frame _range and _bev from the scan, _camera only with an image."""
+    import pytest
+
+    from squeeze.kitti import write_calib, write_labels, write_velodyne
+    from squeeze.show import write_folder_pictures
+    from tests.conftest import kitti_like_calibration, synthetic_labels
+
+    root = tmp_path / "kitti"
+    points = np.array([[10.0, 0.0, -1.0, 0.5], [12.0, 1.0, -1.2, 0.2], [8.0, -2.0, -1.5, 0.9]], np.float32)
+    for fid in ("000000", "000001"):
+        write_velodyne(root / "training" / "velodyne" / f"{fid}.bin", points)
+        write_calib(root / "training" / "calib" / f"{fid}.txt", kitti_like_calibration())
+        write_labels(root / "training" / "label_2" / f"{fid}.txt", synthetic_labels())
+    from squeeze.kitti import write_image
+
+    write_image(root / "training" / "image_2" / "000001.png", np.full((375, 1242, 3), 90, np.uint8))
+    written = write_folder_pictures(root, tmp_path / "out", projection="front-uniform", progress=False)  # no rings
+    assert [p.name for p in written] == ["000000_range.png", "000000_bev.png", "000001_range.png", "000001_bev.png",
+                                         "000001_camera.png"]
+    assert all(p.parent == tmp_path / "out" and p.stat().st_size > 0 for p in written)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in written)
+    assert write_folder_pictures(root, tmp_path / "none", frame_ids=[], progress=False) == []
+    with pytest.raises(ValueError, match="unknown projection 'fisheye'"):
+        write_folder_pictures(root, tmp_path / "out", projection="fisheye")
