@@ -157,31 +157,13 @@ def _scan_files(inputs: list[Path]) -> list[Path]:
     return files
 
 
-def read_pcd(path: Path):
-    """(N, 4) float32 x, y, z, intensity from a .pcd file (intensity 0 when the file has none)."""
-    import numpy as np
-    import open3d as o3d
-
-    from squeeze.errors import ScanError
-    from squeeze.kitti import check_points
-
-    cloud = o3d.t.io.read_point_cloud(str(path))
-    if "positions" not in cloud.point or len(cloud.point.positions) == 0:
-        raise ScanError(path, "no points (not a readable .pcd file?)")
-    xyz = cloud.point.positions.numpy().astype(np.float32)
-    inten = (cloud.point.intensity.numpy().reshape(-1, 1).astype(np.float32) if "intensity" in cloud.point
-             else np.zeros((len(xyz), 1), np.float32))
-    points = np.concatenate([xyz, inten], axis=1)
-    check_points(points, path)
-    return points
-
-
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
     from squeeze.errors import ScanError
     from squeeze.kitti import read_velodyne, write_image, write_point_labels
+    from squeeze.pointcloud import read_pcd
     from squeeze.range_image import RangeImage, read_range_npy
     from squeeze.vis import bev_picture, range_image_picture
     from squeezeseg.data import range_sample_from_array, sample_to_tensors
