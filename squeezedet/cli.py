@@ -64,7 +64,7 @@ def add_det_parser(subparsers) -> None:
     src.add_argument("--checkpoint", type=Path, help="detector checkpoint to run on DATA's images")
     p.add_argument("--split", default=None, help="ImageSets list name (default: every labelled frame)")
     p.add_argument("--out", type=Path, required=True, help="folder for metrics.json, pr_curves.png (and results)")
-    p.add_argument("--classes", nargs="+", default=["Car", "Pedestrian", "Cyclist"])
+    p.add_argument("--classes", nargs="+", default=["Car", "Pedestrian", "Cyclist"], help="object types evaluated")
     p.add_argument("--squeezedet-devkit", action="store_true",
                    help="squeezeDet's copy of the devkit: detections shorter than the height limit are not ignored")
     p.add_argument("--nms", choices=["standard", "reference", "soft"], default=None,
@@ -81,7 +81,7 @@ def add_det_parser(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--threshold", type=float, default=None,
                    help="drop detections scoring at or below this from the result files (default: keep all)")
-    p.add_argument("--draw-threshold", type=float, default=DEMO_SCORE, help="min score of drawn boxes (0.4)")
+    p.add_argument("--draw-threshold", type=float, default=DEMO_SCORE, help="min score of drawn boxes")
     p.add_argument("--nms", choices=["standard", "reference", "soft"], default=None,
                    help=NMS_HELP)
     p.add_argument("--labels", type=Path, default=None, help="label_2 folder: draw ground truth too (thin white)")
@@ -99,12 +99,15 @@ def add_det_parser(subparsers) -> None:
     p.add_argument("--classes", nargs="+", default=["Car", "Pedestrian", "Cyclist"], help="object types used")
     p.add_argument("--min-height", type=float, default=0.0, metavar="PX",
                    help="leave out boxes lower than this in image pixels (KITTI evaluates >= 25; default: keep all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the k-means++ starts")
     p.set_defaults(run=run_anchors)
 
-    p = sub.add_parser("export", help="write a slim deployable checkpoint (fp16 weights, no training state)")
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("export", help="write a slim deployable checkpoint (fp16 weights, no training state)",
+                       description="Write a detection checkpoint's weights (float16 unless --fp32) and configs "
+                                   "without the training state, for deployment; loads it as a detection model first "
+                                   "and refuses anything else.")
+    p.add_argument("checkpoint", type=Path, help="detection checkpoint (last.pt, best.pt, folded.pt)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
     p.set_defaults(run=run_export)
 
@@ -116,8 +119,9 @@ def add_det_parser(subparsers) -> None:
     p.add_argument("data", type=Path, help="KITTI object folder (training/image_2 + label_2)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint (default: the bundled SqueezeDet trained on the simulated world)")
-    p.add_argument("--out", type=Path, default=Path("outputs/det_demo"))
+    p.add_argument("--out", type=Path, default=Path("outputs/det_demo"), help="folder for the pictures")
     p.set_defaults(run=run_demo)
+    add_split_parser(sub)
     det.set_defaults(run=lambda args: det.print_help() or 2)
 
 
@@ -125,7 +129,7 @@ def add_det_parser(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from squeeze.train_cli import parse_overrides, train_config_from_args
+    from squeeze.train_cli import check_batch_size, parse_overrides, train_config_from_args
     from squeezedet.models import MODELS
     from squeezedet.train import detector_run, train_detector
 
@@ -138,7 +142,8 @@ def run_train(args: argparse.Namespace) -> int:
                        val_split=args.val_split, anchors=args.anchors,
                        scratch=args.pretrained is None and args.init is None, flip=not args.no_flip,
                        drift=tuple(args.drift), seed=args.seed, cache_images=args.cache_images)
-    pretrained = None if args.pretrained is None else _pretrained_file(args.pretrained, run.model_config.backbone)
+    check_batch_size(len(run.train_set), args.batch_size, args.data)  # names the flag to pass
+    pretrained = None if args.pretrained is None else _pretrained_file(args.pretrained, run.model_config.backbone.name)
     trained = train_detector(run, args.out, train_config_from_args(args), pretrained=pretrained, init=args.init,
                              val_frames=args.val_frames, resume=args.resume)
     result = trained.result
@@ -238,22 +243,22 @@ def _load(checkpoint: Path | None, **overrides):
 def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from squeeze.kitti import read_labels, write_image
-    from squeezedet.predict import detect, draw_detections, image_files, read_image
+    from squeeze.kitti import read_image, read_labels, write_image
+    from squeezedet.predict import detections_to_labels, draw_detections, image_files
 
-    loaded = _load(args.checkpoint, nms=args.nms, final_threshold=args.threshold)
+    detector = _load(args.checkpoint, nms=args.nms, final_threshold=args.threshold).detector
     files = image_files(args.inputs)
     names = [f.stem for f in files]
     if len(set(names)) != len(names):
         raise ValueError("two inputs share a file name; predict them into separate --out folders")
     for path in tqdm(files, desc="detect", unit="image"):
         image = read_image(path)
-        det = detect(loaded.model, [image], loaded.data_config)[0]
+        det = detections_to_labels(detector.detect(image), detector.class_names)
         _write_results(args.out / "data", [path.stem], [det])
         gt = None
         if args.labels is not None and (args.labels / f"{path.stem}.txt").exists():
             gt = read_labels(args.labels / f"{path.stem}.txt")
-        picture = draw_detections(image, det, loaded.model_config.class_names, gt, args.draw_threshold)
+        picture = draw_detections(image, det, gt, args.draw_threshold)
         write_image(args.out / "images" / f"{path.stem}.png", picture)
     print(f"wrote {len(files)} result file(s) to {args.out / 'data'} and pictures to {args.out / 'images'}")
     return 0
@@ -261,6 +266,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------- anchors
 def run_anchors(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from squeeze.errors import DataError
     from squeezedet.anchors import box_shapes, kmeans_anchor_shapes, write_anchor_file
 
     root = args.data / "training" if (args.data / "training").is_dir() else args.data
@@ -269,6 +277,10 @@ def run_anchors(args: argparse.Namespace) -> int:
         log.warning("no image_2 folder: assuming KITTI's 1242 x 375 images to scale the boxes")
     size = (int(args.image_size[0]), int(args.image_size[1]))
     shapes = box_shapes(root / "label_2", image_dir, size, args.classes, args.min_height)
+    distinct = len(np.unique(shapes, axis=0))
+    if distinct < args.k:  # k-means needs at least k different shapes; say which flag to change
+        raise DataError(root / "label_2", f"{distinct} distinct box shapes ({len(shapes)} boxes) cannot make "
+                                          f"{args.k} anchor shapes; pass -k {distinct} or fewer")
     centres, mean_iou = kmeans_anchor_shapes(shapes, args.k, seed=args.seed)
     meta = {"k": args.k, "mean_iou": round(mean_iou, 4), "boxes": len(shapes), "classes": list(args.classes),
             "min_height": args.min_height, "source": str(args.data), "seed": args.seed}
@@ -300,19 +312,20 @@ def demo_step(checkpoint: Path, data: Path, out: Path) -> list[Path]:
     import numpy as np
 
     from squeeze.geometry import iou_2d
-    from squeeze.kitti import KittiObjectFolder, read_labels, write_image
-    from squeezedet.predict import detect, draw_detections, load_model, read_image
+    from squeeze.kitti import KittiObjectFolder, read_image, read_labels, write_image
+    from squeezedet.predict import detections_to_labels, draw_detections, load_model
 
     loaded = load_model(checkpoint)
+    detector = loaded.detector
     folder = KittiObjectFolder(data)
     pictures = []
     for fid in folder.frame_ids:
         image_path = folder.path("image_2", fid)
         image = read_image(image_path)
-        det = detect(loaded.model, [image], loaded.data_config)[0]
+        det = detections_to_labels(detector.detect(image), detector.class_names)
         gt = read_labels(folder.path("label_2", fid))
         path = out / f"det_{image_path.stem}.png"
-        write_image(path, draw_detections(image, det, loaded.model_config.class_names, gt, DEMO_SCORE))
+        write_image(path, draw_detections(image, det, gt, DEMO_SCORE))
         pictures.append(path)
         found = []
         for c in loaded.model_config.class_names:
@@ -331,7 +344,45 @@ def run_demo(args: argparse.Namespace) -> int:
     from squeezedet.predict import BUNDLED_WEIGHTS
 
     pictures = demo_step(args.checkpoint or BUNDLED_WEIGHTS, args.data, args.out)
-    print("\nDemo pictures:")
+    # The folder in full: the default (outputs/det_demo) is relative to wherever the command was run.
+    print(f"\nwrote {len(pictures)} picture(s) into {args.out.resolve()}:")
     for p in pictures:
-        print(f"  {p}")
+        print(f"  {p.name}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- split
+def add_split_parser(sub) -> None:
+    """Register `squeeze det split` on the det sub-parsers."""
+    p = sub.add_parser("split", help="write a seeded train/val split as ImageSets lists",
+                       description="Write ROOT/ImageSets/{train,val,trainval}.txt (sorted frame ids) for a KITTI "
+                                   "object folder: a random split that the same --seed rebuilds byte for byte on "
+                                   "any machine, or the split of two given lists (e.g. the 3DOP train/val lists "
+                                   "most KITTI papers use: 3,712 / 3,769 frames), checked against training/image_2. "
+                                   "Existing lists with other ids are kept unless --force.")
+    p.add_argument("root", type=Path, help="KITTI object folder (ROOT/training/image_2)")
+    p.add_argument("--val-fraction", type=float, default=0.5,
+                   help="share of the frames drawn for val, rounded half up (SqueezeDet's split: 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random split")
+    p.add_argument("--lists", type=Path, nargs=2, default=None, metavar=("TRAIN", "VAL"),
+                   help="take the split from these two list files (one frame id a line) instead of drawing one")
+    p.add_argument("--force", action="store_true", help="overwrite existing ImageSets lists with other ids")
+    p.set_defaults(run=run_split)
+
+
+def run_split(args: argparse.Namespace) -> int:
+    from squeeze.splits import image_frame_ids, random_split, split_from_lists, write_split
+
+    available = image_frame_ids(args.root)
+    if args.lists is not None:
+        split = split_from_lists(args.lists[0], args.lists[1], available)
+        source = f"the lists {args.lists[0]} and {args.lists[1]}"
+    else:
+        split = random_split(available, args.val_fraction, args.seed)
+        source = f"val fraction {args.val_fraction}, seed {args.seed}"
+    paths = write_split(args.root, split, force=args.force)
+    unused = len(available) - len(split.trainval)
+    print(f"split of {len(available)} frames ({source}): train {len(split.train)}, val {len(split.val)}, "
+          f"trainval {len(split.trainval)}" + (f"; {unused} frame(s) in neither list" if unused else ""))
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0

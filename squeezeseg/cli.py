@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -49,8 +48,8 @@ def add_seg_parser(subparsers) -> None:
     p.add_argument("data", type=Path, help="folder to evaluate on")
     p.add_argument("--split", default=None, help="split list name (default: every frame)")
     p.add_argument("--out", type=Path, required=True, help="folder for metrics.json and pictures")
-    p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-frames", type=int, default=None, help="evaluate the first N frames (default: all)")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per forward pass")
     p.set_defaults(run=run_eval)
 
     p = sub.add_parser("predict", help="segment scans: .bin, .npy or .pcd -> per-point .label and PNGs",
@@ -65,16 +64,22 @@ def add_seg_parser(subparsers) -> None:
                    help="project with uniform elevation rows (automatic for .pcd and for unordered .bin clouds)")
     p.set_defaults(run=run_predict)
 
-    p = sub.add_parser("stats", help="compute input normalisation (mean, std per channel) of a folder")
-    p.add_argument("data", type=Path)
-    p.add_argument("--split", default=None)
+    p = sub.add_parser("stats", help="compute input normalisation (mean, std per channel) of a folder",
+                       description="Mean and standard deviation of each input channel (x, y, z, intensity, range) "
+                                   "over the valid pixels of a folder's range images, written as a JSON file that "
+                                   "`squeeze seg train --stats FILE` reads.")
+    p.add_argument("data", type=Path, help="folder (any kind `squeeze seg train` accepts)")
+    p.add_argument("--split", default=None, help="split list name (default: every frame)")
     p.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--max-frames", type=int, default=None, help="use the first N frames (default: all)")
     p.set_defaults(run=run_stats)
 
-    p = sub.add_parser("export", help="write a slim deployable checkpoint (fp16 weights, no training state)")
-    p.add_argument("checkpoint", type=Path)
-    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("export", help="write a slim deployable checkpoint (fp16 weights, no training state)",
+                       description="Write a segmentation checkpoint's weights (float16 unless --fp32) and configs "
+                                   "without the training state, for deployment; loads it as a segmentation model "
+                                   "first and refuses anything else.")
+    p.add_argument("checkpoint", type=Path, help="segmentation checkpoint (last.pt, best.pt)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     p.add_argument("--fp32", action="store_true", help="keep float32 weights")
     p.set_defaults(run=run_export)
 
@@ -85,7 +90,7 @@ def add_seg_parser(subparsers) -> None:
     p.add_argument("data", type=Path, help="labelled folder (simulated, KITTI, SemanticKITTI or .npy)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint (default: the bundled SqueezeSegV2 trained on the simulated world)")
-    p.add_argument("--out", type=Path, default=Path("outputs/seg_demo"))
+    p.add_argument("--out", type=Path, default=Path("outputs/seg_demo"), help="folder for the pictures")
     p.set_defaults(run=run_demo)
     seg.set_defaults(run=lambda args: seg.print_help() or 2)
 
@@ -94,7 +99,7 @@ def add_seg_parser(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from squeeze.train_cli import parse_overrides, train_config_from_args
+    from squeeze.train_cli import check_batch_size, parse_overrides, train_config_from_args
     from squeezeseg.models import MODELS
     from squeezeseg.train import segmenter_run, train_segmenter
 
@@ -108,6 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
     run = segmenter_run(args.data, model=args.model, overrides=overrides, val=args.val, split=args.split,
                         val_split=args.val_split, stats=args.stats, flip=not args.no_flip, point_drop=args.point_drop,
                         seed=args.seed)
+    check_batch_size(len(run.train_set), args.batch_size, args.data)  # names the flag to pass
     trained = train_segmenter(run, args.out, train_config_from_args(args), val_frames=args.val_frames,
                               resume=args.resume)
     result = trained.result
@@ -117,12 +123,21 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- eval
+def check_max_frames(max_frames: int | None) -> None:
+    """--max-frames is a count of frames to use: None (all) or at least 1 (0 made metrics of nothing, NaN)."""
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"--max-frames must be >= 1 (or left out for every frame), got {max_frames}")
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from squeeze.kitti import atomic_write_text
     from squeezeseg.data import RangeDataset
     from squeezeseg.metrics import plot_confusion
     from squeezeseg.predict import evaluate, load_model
 
+    check_max_frames(args.max_frames)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     loaded = load_model(args.checkpoint)
     dataset = RangeDataset(args.data, args.split, loaded.data_config)
     result = evaluate(loaded.model, dataset, batch_size=args.batch_size, max_frames=args.max_frames, progress=True)
@@ -157,40 +172,75 @@ def _scan_files(inputs: list[Path]) -> list[Path]:
     return files
 
 
+def predict_outputs(scan: Path, out: Path) -> list[Path]:
+    """The files `seg predict` writes for one input: its labels (.label per point, or (H, W) classes for a .npy
+    range image) and its range-image and bird's-eye-view pictures."""
+    labels = out / (f"{scan.stem}_classes.npy" if scan.suffix == ".npy" else f"{scan.stem}.label")
+    return [labels, out / f"{scan.stem}_range.png", out / f"{scan.stem}_bev.png"]
+
+
+def ground_truth_labels(scan: Path) -> list[Path]:
+    """Where a scan's ground-truth point labels live: beside it (KITTI / simulated velodyne/NNNNNN.label) and, in a
+    SemanticKITTI sequence, in ../labels/."""
+    beside = [scan.with_suffix(".label")]
+    if scan.parent.name == "velodyne":
+        beside.append(scan.parent.parent / "labels" / f"{scan.stem}.label")
+    return beside
+
+
+def check_predict_outputs(files: list[Path], out: Path) -> None:
+    """Refuse, before anything is written, inputs whose outputs in `out` would overwrite each other (two scans of
+    the same name from different folders) or overwrite an input or the ground-truth labels of one (--out onto the
+    input folder). DataError naming the files."""
+    from squeeze.errors import DataError
+
+    by_name: dict[str, Path] = {}
+    for path in files:
+        other = by_name.setdefault(path.stem, path)
+        if other.resolve() != path.resolve():  # the same file twice (a folder and a file in it) writes the same
+            raise DataError(path, f"has the same name as {other}: their outputs in {out} would overwrite each "
+                                  "other; predict them into separate --out folders")
+    protected = {}
+    for path in files:
+        protected[path.resolve()] = f"the input {path}"
+        protected.update({gt.resolve(): f"the ground-truth labels of {path}" for gt in ground_truth_labels(path)
+                          if gt.exists()})
+    for path in files:
+        for target in predict_outputs(path, out):
+            if target.resolve() in protected:
+                raise DataError(target, f"writing it would overwrite {protected[target.resolve()]}; choose another "
+                                        "--out folder")
+
+
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from squeeze.errors import ScanError
     from squeeze.kitti import read_velodyne, write_image, write_point_labels
     from squeeze.pointcloud import read_pcd
     from squeeze.range_image import RangeImage, read_range_npy
+    from squeeze.segmentation import points_of_pixels
     from squeeze.vis import bev_picture, range_image_picture
-    from squeezeseg.data import range_sample_from_array, sample_to_tensors
-    from squeezeseg.predict import classes_of_points, load_model, predict_classes, sample_from_points
+    from squeezeseg.data import range_sample_from_array
+    from squeezeseg.predict import load_model, project_points
 
+    files = _scan_files(args.inputs)
+    check_predict_outputs(files, args.out)  # before loading anything: nothing is written when it refuses
     loaded = load_model(args.checkpoint)
-    cfg = loaded.data_config
-    uniform = dataclasses.replace(cfg.projection, mode="uniform")
+    segmenter = loaded.segmenter
     args.out.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(_scan_files(args.inputs), desc="predict", unit="scan"):
+    for path in tqdm(files, desc="predict", unit="scan"):
         points = None
         if path.suffix == ".npy":
             sample = range_sample_from_array(read_range_npy(path, shape=None).to_array(), path.stem)
         else:
             points = read_velodyne(path) if path.suffix == ".bin" else read_pcd(path)
-            proj = uniform if (args.uniform or path.suffix == ".pcd") else cfg.projection
-            try:
-                sample = sample_from_points(points, cfg, path.stem, proj)
-            except ScanError as e:
-                if "ring by ring" not in str(e):
-                    raise
-                log.warning("%s: no ring order, projecting with uniform elevation rows", path.name)
-                sample = sample_from_points(points, cfg, path.stem, uniform)
-        t = sample_to_tensors(sample, cfg.stats)
-        classes = predict_classes(loaded.model, t["inputs"][None], t["mask"][None])[0].numpy()
+            # Falls back to uniform rows, with a warning, when the points are not stored ring by ring.
+            sample = project_points(points, loaded.data_config, str(path), args.uniform or path.suffix == ".pcd")
+        pixels = segmenter.segment_pixels(sample.raw[None], sample.mask[None])[0]
+        classes = pixels.labels
         if points is not None:
-            point_classes, _ = classes_of_points(classes, sample.pixel_of_point)
+            point_classes = points_of_pixels(pixels, sample.pixel_of_point)[0].labels
             write_point_labels(args.out / f"{path.stem}.label", point_classes.astype(np.uint16))
         else:
             np.save(args.out / f"{path.stem}_classes.npy", classes.astype(np.int32), allow_pickle=False)
@@ -208,6 +258,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_stats(args: argparse.Namespace) -> int:
     from squeezeseg.data import RAW_CHANNELS, RangeDataset, compute_stats, write_stats
 
+    check_max_frames(args.max_frames)
     dataset = RangeDataset(args.data, args.split)
     stats = compute_stats(dataset, max_frames=args.max_frames)
     n = len(dataset) if args.max_frames is None else min(args.max_frames, len(dataset))
@@ -227,16 +278,16 @@ def demo_step(checkpoint: Path, data: Path, out: Path) -> list[Path]:
     from squeeze.kitti import write_image
     from squeeze.range_image import RangeImage
     from squeeze.vis import range_image_picture, stack_pictures
-    from squeezeseg.data import RangeDataset, sample_to_tensors
-    from squeezeseg.predict import evaluate, load_model, predict_classes
+    from squeezeseg.data import RangeDataset
+    from squeezeseg.predict import evaluate, load_model
 
     loaded = load_model(checkpoint)
+    segmenter = loaded.segmenter
     dataset = RangeDataset(data, None, loaded.data_config)
     written = []
     for i in range(len(dataset)):
         s = dataset.sample(i)
-        t = sample_to_tensors(s, loaded.data_config.stats)
-        pred = predict_classes(loaded.model, t["inputs"][None], t["mask"][None])[0].numpy()
+        pred = segmenter.segment_pixels(s.raw[None], s.mask[None])[0].labels
         pictures = []
         for title, classes in (("ground truth", s.labels), ("prediction", pred)):
             img = RangeImage(xyz=s.raw[..., :3], intensity=s.raw[..., 3], range=s.raw[..., 4], mask=s.mask,
@@ -253,7 +304,9 @@ def demo_step(checkpoint: Path, data: Path, out: Path) -> list[Path]:
 
 def run_export(args: argparse.Namespace) -> int:
     from squeeze.checkpoint import export_weights
+    from squeezeseg.predict import load_model
 
+    load_model(args.checkpoint)  # refuse anything that is not a segmentation checkpoint whose model builds
     path = export_weights(args.checkpoint, args.out, half=not args.fp32)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
@@ -263,6 +316,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from squeezeseg.predict import BUNDLED_WEIGHTS
 
     checkpoint = args.checkpoint or BUNDLED_WEIGHTS
-    for p in demo_step(checkpoint, args.data, args.out):
-        print(f"  {p}")
+    pictures = demo_step(checkpoint, args.data, args.out)
+    # The folder in full: the default (outputs/seg_demo) is relative to wherever the command was run.
+    print(f"\nwrote {len(pictures)} picture(s) into {args.out.resolve()}:")
+    for p in pictures:
+        print(f"  {p.name}")
     return 0

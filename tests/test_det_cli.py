@@ -131,17 +131,18 @@ def test_init_from_a_checkpoint_at_another_input_size(trained, sim_dir, tmp_path
         torch.testing.assert_close(after.model.state_dict()[name], value, atol=1e-8, rtol=0, msg=name)
 
     code = main(["det", "train", str(sim_dir), "--out", str(tmp_path / "cars"), *SMALL, "--set",
-                 'class_names=["Car"]', "--init", str(trained / "last.pt"), "--steps", "1"])
+                 'class_names=["Car"]', "--init", str(trained / "last.pt"), "--steps", "1", "--batch-size", "2"])
     err = capsys.readouterr().err
     assert code == 2 and "do not fit" in err and "last.pt" in err
     code = main(["det", "train", str(sim_dir), "--out", str(tmp_path / "both"), *SMALL, "--init",
-                 str(trained / "last.pt"), "--pretrained", str(tmp_path / "x.pth"), "--steps", "1"])
+                 str(trained / "last.pt"), "--pretrained", str(tmp_path / "x.pth"), "--steps", "1",
+                 "--batch-size", "2"])
     assert code == 2 and "give one" in capsys.readouterr().err
 
 
 def test_pretrained_missing_file_is_a_clear_error(sim_dir, tmp_path, capsys):
     code = main(["det", "train", str(sim_dir), "--out", str(tmp_path / "r"), *SMALL, "--steps", "1",
-                 "--pretrained", str(tmp_path / "nope.pth")])
+                 "--batch-size", "2", "--pretrained", str(tmp_path / "nope.pth")])
     assert code == 2 and "ImageNet SqueezeNet weights not found" in capsys.readouterr().err
 
 
@@ -154,7 +155,7 @@ def test_pretrained_download_without_network_says_what_to_do(sim_dir, tmp_path, 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     code = main(["det", "train", str(sim_dir), "--out", str(tmp_path / "r"), *SMALL, "--steps", "1",
-                 "--pretrained", "download"])
+                 "--batch-size", "2", "--pretrained", "download"])
     err = capsys.readouterr().err
     assert code == 2 and "squeezenet1_1-b8a52dc0.pth" in err and "--pretrained PATH" in err
 
