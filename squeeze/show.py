@@ -43,8 +43,8 @@ def write_folder_pictures(root: str | Path, out: str | Path, split: str = "train
     held_ids = set(folder.frame_ids)
     unknown = [fid for fid in ids if fid not in held_ids]
     if unknown:  # a frame that is not there is an error, not a picture silently not written
-        held = f"{len(folder.frame_ids)} frame(s), {folder.frame_ids[0]} to {folder.frame_ids[-1]}" if folder.frame_ids \
-            else "no frames"
+        ids_held = folder.frame_ids
+        held = f"{len(ids_held)} frame(s), {ids_held[0]} to {ids_held[-1]}" if ids_held else "no frames"
         raise DataError(folder.dir, f"has no frame {', '.join(unknown)} (it holds {held})")
     written: list[Path] = []
     for fid in tqdm(ids, desc="pictures", unit="frame", disable=not progress):
