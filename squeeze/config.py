@@ -13,6 +13,7 @@ import difflib
 import inspect
 import io
 import json
+import sys
 import textwrap
 import tokenize
 import types
@@ -116,6 +117,12 @@ def coerce(value: Any, tp: Any) -> Any:
             return tp(text)
         except ValueError:
             raise ValueError(f"cannot read {value!r} as {tp.__name__}") from None
+    backbone = sys.modules.get("squeeze.backbone")  # loaded whenever a config with a backbone field is
+    if backbone is not None and tp is backbone.Backbone:
+        # A trunk is a whole architecture: it comes from a spec file (squeeze.backbone; DNAS writes one).
+        if not isinstance(text, str) or not text.endswith(".json"):
+            raise ValueError(f"cannot read {value!r} as a backbone: give a spec file, e.g. backbone=trunk.json")
+        return backbone.read_backbone(text)
     if tp is str:
         if not isinstance(text, str):
             raise ValueError(f"cannot read {value!r} as str")

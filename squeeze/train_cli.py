@@ -33,6 +33,15 @@ def parse_overrides(items: list[str], config: Any) -> dict[str, Any]:
         raise ValueError(f"--set {e} (`--set help` lists the fields)") from None
 
 
+def model_overrides(args: argparse.Namespace, config: Any) -> dict[str, Any]:
+    """The model-config fields a train command sets: its `--set` items and `--backbone SPEC.json` (the same as
+    `--set backbone=SPEC.json`), read as the fields of `config` (`parse_overrides`)."""
+    items = list(args.overrides)
+    if getattr(args, "backbone", None) is not None:
+        items.append(f"backbone={args.backbone}")
+    return parse_overrides(items, config)
+
+
 def check_batch_size(frames: int, batch_size: int, source: str | Path) -> None:
     """Refuse a training set smaller than one batch, saying which flag to change (small folders failed on the
     default --batch-size with the trainer's error, which names neither the folder nor the flag).
@@ -54,6 +63,9 @@ def add_train_arguments(p: argparse.ArgumentParser, *, steps: int, batch_size: i
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a field of the model's config, read as the field's type (e.g. --set use_crf=off, "
                         "--set class_weights=[1,1,5,5]); repeatable; `--set help` lists the fields")
+    p.add_argument("--backbone", type=Path, default=None, metavar="SPEC.json",
+                   help="trunk architecture spec (JSON: a list of conv / maxpool / fire stages, as DNAS writes) "
+                        "instead of the model's paper trunk (default: the paper's)")
     p.add_argument("--steps", type=int, default=steps, help=f"optimiser updates (default: {steps})")
     p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                    help="stop cleanly (evaluate, checkpoint) once training has run this long; resumable")

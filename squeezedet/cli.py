@@ -129,7 +129,7 @@ def add_det_parser(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from squeeze.train_cli import check_batch_size, parse_overrides, train_config_from_args
+    from squeeze.train_cli import check_batch_size, model_overrides, train_config_from_args
     from squeezedet.models import MODELS
     from squeezedet.train import detector_run, train_detector
 
@@ -137,7 +137,7 @@ def run_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.pretrained is not None and args.init is not None:
         raise ValueError("--pretrained and --init both set the starting weights; give one")
-    overrides = parse_overrides(args.overrides, MODELS[args.model][0]())  # the chosen config types the --set values
+    overrides = model_overrides(args, MODELS[args.model][0]())  # the chosen config types the --set values
     run = detector_run(args.data, model=args.model, overrides=overrides, val=args.val, split=args.split,
                        val_split=args.val_split, anchors=args.anchors,
                        scratch=args.pretrained is None and args.init is None, flip=not args.no_flip,

@@ -99,13 +99,13 @@ def add_seg_parser(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from squeeze.train_cli import check_batch_size, parse_overrides, train_config_from_args
+    from squeeze.train_cli import check_batch_size, model_overrides, train_config_from_args
     from squeezeseg.models import MODELS
     from squeezeseg.train import segmenter_run, train_segmenter
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = parse_overrides(args.overrides, MODELS[args.model][0]())  # the chosen config types the --set values
+    overrides = model_overrides(args, MODELS[args.model][0]())  # the chosen config types the --set values
     if args.no_crf:
         overrides["use_crf"] = False
     if args.crf_mode:

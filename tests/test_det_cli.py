@@ -324,3 +324,23 @@ def test_predict_on_real_kitti_images(trained, kitti_mini, tmp_path):
                  | drawn_box_mask(image.shape, read_labels(kitti_mini / "training" / "label_2" / f"{name}.txt"), 0))
         assert away.mean() > 0.3
         np.testing.assert_array_equal(picture[away], image[away])
+
+
+def test_train_with_a_backbone_spec_file(sim_dir, tmp_path, capsys):
+    """`--backbone SPEC.json` (what DNAS writes) builds the ordinary SqueezeDet around that trunk; the checkpoint
+    carries the spec, and `--set backbone=` with anything but a spec file is a one-line error."""
+    from squeezedet.predict import load_model
+    from tests.test_backbone import SMALL_DET_JSON
+
+    spec = tmp_path / "tiny_det.json"
+    spec.write_text(SMALL_DET_JSON)
+    run = tmp_path / "tiny"
+    assert main(["det", "train", str(sim_dir), "--out", str(run), *SMALL, "--backbone", str(spec), "--steps", "1",
+                 "--batch-size", "2", "--optimizer", "adamw", "--lr", "1e-4"]) == 0
+    loaded = load_model(run / "last.pt")
+    assert loaded.model_config.backbone.name == "tiny_det"
+    # the trunk of SMALL_DET_JSON, counted by hand in tests/test_backbone.py
+    assert sum(p.numel() for p in loaded.model.features.parameters()) == 1_168
+    assert main(["det", "train", str(sim_dir), "--out", str(tmp_path / "bad"), *SMALL, "--set", "backbone=big",
+                 "--steps", "1", "--batch-size", "2"]) == 2
+    assert "backbone: cannot read 'big' as a backbone: give a spec file" in capsys.readouterr().err
