@@ -18,6 +18,7 @@ MODEL_NAMES = ("squeezedet_kitti", "squeezedet_plus_kitti")
 
 
 def add_det_parser(subparsers) -> None:
+    from squeeze.model_cli import add_export_parser
     from squeeze.train_cli import add_train_arguments
 
     det = subparsers.add_parser("det", help="camera object detection: SqueezeDet, SqueezeDet+",
@@ -102,14 +103,7 @@ def add_det_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the k-means++ starts")
     p.set_defaults(run=run_anchors)
 
-    p = sub.add_parser("export", help="write a slim deployable checkpoint (fp16 weights, no training state)",
-                       description="Write a detection checkpoint's weights (float16 unless --fp32) and configs "
-                                   "without the training state, for deployment; loads it as a detection model first "
-                                   "and refuses anything else.")
-    p.add_argument("checkpoint", type=Path, help="detection checkpoint (last.pt, best.pt, folded.pt)")
-    p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
-    p.add_argument("--fp32", action="store_true", help="keep float32 weights")
-    p.set_defaults(run=run_export)
+    add_export_parser(sub, "detection", "last.pt, best.pt, folded.pt", run_export)
 
     p = sub.add_parser("demo", help="detect objects in the images of a labelled folder and draw them",
                        description="Run the detector on the camera images of a labelled KITTI folder (for new "
@@ -232,11 +226,10 @@ def _write_results(folder: Path, frame_ids, detections) -> None:
 
 # ------------------------------------------------------------------------------------------------- predict
 def _load(checkpoint: Path | None, **overrides):
+    from squeeze.model_cli import checkpoint_or_bundled
     from squeezedet.predict import BUNDLED_WEIGHTS, load_model
 
-    path = checkpoint or BUNDLED_WEIGHTS
-    if checkpoint is None and not path.exists():
-        raise FileNotFoundError(f"no checkpoint given and the bundled weights {path} are absent")
+    path = checkpoint_or_bundled(checkpoint, BUNDLED_WEIGHTS)
     return load_model(path, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -292,13 +285,10 @@ def run_anchors(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from squeeze.checkpoint import export_weights
+    from squeeze.model_cli import export_checkpoint
     from squeezedet.predict import load_model
 
-    load_model(args.checkpoint)  # refuse anything that is not a detection checkpoint
-    path = export_weights(args.checkpoint, args.out, half=not args.fp32)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    return 0
+    return export_checkpoint(args, load_model)
 
 
 # ------------------------------------------------------------------------------------------------- demo
@@ -341,13 +331,11 @@ def demo_step(checkpoint: Path, data: Path, out: Path) -> list[Path]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from squeeze.model_cli import checkpoint_or_bundled, print_pictures
     from squeezedet.predict import BUNDLED_WEIGHTS
 
-    pictures = demo_step(args.checkpoint or BUNDLED_WEIGHTS, args.data, args.out)
-    # The folder in full: the default (outputs/det_demo) is relative to wherever the command was run.
-    print(f"\nwrote {len(pictures)} picture(s) into {args.out.resolve()}:")
-    for p in pictures:
-        print(f"  {p.name}")
+    pictures = demo_step(checkpoint_or_bundled(args.checkpoint, BUNDLED_WEIGHTS), args.data, args.out)
+    print_pictures(pictures, args.out)
     return 0
 
 

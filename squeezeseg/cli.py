@@ -14,6 +14,7 @@ MODEL_NAMES = ("squeezeseg_kitti", "squeezeseg_kitti_360", "squeezeseg_v2_kitti"
 
 
 def add_seg_parser(subparsers) -> None:
+    from squeeze.model_cli import add_export_parser
     from squeeze.train_cli import add_train_arguments
 
     seg = subparsers.add_parser("seg", help="LiDAR point segmentation: SqueezeSeg, SqueezeSegV2",
@@ -74,14 +75,7 @@ def add_seg_parser(subparsers) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="use the first N frames (default: all)")
     p.set_defaults(run=run_stats)
 
-    p = sub.add_parser("export", help="write a slim deployable checkpoint (fp16 weights, no training state)",
-                       description="Write a segmentation checkpoint's weights (float16 unless --fp32) and configs "
-                                   "without the training state, for deployment; loads it as a segmentation model "
-                                   "first and refuses anything else.")
-    p.add_argument("checkpoint", type=Path, help="segmentation checkpoint (last.pt, best.pt)")
-    p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
-    p.add_argument("--fp32", action="store_true", help="keep float32 weights")
-    p.set_defaults(run=run_export)
+    add_export_parser(sub, "segmentation", "last.pt, best.pt", run_export)
 
     p = sub.add_parser("demo", help="segment the scans of a folder and draw ground truth beside prediction",
                        description="Segment every scan of a labelled folder (for new simulated frames: "
@@ -303,22 +297,16 @@ def demo_step(checkpoint: Path, data: Path, out: Path) -> list[Path]:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from squeeze.checkpoint import export_weights
+    from squeeze.model_cli import export_checkpoint
     from squeezeseg.predict import load_model
 
-    load_model(args.checkpoint)  # refuse anything that is not a segmentation checkpoint whose model builds
-    path = export_weights(args.checkpoint, args.out, half=not args.fp32)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
-    return 0
+    return export_checkpoint(args, load_model)
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from squeeze.model_cli import checkpoint_or_bundled, print_pictures
     from squeezeseg.predict import BUNDLED_WEIGHTS
 
-    checkpoint = args.checkpoint or BUNDLED_WEIGHTS
-    pictures = demo_step(checkpoint, args.data, args.out)
-    # The folder in full: the default (outputs/seg_demo) is relative to wherever the command was run.
-    print(f"\nwrote {len(pictures)} picture(s) into {args.out.resolve()}:")
-    for p in pictures:
-        print(f"  {p.name}")
+    pictures = demo_step(checkpoint_or_bundled(args.checkpoint, BUNDLED_WEIGHTS), args.data, args.out)
+    print_pictures(pictures, args.out)
     return 0

@@ -1,0 +1,53 @@
+"""Command-line pieces that `squeeze seg` and `squeeze det` share around a trained model: export, the bundled
+weights as the default checkpoint, and the list of pictures a demo wrote.
+
+The two model packages differ in what they load, not in how these commands behave; each passes its own
+`load_model` and bundled-weights path. Nothing here imports torch, so building the parsers stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def add_export_parser(subparsers, task: str, checkpoints: str, run: Callable[[argparse.Namespace], int]) -> None:
+    """Register `export` for one task ("detection", "segmentation"); `checkpoints` names the files it takes."""
+    p = subparsers.add_parser(
+        "export", help="write a slim deployable checkpoint (fp16 weights, no training state)",
+        description=f"Write a {task} checkpoint's weights (float16 unless --fp32) and configs without the training "
+                    f"state, for deployment; loads it as a {task} model first and refuses anything else.")
+    p.add_argument("checkpoint", type=Path, help=f"{task} checkpoint ({checkpoints})")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
+    p.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    p.set_defaults(run=run)
+
+
+def export_checkpoint(args: argparse.Namespace, load_model: Callable[[Path], Any]) -> int:
+    """`... export`: refuse a checkpoint that does not load as this task's model, then write the slim copy."""
+    from squeeze.checkpoint import export_weights
+
+    load_model(args.checkpoint)  # CheckpointError naming the file: another task's, or a config that cannot build
+    path = export_weights(args.checkpoint, args.out, half=not args.fp32)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def checkpoint_or_bundled(checkpoint: Path | None, bundled: Path) -> Path:
+    """The checkpoint a command runs: the one given, else the bundled weights (FileNotFoundError when absent, as
+    in a source checkout whose weights were not fetched)."""
+    if checkpoint is not None:
+        return checkpoint
+    if not bundled.exists():
+        raise FileNotFoundError(f"no checkpoint given and the bundled weights {bundled} are absent")
+    return bundled
+
+
+def print_pictures(pictures: Sequence[Path], out: Path) -> None:
+    """List the pictures a demo wrote under the full folder (a default such as outputs/seg_demo is relative to
+    wherever the command was run, so the relative path alone does not say where to look)."""
+    print(f"\nwrote {len(pictures)} picture(s) into {Path(out).resolve()}:")
+    for p in pictures:
+        print(f"  {p.name}")
