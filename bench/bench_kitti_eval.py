@@ -61,6 +61,9 @@ def make_set(n_frames: int, gt_per_frame: float, dt_per_frame: int, seed: int = 
         k = int(hit.sum())
         d_types = np.where(np.isin(types[hit], DT_TYPES), types[hit], "Car")
         d_boxes = boxes[hit] + rng.normal(0, 0.06, (k, 1)) * h[hit, None] * rng.normal(0, 1, (k, 4))
+        # Noise may swap a box's sides; result files hold left <= right and top <= bottom.
+        lo, hi = np.minimum(d_boxes[:, :2], d_boxes[:, 2:]), np.maximum(d_boxes[:, :2], d_boxes[:, 2:])
+        d_boxes = np.concatenate([lo, hi], axis=1)
         m = max(dt_per_frame - k, 0)
         fh = rng.uniform(10, 120, m)
         fx, fy = rng.uniform(0, 1150, m), rng.uniform(0, 300, m)
@@ -126,7 +129,7 @@ def main() -> int:
                 (label_dir / f"{f:06d}.txt").write_text(format_labels(g))
                 (result_dir / f"{f:06d}.txt").write_text(format_labels(d))
             t0 = time.perf_counter()
-            evaluate_folders(label_dir, result_dir.parent, progress=False)
+            evaluate_folders(label_dir, result_dir.parent)
             emit(f"kitti_eval_folders_{args.frames}_frames", time.perf_counter() - t0, "s",
                  note="reading label_2 + results, then the same evaluation")
     return 0 if ok else 1

@@ -313,14 +313,14 @@ def write_folders(tmp_path, gts, dts, skip_results=()):
 def test_evaluate_folders_matches_in_memory_and_missing_result_means_no_detections(tmp_path):
     gts, dts = scene()
     label_dir, results = write_folders(tmp_path, gts, dts, skip_results={40, 41})
-    r = evaluate_folders(label_dir, results, progress=False)  # results/data is found automatically
+    r = evaluate_folders(label_dir, results)  # results/data is found automatically
     for f in (40, 41):
         dts[f] = ObjectLabels()
     expected = evaluate_kitti(gts, dts)
     assert r.ap11 == expected.ap11 and r.ap40 == expected.ap40
     assert r.ap11["Car"]["Easy"] < 1.0
     subset = evaluate_folders(label_dir, results / "data", frame_ids=[f"{f:06d}" for f in range(10)],
-                              classes=("Car",), progress=False)
+                              classes=("Car",))
     assert subset.num_frames == 10 and subset.num_gt["Car"] == (10, 10, 10)
 
 
@@ -330,13 +330,13 @@ def test_evaluate_folders_errors_name_the_file(tmp_path):
     no_score = results / "data" / "000001.txt"
     write_labels(no_score, labels([("Car", 100, 100, 200, 160)]))
     with pytest.raises(LabelError, match="000001.txt.*score"):
-        evaluate_folders(label_dir, results, progress=False)
+        evaluate_folders(label_dir, results)
     with pytest.raises(DataError, match="000007.txt.*not found"):
-        evaluate_folders(label_dir, results, frame_ids=["000007"], progress=False)
+        evaluate_folders(label_dir, results, frame_ids=["000007"])
     empty = tmp_path / "no_results"
     empty.mkdir()
     with pytest.raises(DataError, match="none of the 2 frames"):
-        evaluate_folders(label_dir, empty, progress=False)
+        evaluate_folders(label_dir, empty)
 
 
 def test_table_and_plot(tmp_path):
