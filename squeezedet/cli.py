@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -186,12 +185,15 @@ def _label_dir(data: Path) -> Path:
 
 def run_eval(args: argparse.Namespace) -> int:
     from squeeze.atomic import atomic_write_text
-    from squeeze.kitti import KittiObjectFolder
-    from squeezedet.kitti_eval import evaluate_folders, format_table, plot_pr_curves
+    from squeeze.jsonio import dumps
+    from squeezedet.kitti_eval import evaluate_folders, format_table, keep_freed_memory, plot_pr_curves
 
+    keep_freed_memory()  # this process is short-lived; see the function for the measured effect
     args.out.mkdir(parents=True, exist_ok=True)
     frame_ids = None
     if args.split:
+        from squeeze.kitti import KittiObjectFolder
+
         frame_ids = KittiObjectFolder(args.data, image_set=args.split).frame_ids
     results = args.results
     if args.checkpoint is not None:
@@ -208,10 +210,12 @@ def run_eval(args: argparse.Namespace) -> int:
                               ignore_short_detections=not args.squeezedet_devkit)
     print(format_table(result), end="")
     plot_pr_curves(result, args.out / "pr_curves.png")
+    # null where the devkit's AP is undefined (NaN: every detection above a threshold ignored); `warnings` names
+    # each class and difficulty whose AP rests on fewer than 41 objects.
     doc = {"ap11": result.ap11, "ap40": result.ap40, "aos11": result.aos11, "aos40": result.aos40,
            "num_gt": {c: list(v) for c, v in result.num_gt.items()}, "frames": result.num_frames,
-           "devkit": result.devkit}
-    atomic_write_text(args.out / "metrics.json", json.dumps(doc, indent=1, allow_nan=True) + "\n")
+           "devkit": result.devkit, "warnings": result.few_gt_warnings()}
+    atomic_write_text(args.out / "metrics.json", dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out / 'metrics.json'} and {args.out / 'pr_curves.png'}")
     return 0
 
