@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from squeeze.errors import DataError
+from squeeze.jit import njit
 from squeeze.kitti import Calibration
 
 __all__ = [
@@ -254,7 +254,7 @@ def boxes_rect_to_velo(boxes_rect: np.ndarray, calib: Calibration) -> np.ndarray
 
 
 # -------------------------------------------------------------------------------------------- points in boxes
-@numba.njit(cache=True)
+@njit(cache=True)
 def _points_in_boxes_kernel(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:  # pragma: no cover - jitted
     m, n = points.shape[0], boxes.shape[0]
     out = np.zeros((m, n), dtype=np.bool_)
@@ -345,7 +345,7 @@ def iou_2d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ rotated IoU
-@numba.njit(cache=True)
+@njit(cache=True)
 def _bev_ccw_corners(boxes: np.ndarray) -> np.ndarray:  # pragma: no cover - jitted
     """(N, 7) camera boxes -> (N, 4, 2) (x, z) corners, counter-clockwise in the (x, z) plane."""
     n = boxes.shape[0]
@@ -363,7 +363,7 @@ def _bev_ccw_corners(boxes: np.ndarray) -> np.ndarray:  # pragma: no cover - jit
     return out
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _convex_intersection_area(pa: np.ndarray, pb: np.ndarray, buf0: np.ndarray, buf1: np.ndarray
                               ) -> float:  # pragma: no cover - jitted
     """Area of the intersection of two convex CCW quadrilaterals (4, 2) by Sutherland-Hodgman clipping of
@@ -405,7 +405,7 @@ def _convex_intersection_area(pa: np.ndarray, pb: np.ndarray, buf0: np.ndarray, 
     return max(0.5 * area, 0.0)
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _bev_intersection_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # pragma: no cover - jitted
     ca, cb = _bev_ccw_corners(a), _bev_ccw_corners(b)
     n, m = a.shape[0], b.shape[0]

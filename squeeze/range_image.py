@@ -26,10 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba
 import numpy as np
 
 from squeeze.errors import RangeImageError, ScanError
+from squeeze.jit import njit
 from squeeze.kitti import atomic_write_bytes, check_points, read_file_bytes
 
 # Channel order of the SqueezeSeg `.npy` files (reference/models.md 2.1).
@@ -108,7 +108,7 @@ class RangeImage:
 
 
 # ------------------------------------------------------------------------------------------------ kernels
-@numba.njit(cache=True)
+@njit(cache=True)
 def _atan2_approx(y, x):
     """atan2 to within 2e-6 rad: a minimax polynomial for atan on [0, 1] plus octant selects.
     Several times cheaper than libm's scalar atan2, which dominates the projection otherwise."""
@@ -129,13 +129,13 @@ def _atan2_approx(y, x):
 _EDGE_MARGIN = 0.05
 
 
-@numba.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _azimuth_negative(x, y):
     # atan2(y, x) < 0 exactly when y < 0, or y is -0.0 and x < 0 (atan2(-0.0, -1) = -pi).
     return y < 0.0 or (y == 0.0 and np.signbit(y) and x < 0.0)
 
 
-@numba.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _range(points, i):
     x = np.float64(points[i, 0])
     y = np.float64(points[i, 1])
@@ -143,7 +143,7 @@ def _range(points, i):
     return np.sqrt(x * x + y * y + z * z)
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _project(points, height, width, left, span, ring_mode, up, vspan, given_rows):
     """The whole projection in one serial pass over the points (one pass, few allocations: it is memory-bound).
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from domain_adapt.sim.materials import MATERIAL_IDS, MATERIALS
 from domain_adapt.sim.world import Scene
+from squeeze.jit import njit
 from squeeze.kitti import Calibration
 
 # KITTI 2011_09_26 rectified projection matrices (calib_cam_to_cam.txt, P_rect_00..03): cameras 0/1 are the
@@ -131,7 +132,7 @@ _GLASS = np.zeros(len(MATERIALS), np.bool_)
 _GLASS[[MATERIAL_IDS["glass"], MATERIAL_IDS["car_glass"]]] = True
 
 
-@numba.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _hash01(ix: int, iy: int, iz: int, seed: int) -> float:  # pragma: no cover - jitted
     """A cheap integer hash of a lattice cell -> [0, 1] (procedural texture and sensor noise)."""
     h = (ix * 73856093) ^ (iy * 19349663) ^ (iz * 83492791) ^ (seed * 2654435761)
@@ -140,7 +141,7 @@ def _hash01(ix: int, iy: int, iz: int, seed: int) -> float:  # pragma: no cover 
     return (h & 0xFFFF) / 65535.0
 
 
-@numba.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _texture(origin, dx, dy, dz, t, world_rot, world_t, amp):  # pragma: no cover - jitted
     """Value noise at two scales (0.5 m and 8 cm cells) fixed to world coordinates, so it does not swim in
     sequences: the albedo factor 1 +- amp at the hit point origin (3,) + t * (dx, dy, dz), velodyne frame."""
@@ -161,7 +162,7 @@ _TONE_MAX = 8.0
 _TONE_LUT = (255.0 * (1.0 - np.exp(-np.linspace(0, _TONE_MAX, 4096))) ** (1 / 2.2)).astype(np.float32)
 
 
-@numba.njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True)
 def _shade(t_hit, prim, normals, dirs, origin, world_rot, world_t, tri_color, tri_mat, mat_texture, glass,
            sun, shadow, ambient, sun_strength, exposure, fog, sky_zenith, sky_horizon, lut, noise,
            noise_seed):  # pragma: no cover - jitted

@@ -15,17 +15,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from domain_adapt.sim.camera import CameraConfig, CameraImage
 from domain_adapt.sim.mesh import MeshData
 from domain_adapt.sim.world import Scene
 from squeeze.geometry import NEAR_PLANE, alpha_from_rotation_y, box3d_to_box2d, boxes_velo_to_rect
+from squeeze.jit import njit
 from squeeze.kitti import Calibration, ObjectLabels
 
 
-@numba.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _clip_near(tri, near, poly):  # pragma: no cover - jitted
     """Sutherland-Hodgman against the plane z = near: triangle tri (3, 3) -> the first 0, 3 or 4 rows of poly
     (4, 3); returns how many."""
@@ -43,7 +43,7 @@ def _clip_near(tri, near, poly):  # pragma: no cover - jitted
     return nv
 
 
-@numba.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _fill_triangle(ax, ay, bx, by, cx, cy, u0, v0, u1, v1, mask):  # pragma: no cover - jitted
     """Set mask (v1 - v0 + 1, u1 - u0 + 1) where pixel centres inside [u0, u1] x [v0, v1] fall in the
     triangle (a, b, c) of image coordinates (either winding; degenerate triangles cover nothing)."""
@@ -64,7 +64,7 @@ def _fill_triangle(ax, ay, bx, by, cx, cy, u0, v0, u1, v1, mask):  # pragma: no 
                 mask[py - v0, px - u0] = True
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _coverage(tri_rect, obj_start, boxes, P, near):  # pragma: no cover - jitted
     """Pixels covered by each object's own triangles, occluders ignored.
 

@@ -35,11 +35,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numba
 import numpy as np
 
 from domain_adapt.sim.materials import MATERIAL_IDS, MATERIALS
 from domain_adapt.sim.world import Scene
+from squeeze.jit import njit
 
 # HDL-64E elevation table as KITTI's scans show it, ring 0 = top laser (degrees): upper block +2.4 to -8.2
 # (~1/3 deg apart), lower block -8.8 to -23.6 (~1/2 deg apart). See the module docstring.
@@ -146,7 +146,7 @@ def _rays(elevations_deg: tuple[float, ...], azimuth_steps: int) -> np.ndarray:
     return rays
 
 
-@numba.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _splitmix(x: np.uint64) -> np.uint64:  # pragma: no cover - jitted
     """splitmix64 finaliser (Steele et al. 2014): a well-mixed 64-bit hash of a counter."""
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -154,14 +154,14 @@ def _splitmix(x: np.uint64) -> np.uint64:  # pragma: no cover - jitted
     return x ^ (x >> np.uint64(31))
 
 
-@numba.njit(cache=True, inline="always")
+@njit(cache=True, inline="always")
 def _uniform(seed: np.uint64, i: int, stream: int) -> float:  # pragma: no cover - jitted
     """Counter-based uniform in (0, 1] for ray i and stream k: same seed, same numbers, no state."""
     x = _splitmix(seed + np.uint64(i * 4 + stream) * np.uint64(0x9E3779B97F4A7C15))
     return (float(x >> np.uint64(11)) + 1.0) * (1.0 / 9007199254740992.0)
 
 
-@numba.njit(cache=True)
+@njit(cache=True)
 def _scan_kernel(t_hit, prim, normals, dirs, tri_mat, tri_refl, mat_drop, mat_sigma, ego, min_r, max_r,
                  sigma_r, drop_base, drop_grazing, drop_far, drop_dark, with_intensity, sigma_i, falloff,
                  power, threshold, quantum, seed):  # pragma: no cover - jitted
