@@ -8,13 +8,18 @@ does not reach recall 1 even for perfect detections; see test_few_ground_truth_b
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
+import cv2
 import numpy as np
 import pytest
 
 from squeeze.errors import DataError, LabelError
 from squeeze.kitti import ObjectLabels, write_labels
+from squeezedet import kitti_eval
 from squeezedet.kitti_eval import (
     DIFFICULTIES,
     KittiEvalResult,
@@ -22,6 +27,7 @@ from squeezedet.kitti_eval import (
     evaluate_kitti,
     format_table,
     plot_pr_curves,
+    pr_curves_picture,
 )
 
 N = 80  # ground-truth boxes per class in the standard scene
@@ -345,7 +351,148 @@ def test_table_and_plot(tmp_path):
     table = format_table(r)
     assert "official devkit" in table
     assert "Car" in table and "Cyclist" in table and "100.00" in table
-    assert len(table.splitlines()) == 4 + 3 + 1
+    assert len(table.splitlines()) == 4 + 3 + 1  # 80 boxes each: no warning
     out = tmp_path / "pr.png"
     plot_pr_curves(r, out)
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = cv2.imread(str(out))[:, :, ::-1]
+    np.testing.assert_array_equal(img, pr_curves_picture(r))
+    assert img.shape == (380, 3 * 440, 3)
+    # Perfect detections: every curve is flat at precision 1, drawn at row 330 - 296 / 1.02 = 39.8 of each panel;
+    # Hard (red) is drawn last. Below it, inside the plot, the background is white.
+    for k in range(3):
+        x = k * 440 + 62 + (426 - 62) // 2
+        r_, g_, b_ = (int(v) for v in img[40, x])
+        assert r_ > 150 and g_ < 120 and b_ < 120, (k, img[40, x])
+        assert (img[150, x] == 255).all()
+        assert (img[60:320, k * 440 + 62] < 60).all()  # the left axis, black (below the curves)
+        assert (img[5:28, k * 440 + 62:k * 440 + 426] < 100).any()  # the title's dark text
+
+
+# ------------------------------------------------------------------------------------------ fewer than 41 objects
+def test_fewer_than_41_objects_are_flagged_in_result_and_table():
+    gts, dts = scene(10)
+    r = evaluate_kitti(gts, dts, classes=("Car",))
+    warnings = r.few_gt_warnings()
+    assert len(warnings) == 3
+    assert warnings[1].startswith("Car Moderate: only 10 ground-truth objects (fewer than 41)")
+    assert "AP11 27.27 and AP40 22.50" in warnings[1]  # 3/11 and 9/40: what perfect detections score here
+    table = format_table(r)
+    assert table.count("warning: Car ") == 3 and "41-point recall sampling" in table
+    assert evaluate_kitti(*scene(41), classes=("Car",)).few_gt_warnings() == []
+    none = evaluate_kitti([labels([])], [ObjectLabels()], classes=("Car",)).few_gt_warnings()
+    assert none[0] == ("Car Easy: no ground-truth object counts at this difficulty; its AP is 0 by convention, "
+                       "not a measurement")
+
+
+# ------------------------------------------------------------------------------------------------ the CLI path
+def nan_case(tmp_path):
+    """The devkit's 0 / 0 case (see test_zero_over_zero_precision_is_nan_as_in_the_devkit) as folders."""
+    gt = labels([("Van", 5, 0, 105, 100), ("Car", 0, 0, 100, 100), ("DontCare", 20, 0, 120, 100, -1.0, -1, -10.0)])
+    dt = labels([("Car", 4, 0, 104, 100), ("Car", 25, 0, 115, 100)], [0.9, 0.95])
+    write_labels(tmp_path / "data" / "label_2" / "000000.txt", gt)
+    write_labels(tmp_path / "results" / "data" / "000000.txt", dt)
+    return tmp_path / "data", tmp_path / "results"
+
+
+def strict_json(text: str):
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_metrics_json_is_strict_json_with_null_and_warnings(tmp_path, capsys):
+    """metrics.json held a bare NaN (not JSON) where the devkit's AP11 is 0 / 0; now null, plus the warnings."""
+    from squeeze_suite.cli import main
+
+    data, results = nan_case(tmp_path)
+    assert main(["det", "eval", str(data), "--results", str(results), "--out", str(tmp_path / "out"),
+                 "--classes", "Car"]) == 0
+    doc = strict_json((tmp_path / "out" / "metrics.json").read_text())
+    assert doc["ap11"]["Car"] == {"Easy": None, "Moderate": None, "Hard": None}
+    assert doc["ap40"]["Car"]["Easy"] == 0.0
+    assert len(doc["warnings"]) == 3 and doc["warnings"][0].startswith("Car Easy: only 1 ground-truth objects")
+    assert "warning: Car Easy: only 1 ground-truth objects" in capsys.readouterr().out
+
+
+def test_eval_results_command_imports_neither_torch_nor_numba_nor_matplotlib(tmp_path):
+    """What makes `det eval --results` start fast and stay small (bench/bench_det_eval_cli.py measures it)."""
+    data, results = nan_case(tmp_path)
+    code = ("import sys\nfrom squeeze_suite.cli import main\n"
+            f"assert main(['det', 'eval', {str(data)!r}, '--results', {str(results)!r}, '--out', "
+            f"{str(tmp_path / 'out')!r}]) == 0\n"
+            "print(sorted(m for m in ('torch', 'numba', 'matplotlib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+# --------------------------------------------------------------------------------------------- the fast reader
+ODD_BUT_VALID = {
+    # CRLF, tabs, blank lines, no final newline, spellings float() takes: exponent, '+', '5.', '.5', long mantissa
+    "000000": "Car 0.00 0 -1.57 10.5 20 110.25 80.75 1.5 1.6 3.9 1 2 3 0.1\r\n\r\n"
+              "Pedestrian\t0.3\t1\t.5\t+5.\t1e1\t60.125\t90\t1.7 0.6 0.8 -1 -2 -3 -0.00\n\n",
+    "000001": "Cyclist 0.1 2 3.14159265358979 100 100 150.000000000001 160 1 1 1 1 1 1 1",
+    "000002": "",
+    "000003": "DontCare -1 -1 -10 500.00 100.00 600.00 200.00 -1 -1 -1 -1000 -1000 -1000 -10\n"
+              "A_class_name_longer_than_sixteen 0 0 0 1 2 3 4 5 6 7 8 9 10 11\n",
+}
+ODD_RESULTS = {
+    "000000": "Car -1 -1 -1.5 11 21 109 80 -1 -1 -1 -1000 -1000 -1000 -10 9.5e-01\r\n"
+              "car -1 -1 -1.5 11 21 109 80 -1 -1 -1 -1000 -1000 -1000 -10 .25",
+    "000001": "Cyclist -1 -1 3 100 100 150 160 -1 -1 -1 -1000 -1000 -1000 -10 0.1234567890123456789\n",
+    "000003": "\n\n",
+}
+
+
+def write_texts(folder, texts):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        (folder / f"{name}.txt").write_bytes(text.encode())
+
+
+def test_fast_reader_equals_parse_labels_on_odd_but_valid_files(tmp_path):
+    write_texts(tmp_path / "label_2", ODD_BUT_VALID)
+    write_texts(tmp_path / "results", ODD_RESULTS)
+    ids, gt, dt = kitti_eval._result_folders(tmp_path / "label_2", tmp_path / "results", None)
+    assert ids == ["000000", "000001", "000002", "000003"]
+    slow_gt, slow_dt, found = kitti_eval._read_slowly([tmp_path / "label_2" / f"{i}.txt" for i in ids],
+                                                     [tmp_path / "results" / f"{i}.txt" for i in ids])
+    assert found == 3
+    for fast, slow in ((gt, slow_gt), (dt, slow_dt)):
+        for name in ("off", "truncated", "occluded", "alpha", "bbox", "score"):
+            a, b = getattr(fast, name), getattr(slow, name)
+            assert a.dtype == b.dtype and np.array_equal(a, b) and np.array_equal(np.signbit(a), np.signbit(b)), name
+        assert fast.type.tolist() == slow.type.tolist()
+    assert gt.type.tolist() == [b"car", b"pedestrian", b"cyclist", b"dontcare", b"a_class_name_lon"]
+    np.testing.assert_array_equal(gt.bbox[1], [5.0, 10.0, 60.125, 90.0])
+    assert dt.score.tolist() == [0.95, 0.25, 0.1234567890123456789]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("Car 0 0 0 1 2 3 4 5 6 7 8 9 10 11 0.5\nCar 0 0 0 1 2 x3 4 5 6 7 8 9 10 11 0.5\n",
+     r"000001.txt: line 2, field 7: non-numeric value 'x3'"),
+    ("Car 0 0 0 1 2 3 4 5 6 7 8 9 10 11 nan\n", r"000001.txt: line 1, field 16: NaN or infinite value 'nan'"),
+    ("Car 0 0 0 1 2 3 4 5 6 7 8 9 10 11\n", r"000001.txt.*a 16th, the score, is required"),
+    ("\n\nCar 0 0 0 1 2 3 4 5 6 7 8 9 10 11 0.5 7\n", r"000001.txt: line 3: expected 15 fields"),
+    ("Car 0 0 0 1 2 3 4 5 6 7 8 9 10 11 0.5\nCar 0 0 0 1 2 3 4 5 6 7 8 9 10 11\n", r"000001.txt: line 2: 15 fields"),
+    ("Car 0 0 0 9 2 3 4 5 6 7 8 9 10 11 0.5\n", r"000001.txt: line 1: Car box left > right"),
+    ("Car 0 0.5 0 1 2 3 4 5 6 7 8 9 10 11 0.5\n", r"000001.txt: line 1, field 3 \(occluded\)"),
+])
+def test_bad_result_files_raise_the_per_file_error(tmp_path, text, message):
+    """The fast reader hands anything doubtful to read_labels, whose error names the file and the line."""
+    gts, dts = scene(2)
+    label_dir, results = write_folders(tmp_path, gts, dts)
+    (results / "data" / "000001.txt").write_bytes(text.encode())
+    with pytest.raises(DataError, match=message):
+        evaluate_folders(label_dir, results)
+
+
+def test_non_utf8_result_file_and_unsafe_frame_ids(tmp_path):
+    gts, dts = scene(2)
+    label_dir, results = write_folders(tmp_path, gts, dts)
+    (results / "data" / "000001.txt").write_bytes(b"Car\xff 0 0 0 1 2 3 4 5 6 7 8 9 10 11 0.5\n")
+    with pytest.raises(LabelError, match="000001.txt.*not a text file"):
+        evaluate_folders(label_dir, results)
+    with pytest.raises(DataError, match="plain file names"):
+        evaluate_folders(label_dir, results, frame_ids=["../label_2/000000"])
