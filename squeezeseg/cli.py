@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -146,7 +145,9 @@ def run_eval(args: argparse.Namespace) -> int:
         print(result.points.table())
         plot_confusion(result.points.confusion, loaded.class_names, args.out / "confusion_points.png")
         report["points"] = result.points.as_dict()
-    atomic_write_text(args.out / "metrics.json", json.dumps(report, indent=2) + "\n")
+    from squeeze.jsonio import dumps  # strict JSON: an undefined IoU (no labelled point of a class) is null
+
+    atomic_write_text(args.out / "metrics.json", dumps(report, indent=2) + "\n")
     print(f"wrote {args.out / 'metrics.json'} and confusion matrix PNGs")
     return 0
 
