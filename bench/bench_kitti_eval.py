@@ -5,9 +5,10 @@ Pedestrian, Person_sitting, Cyclist, Truck, DontCare; heights, occlusions and tr
 three difficulties) and about 50 detections per frame (noisy copies of the ground truth plus false
 positives). One evaluation computes all three classes x three difficulties, AP11, AP40 and AOS.
 
-The kernels are compiled (or loaded from numba's cache) by a warm-up run on a few frames first; the
-figure is the median wall time of the following runs. Prints one JSON object per line; exits 1 when
-the bar is missed. Optionally (--folders) also times reading the same set from label/result folders.
+A warm-up run on a few frames comes first (imports, first calls); the figure is the median wall time of
+the following runs (bench_det_eval_cli.py times the whole `squeeze det eval` command against the devkit).
+Prints one JSON object per line; exits 1 when the bar is missed. Optionally (--folders) also times reading
+the same set from label/result folders.
 
     python bench/bench_kitti_eval.py [--frames 3769] [--repeats 3] [--bar 5.0] [--folders]
 """
@@ -102,7 +103,7 @@ def main() -> int:
     n_gt, n_dt = sum(len(g) for g in gts), sum(len(d) for d in dts)
 
     t0 = time.perf_counter()
-    evaluate_kitti(gts[:20], dts[:20])  # compiles the kernels, or loads them from numba's cache
+    evaluate_kitti(gts[:20], dts[:20])  # warm-up
     warmup = time.perf_counter() - t0
 
     times, cpu = [], []
