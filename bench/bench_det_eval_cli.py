@@ -9,11 +9,13 @@ Our command runs as a subprocess (the console script `squeeze` beside this Pytho
 squeeze_suite`), once to warm up (numba's on-disk cache) and then --repeats times; the figure is the median
 wall time, and the peak resident memory of each run is read from wait4's rusage.
 
-When KITTI_DEVKIT_SRC names a folder holding the devkit's evaluate_object.cpp (squeezeDet's copy, in
-src/dataset/kitti-eval/cpp of github.com/BichenWuUCB/squeezeDet, or the official devkit_object's cpp folder),
-it is compiled with `g++ -O2` into a temporary folder and run on the same files, interleaved with ours; its
-AP11 is checked against ours with --squeezedet-devkit (the same rules). The devkit's code is never copied
-into this repository. Without KITTI_DEVKIT_SRC the comparison is skipped.
+When KITTI_DEVKIT_SRC names a folder holding the devkit's evaluate_object.cpp and mail.h (squeezeDet's copy,
+src/dataset/kitti-eval/cpp of github.com/BichenWuUCB/squeezeDet, run as `evaluate_object KITTI_DIR IMAGE_SET
+RESULT_DIR N`; the official devkit_object's main takes other arguments), it is compiled with `g++ -O2` into a
+temporary folder and run on the same files, interleaved with ours; its AP11 is checked against ours with
+--squeezedet-devkit (the same rules). Its plotting calls gnuplot through system() where installed, as it
+always does. The devkit's code is never copied into this repository. Without KITTI_DEVKIT_SRC the comparison
+is skipped.
 
 Bars: ours faster than the devkit (median wall time, same run) and under 150 MB peak. Prints one JSON
 object per line; exits 1 when a bar is missed.
