@@ -35,14 +35,14 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/squeeze demo --out outputs/demo
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check squeeze squeeze_suite squeezeseg squeezedet domain_adapt bench tests
+	$(VENV)/bin/ruff check squeeze squeeze_suite squeezeseg squeezedet domain_adapt deploy bench tests
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
 	@set -e; for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f; done
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check squeeze squeeze_suite squeezeseg squeezedet domain_adapt bench tests
+	$(VENV)/bin/ruff check squeeze squeeze_suite squeezeseg squeezedet domain_adapt deploy bench tests
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
