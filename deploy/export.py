@@ -24,12 +24,13 @@ Interface of the exported networks:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
 import warnings
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,12 +240,27 @@ def _trace(net: _Network, opset: int, batch: int | None) -> tuple[Any, str]:
     dynamic = batch is None
     example = net.example if dynamic else tuple(t[:1].expand(batch, *t.shape[1:]).contiguous() for t in net.example)
     shapes = {name: {0: torch.export.Dim("batch", min=1, max=4096)} for name in net.input_names} if dynamic else None
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "onnxscript", "onnx_ir"):
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter; failures raise
         program = torch.onnx.export(net.module, example, input_names=list(net.input_names),
                                     output_names=list(net.output_names), opset_version=opset, dynamo=True,
                                     dynamic_shapes=shapes, optimize=True, verbose=False, external_data=False)
     return onnx.ModelProto.FromString(program.model_proto.SerializeToString()), "dynamo"
+
+
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Raise these loggers to ERROR for the block: the exporter and its optimiser log every pass at INFO, and warn
+    about torchvision operators this model does not use."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _finish(proto: Any, simplify: bool, out_path: Path) -> Any:

@@ -18,6 +18,7 @@ log = logging.getLogger("squeeze")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from deploy.cli import add_deploy_parser
     from domain_adapt.cli import add_sim_parser
     from squeeze.cli import add_show_parser
     from squeeze_suite.demo import add_demo_parser
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_seg_parser(sub)
     add_det_parser(sub)
     add_show_parser(sub)
+    add_deploy_parser(sub)
     add_demo_parser(sub)
     return parser
 
