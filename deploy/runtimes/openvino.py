@@ -1,0 +1,151 @@
+"""OpenVINO runtime: an exported network (.onnx, or an OpenVINO IR .xml) and its sidecar as a squeeze.predictor
+Detector or Segmenter / RangeSegmenter, with no torch and no model package.
+
+Only the network runs in OpenVINO; pre- and post-processing are the numpy functions of squeeze.detection and
+squeeze.segmentation that the torch predictors use, with the parameters of the sidecar (deploy.runtimes.common).
+
+Settings, and why:
+- precision "f32" by default: on CPUs with BF16 instructions (AVX-512 BF16, AMX) OpenVINO's CPU plugin runs
+  float layers in bf16 unless INFERENCE_PRECISION_HINT says otherwise, which moves logits by ~1e-2 and flips
+  labels; "bf16" is offered for speed. An INT8 (QDQ) model runs its quantised layers in int8 either way; the
+  hint only sets the precision of the layers left in float.
+- 2 threads and the LATENCY hint: one request at a time, batch 1, as a car computer runs it.
+- The batch axis is fixed to 1 at load (static shapes let the CPU plugin pick its fastest kernels); a batch of
+  several inputs runs one request per item.
+
+Needs the `deploy` extra (pip install 'squeeze-suite[deploy]') for the openvino package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploy.runtimes.common import NetworkDetector, NetworkSegmenter
+from deploy.sidecar import Sidecar, read_sidecar
+from squeeze.errors import DataError
+
+__all__ = ["PRECISIONS", "OpenVinoDetector", "OpenVinoNetwork", "OpenVinoSegmenter", "convert_to_ir", "load_openvino"]
+
+PRECISIONS = ("f32", "bf16")  # INFERENCE_PRECISION_HINT values offered; f32 is the default (see module doc)
+MODEL_SUFFIXES = (".onnx", ".xml")
+
+
+def _openvino() -> Any:
+    try:
+        import openvino
+    except ImportError:
+        raise ImportError("the OpenVINO runtime needs the openvino package: pip install 'squeeze-suite[deploy]' "
+                          "(or pip install openvino)") from None
+    return openvino
+
+
+class OpenVinoNetwork:
+    """One compiled network: numpy inputs by name in, outputs in the sidecar's output order out.
+
+    model_path: .onnx or .xml (IR, its .bin beside it); sidecar: read from beside the model when None.
+    """
+
+    def __init__(self, model_path: str | Path, sidecar: Sidecar | None = None, precision: str = "f32",
+                 threads: int = 2, device: str = "CPU"):
+        model_path = Path(model_path)
+        if model_path.suffix not in MODEL_SUFFIXES:
+            raise DataError(model_path, f"OpenVINO reads {' or '.join(MODEL_SUFFIXES)} files")
+        if not model_path.is_file():
+            raise DataError(model_path, "no such model file")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.sidecar = sidecar if sidecar is not None else read_sidecar(model_path)
+        self.precision = precision
+        ov = _openvino()
+        core = ov.Core()
+        try:
+            model = core.read_model(str(model_path))
+        except RuntimeError as e:
+            raise DataError(model_path, f"OpenVINO cannot read this model: {str(e).splitlines()[0]}") from None
+        names = {name for p in model.inputs for name in p.get_names()}
+        wanted = [i.name for i in self.sidecar.inputs]
+        if not set(wanted) <= names or len(wanted) != len(model.inputs):
+            raise DataError(model_path, f"the network's inputs {sorted(names)} are not the sidecar's {wanted}")
+        # Static batch 1: the CPU plugin compiles faster kernels for static shapes (a dynamic batch runs item by item).
+        shapes = {}
+        for port in model.inputs:
+            dims = list(port.get_partial_shape())
+            if dims:
+                dims[0] = ov.Dimension(1)
+            shapes[port.get_any_name()] = ov.PartialShape(dims)
+        model.reshape(shapes)
+        config = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_PRECISION_HINT": precision}
+        self.compiled = core.compile_model(model, device, config)
+        self.request = self.compiled.create_infer_request()
+        # An output tensor can carry several names (OpenVINO may merge "confidence" with the view it came from).
+        by_name = {name: o for o in self.compiled.outputs for name in o.get_names()}
+        missing = [n for n in self.sidecar.output_names if n not in by_name]
+        if missing:
+            raise DataError(model_path, f"the network has no outputs {missing} (it has {sorted(by_name)})")
+        self._outputs = [by_name[n] for n in self.sidecar.output_names]
+        self._dtypes = {i.name: np.dtype(i.dtype) for i in self.sidecar.inputs}
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Inputs of batch B (any B >= 1) -> the outputs, batch B, in the sidecar's output order."""
+        batch = len(next(iter(feeds.values())))
+        if batch == 1:
+            results = self.request.infer({k: np.ascontiguousarray(v, self._dtypes[k]) for k, v in feeds.items()})
+            return [np.array(results[o]) for o in self._outputs]
+        items = [self.run({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(batch)]
+        return [np.concatenate(parts) for parts in zip(*items, strict=True)]
+
+
+class OpenVinoDetector(NetworkDetector):
+    """squeeze.predictor.Detector over an exported SqueezeDet / SqueezeDet+ in OpenVINO."""
+
+    def __init__(self, model_path: str | Path, sidecar: Sidecar | None = None, precision: str = "f32",
+                 threads: int = 2, device: str = "CPU"):
+        super().__init__(OpenVinoNetwork(model_path, sidecar, precision, threads, device), model_path)
+
+
+class OpenVinoSegmenter(NetworkSegmenter):
+    """squeeze.predictor.Segmenter and RangeSegmenter over an exported SqueezeSeg / SqueezeSegV2 in OpenVINO."""
+
+    def __init__(self, model_path: str | Path, sidecar: Sidecar | None = None, precision: str = "f32",
+                 threads: int = 2, device: str = "CPU"):
+        super().__init__(OpenVinoNetwork(model_path, sidecar, precision, threads, device), model_path)
+
+
+def convert_to_ir(model_path: str | Path, xml_path: str | Path) -> Path:
+    """An .onnx model (with its sidecar) -> OpenVINO IR (model.xml + model.bin) and a copy of the sidecar beside it.
+
+    Weights keep their precision: ov.save_model's default would compress fp32 weights to fp16, which moves the
+    logits by ~1e-2 (the parity bar is 1e-4). The IR loads faster than the ONNX file and runs the same.
+    """
+    import dataclasses
+
+    from deploy.sidecar import write_sidecar
+
+    model_path, xml_path = Path(model_path), Path(xml_path)
+    if xml_path.suffix != ".xml":
+        raise DataError(xml_path, "an OpenVINO IR file ends in .xml")
+    sidecar = read_sidecar(model_path)
+    ov = _openvino()
+    try:
+        model = ov.convert_model(str(model_path))
+    except Exception as e:  # OpenVINO raises its own OpConversionFailure / GeneralFailure types
+        raise DataError(model_path, f"OpenVINO cannot convert this model: {str(e).strip().splitlines()[0]}") from None
+    ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    write_sidecar(xml_path, dataclasses.replace(sidecar, model_file=xml_path.name))
+    return xml_path
+
+
+def load_openvino(model_path: str | Path, precision: str = "f32", threads: int = 2, device: str = "CPU"
+                  ) -> OpenVinoDetector | OpenVinoSegmenter:
+    """The Detector or Segmenter its sidecar's task calls for (deploy.formats' loader for .xml, and .onnx when
+    OpenVINO is asked for)."""
+    sidecar = read_sidecar(model_path)
+    cls = OpenVinoDetector if sidecar.task == "detection" else OpenVinoSegmenter
+    return cls(model_path, sidecar, precision, threads, device)

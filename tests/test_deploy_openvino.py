@@ -1,0 +1,308 @@
+"""OpenVINO runtime (deploy.runtimes.openvino): fp32 parity with onnxruntime under the f32 precision hint, the
+predictors' end-to-end outputs, the IR path, bad inputs, and a run with torch and the model packages blocked.
+
+The networks are tiny ONNX graphs built here with onnx.helper (a SqueezeSegV2-like segmenter: normalised range
+channels + the mask in, a 3x3 conv, ReLU, a concat skip and a 3x3 classifier; a ConvDet-like detector), so each
+test takes well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+ov = pytest.importorskip("openvino")
+
+import onnx  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from deploy.sidecar import DetectionParams, InputSpec, SegmentationParams, Sidecar, default_colors, write_sidecar  # noqa: E402
+from squeeze.errors import DataError  # noqa: E402
+from squeeze.range_image import ProjectionConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SEG_CLASSES = ("background", "car", "pedestrian", "cyclist")
+SEG_H, SEG_W = 8, 16
+MEAN = (10.0, 0.0, -1.0, 0.25, 12.0)
+STD = (12.0, 8.0, 1.0, 0.15, 12.0)
+DET_CLASSES = ("Car", "Pedestrian", "Cyclist")
+DET_H, DET_W, GRID, ANCHORS = 32, 64, (4, 8), ((16.0, 12.0), (8.0, 20.0))
+
+
+def _conv(name: str, x: str, out: str, cin: int, cout: int, rng: np.random.Generator, k: int = 3, stride: int = 1,
+          spread: float = 1.0, scale: float = 1.0) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
+    """A conv node and its initialisers `{name}.weight` / `{name}.bias`; output channel c has weights scaled by
+    spread ** (c / cout), so channels differ in range (what per-channel scales are for)."""
+    w = rng.normal(0, scale / np.sqrt(cin * k * k), (cout, cin, k, k)).astype(np.float32)
+    w *= (spread ** (np.arange(cout) / cout)).astype(np.float32)[:, None, None, None]
+    b = rng.normal(0, 0.1, cout).astype(np.float32)
+    node = helper.make_node("Conv", [x, f"{name}.weight", f"{name}.bias"], [out], name=f"node_{name}",
+                            kernel_shape=[k, k], pads=[k // 2] * 4, strides=[stride, stride])
+    return node, [numpy_helper.from_array(w, f"{name}.weight"), numpy_helper.from_array(b, f"{name}.bias")]
+
+
+def tiny_segmenter(path: Path, seed: int = 0) -> Path:
+    """model.onnx + model.json: (B, 5, 8, 16) range_image and (B, 8, 16) mask -> (B, 4, 8, 16) logits."""
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("Cast", ["mask"], ["mask_f"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["mask_f", "axis1"], ["mask_c"]),
+             helper.make_node("Concat", ["range_image", "mask_c"], ["x0"], axis=1)]
+    inits = [numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    for name, x, out, cin, cout in (("conv1", "x0", "c1", 6, 16), ("fire2", "r1", "c2", 16, 16)):
+        node, w = _conv(name, x, out, cin, cout, rng, spread=20.0)
+        nodes += [node, helper.make_node("Relu", [out], ["r" + out[1:]])]
+        inits += w
+    nodes.append(helper.make_node("Concat", ["r1", "r2"], ["skip"], axis=1))
+    node, w = _conv("conv14", "skip", "logits", 32, 4, rng)
+    nodes.append(node)
+    inits += w
+    graph = helper.make_graph(
+        nodes, "tiny_seg",
+        [helper.make_tensor_value_info("range_image", TensorProto.FLOAT, ["batch", 5, SEG_H, SEG_W]),
+         helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", SEG_H, SEG_W])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4, SEG_H, SEG_W])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    projection = ProjectionConfig(height=SEG_H, width=SEG_W, fov_left_deg=45.0, fov_right_deg=-45.0, mode="uniform",
+                                  fov_up_deg=2.0, fov_down_deg=-24.9)
+    write_sidecar(path, Sidecar(
+        "segmentation", "tiny_seg", path.name, "fp32",
+        (InputSpec("range_image", (None, 5, SEG_H, SEG_W), "float32"), InputSpec("mask", (None, SEG_H, SEG_W), "bool")),
+        ("logits",), SEG_CLASSES, default_colors(SEG_CLASSES),
+        segmentation=SegmentationParams(("x", "y", "z", "intensity", "range"), MEAN, STD, False, projection)))
+    return path
+
+
+def tiny_detector(path: Path, seed: int = 0) -> Path:
+    """model.onnx + model.json: (B, 3, 32, 64) image -> deltas (B, N, 4), confidence (B, N), class_probs (B, N, 3),
+    N = 4 x 8 cells x 2 anchors; channel layout per cell: A x K class logits, A confidences, A x 4 deltas."""
+    rng = np.random.default_rng(seed)
+    a, k = len(ANCHORS), len(DET_CLASSES)
+    n = GRID[0] * GRID[1] * a
+    nodes, inits = [], []
+    node, w = _conv("conv1", "image", "c1", 3, 16, rng, stride=8, scale=1 / 60)  # pixels minus means: +-128
+    inits += w
+    nodes += [node, helper.make_node("Relu", ["c1"], ["r1"])]
+    node, w = _conv("convdet", "r1", "head", 16, a * (k + 1 + 4), rng)
+    nodes.append(node)
+    inits += w
+    nodes.append(helper.make_node("Transpose", ["head"], ["nhwc"], perm=[0, 2, 3, 1]))
+    splits = numpy_helper.from_array(np.array([a * k, a, a * 4], np.int64), "splits")
+    inits.append(splits)
+    nodes.append(helper.make_node("Split", ["nhwc", "splits"], ["cls", "conf", "dlt"], axis=3))
+    for name, shape in (("cls", [0, n, k]), ("conf", [0, n]), ("dlt", [0, n, 4])):
+        inits.append(numpy_helper.from_array(np.array(shape, np.int64), f"{name}_shape"))
+        nodes.append(helper.make_node("Reshape", [name, f"{name}_shape"], [f"{name}_r"]))
+    nodes += [helper.make_node("Softmax", ["cls_r"], ["class_probs"], axis=-1),
+              helper.make_node("Sigmoid", ["conf_r"], ["confidence"]),
+              helper.make_node("Identity", ["dlt_r"], ["deltas"])]
+    graph = helper.make_graph(
+        nodes, "tiny_det", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, DET_H, DET_W])],
+        [helper.make_tensor_value_info("deltas", TensorProto.FLOAT, ["batch", n, 4]),
+         helper.make_tensor_value_info("confidence", TensorProto.FLOAT, ["batch", n]),
+         helper.make_tensor_value_info("class_probs", TensorProto.FLOAT, ["batch", n, k])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    write_sidecar(path, Sidecar(
+        "detection", "tiny_det", path.name, "fp32", (InputSpec("image", (None, 3, DET_H, DET_W), "float32"),),
+        ("deltas", "confidence", "class_probs"), DET_CLASSES, default_colors(DET_CLASSES),
+        detection=DetectionParams(DET_W, DET_H, (103.939, 116.779, 123.68), ANCHORS, GRID, 1.0, 64, 0.005, 0.4, 0.0,
+                                  "standard", 0.5)))
+    return path
+
+
+def range_images(count: int, seed: int = 0) -> np.ndarray:
+    """(count, 8, 16, 6) float32 range images: a road and a box-shaped object per image, about 1/8 pixels empty."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((count, SEG_H, SEG_W, 6), np.float32)
+    for i in range(count):
+        rng_ = 5 + 30 * rng.random((SEG_H, SEG_W))
+        r0, c0 = rng.integers(0, SEG_H - 3), rng.integers(0, SEG_W - 5)
+        rng_[r0:r0 + 3, c0:c0 + 5] = 4 + rng.random()
+        az = np.deg2rad(np.linspace(44, -44, SEG_W))[None, :]
+        el = np.deg2rad(np.linspace(1.5, -24, SEG_H))[:, None]
+        out[i, ..., 0] = rng_ * np.cos(el) * np.cos(az)
+        out[i, ..., 1] = rng_ * np.cos(el) * np.sin(az)
+        out[i, ..., 2] = rng_ * np.sin(el)
+        out[i, ..., 3] = rng.random((SEG_H, SEG_W))
+        out[i, ..., 4] = rng_
+        out[i][rng.random((SEG_H, SEG_W)) < 0.125] = 0
+    return out
+
+
+def _ort_run(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def _has_bf16() -> bool:
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+# ---------------------------------------------------------------------------------------------------- parity
+def test_fp32_logits_match_onnxruntime_with_the_f32_hint(tmp_path):
+    from deploy.runtimes.openvino import OpenVinoSegmenter
+
+    path = tiny_segmenter(tmp_path / "seg.onnx")
+    seg = OpenVinoSegmenter(path)
+    images = range_images(3)
+    feeds = seg.feeds(images[..., :5], images[..., 4] > 0)
+    (reference,) = _ort_run(path, feeds)
+    got = seg.network.run(feeds)[0]  # batch 3: one request per item on the batch-1 network
+    assert got.shape == (3, 4, SEG_H, SEG_W)
+    assert np.abs(got - reference).max() <= 1e-4
+    assert np.abs(reference).max() > 1.0  # logits of a real size, so 1e-4 means something
+
+
+@pytest.mark.skipif(not _has_bf16(), reason="this CPU has no bf16 instructions: OpenVINO runs f32 whatever the hint")
+def test_the_precision_hint_is_applied_bf16_moves_the_logits(tmp_path):
+    from deploy.runtimes.openvino import OpenVinoSegmenter
+
+    path = tiny_segmenter(tmp_path / "seg.onnx")
+    images = range_images(1)
+    f32, bf16 = OpenVinoSegmenter(path), OpenVinoSegmenter(path, precision="bf16")
+    feeds = f32.feeds(images[..., :5], images[..., 4] > 0)
+    (reference,) = _ort_run(path, feeds)
+    # bf16 keeps 8 mantissa bits: errors of ~1e-2 on logits of size ~1; the f32 hint stays within 1e-4
+    assert np.abs(bf16.network.run(feeds)[0] - reference).max() > 1e-3
+    assert np.abs(f32.network.run(feeds)[0] - reference).max() <= 1e-4
+
+
+def test_segment_range_gives_argmax_labels_and_softmax_scores_zero_on_empty_pixels(tmp_path):
+    from deploy.runtimes.openvino import load_openvino
+
+    path = tiny_segmenter(tmp_path / "seg.onnx")
+    seg = load_openvino(path)
+    image = range_images(1, seed=3)[0]
+    out = seg.segment_range(image)
+    mask = image[..., 4] > 0
+    (logits,) = _ort_run(path, seg.feeds(image[None, ..., :5], mask[None]))
+    expected = logits[0].argmax(0)
+    probs = np.exp(logits[0] - logits[0].max(0)) / np.exp(logits[0] - logits[0].max(0)).sum(0)
+    assert out.labels.dtype == np.int64 and out.scores.dtype == np.float32
+    assert np.array_equal(out.labels, np.where(mask, expected, 0))
+    np.testing.assert_allclose(out.scores, np.where(mask, probs.max(0), 0), atol=1e-5)
+    assert (~mask).sum() > 0 and (out.labels[~mask] == 0).all() and (out.scores[~mask] == 0).all()
+    assert len(set(out.labels[mask].tolist())) >= 2  # the test would not see a wrong argmax on one class
+    assert seg.class_names == SEG_CLASSES
+
+
+def test_segment_points_maps_every_point_through_its_pixel(tmp_path):
+    from deploy.runtimes.openvino import OpenVinoSegmenter
+
+    seg = OpenVinoSegmenter(tiny_segmenter(tmp_path / "seg.onnx"))
+    # three points straight ahead at 10 m, one behind the sensor (outside the front 90 degrees)
+    points = np.array([[10, 0, -1, 0.5], [10, 0.1, -1, 0.4], [8, 2, -0.5, 0.2], [-10, 0, 0, 0.5]], np.float32)
+    out = seg.segment(points)
+    assert out.labels.shape == (4,) and out.labels[3] == 0 and out.scores[3] == 0
+    assert (out.scores[:3] > 0).all()
+    empty = seg.segment(np.zeros((0, 4), np.float32))
+    assert empty.labels.shape == (0,) and empty.scores.shape == (0,)
+
+
+def test_detector_matches_numpy_postprocessing_of_onnxruntime_outputs(tmp_path):
+    from deploy.runtimes.openvino import OpenVinoDetector
+    from squeeze.detection import boxes_to_original, postprocess, preprocess_image
+
+    path = tiny_detector(tmp_path / "det.onnx")
+    det = OpenVinoDetector(path)
+    rgb = np.random.default_rng(5).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    got = det.detect(rgb)
+    net, scale = preprocess_image(rgb, DET_W, DET_H)
+    deltas, conf, probs = _ort_run(path, {"image": net[None]})
+    p = det.params
+    want = boxes_to_original(postprocess(deltas[0], conf[0], probs[0], p.anchors(), DET_W, DET_H), scale, (80, 48))
+    assert len(want) > 0 and len(got) == len(want)
+    np.testing.assert_array_equal(got.classes, want.classes)
+    np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+    assert got.boxes[:, [0, 2]].max() <= 79 and got.boxes[:, [1, 3]].max() <= 47  # original pixels
+
+
+def test_openvino_ir_gives_the_same_logits_as_the_onnx_file(tmp_path):
+    from deploy.runtimes.openvino import OpenVinoSegmenter, convert_to_ir
+
+    path = tiny_segmenter(tmp_path / "seg.onnx")
+    xml = convert_to_ir(path, tmp_path / "ir" / "seg.xml")
+    assert (tmp_path / "ir" / "seg.bin").is_file() and json.loads((tmp_path / "ir" / "seg.json").read_text())[
+        "model_file"] == "seg.xml"
+    images = range_images(1)
+    a, b = OpenVinoSegmenter(path), OpenVinoSegmenter(xml)
+    feeds = a.feeds(images[..., :5], images[..., 4] > 0)
+    # fp32 weights kept (ov.save_model's default fp16 compression moved these logits by 5e-2)
+    assert np.abs(a.network.run(feeds)[0] - b.network.run(feeds)[0]).max() <= 1e-5
+    with pytest.raises(DataError, match="ends in .xml"):
+        convert_to_ir(path, tmp_path / "seg.bin")
+
+
+# ----------------------------------------------------------------------------------------------- bad inputs
+def test_bad_models_sidecars_and_options_are_named(tmp_path):
+    from deploy.runtimes.openvino import OpenVinoDetector, OpenVinoSegmenter
+
+    path = tiny_segmenter(tmp_path / "seg.onnx")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        OpenVinoSegmenter(path, precision="fp16")
+    with pytest.raises(DataError, match="not a detector"):
+        OpenVinoDetector(path)
+    with pytest.raises(DataError, match="OpenVINO reads"):
+        OpenVinoSegmenter(tmp_path / "seg.engine")
+    with pytest.raises(DataError, match="no such model file"):
+        OpenVinoSegmenter(tmp_path / "absent.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a protobuf at all")
+    (tmp_path / "junk.json").write_text((tmp_path / "seg.json").read_text())
+    with pytest.raises(DataError, match="junk.onnx: OpenVINO cannot read"):
+        OpenVinoSegmenter(junk)
+    other = tiny_detector(tmp_path / "det.onnx")
+    side = json.loads((tmp_path / "seg.json").read_text())
+    (tmp_path / "det.json").write_text(json.dumps(side))  # a segmenter's sidecar beside a detector
+    with pytest.raises(DataError, match="inputs .* are not the sidecar's"):
+        OpenVinoSegmenter(other)
+    (tmp_path / "seg.json").unlink()
+    with pytest.raises(DataError, match="no sidecar beside seg.onnx"):
+        OpenVinoSegmenter(path)
+
+
+# ------------------------------------------------------------------------------------------------ no torch
+BLOCKED_RUN = r"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "squeezeseg", "squeezedet"}:
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, Block())
+import numpy as np
+from deploy.runtimes.openvino import load_openvino
+seg = load_openvino(sys.argv[1])
+image = np.load(sys.argv[2])
+out = seg.segment_range(image)
+assert not any(m.split(".")[0] in {"torch", "squeezeseg", "squeezedet"} for m in sys.modules)
+print(out.labels.sum(), round(float(out.scores.sum()), 3))
+"""
+
+
+def test_runtime_runs_with_torch_and_the_model_packages_blocked(tmp_path):
+    from deploy.runtimes.openvino import OpenVinoSegmenter
+
+    path = tiny_segmenter(tmp_path / "seg.onnx")
+    image = range_images(1, seed=7)[0]
+    np.save(tmp_path / "image.npy", image)
+    expected = OpenVinoSegmenter(path).segment_range(image)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", BLOCKED_RUN, str(path), str(tmp_path / "image.npy")], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(expected.labels.sum()), str(round(float(expected.scores.sum()), 3))]
