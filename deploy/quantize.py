@@ -1,0 +1,335 @@
+"""INT8: static post-training quantisation of an exported model, calibrated on a dataset folder.
+
+Recipe (onnxruntime.quantization.quantize_static, the well-kept tool; its QDQ output is what onnxruntime,
+OpenVINO and TensorRT's explicit quantisation all consume):
+- QDQ format: QuantizeLinear / DequantizeLinear pairs around each quantised op, the float graph otherwise intact.
+- Weights int8, symmetric, one scale per output channel (per-channel: the squeeze and expand convolutions of a
+  Fire module have channels whose ranges differ by 100x, and one scale per tensor zeroes the small ones).
+- Activations uint8, asymmetric, MinMax ranges over the calibration frames. The quantizer's default, int8
+  activations, left most convolutions of SqueezeSegV2 unquantised in onnxruntime and made OpenVINO crash compiling
+  its quantised concatenations (issue 11); after a ReLU every activation is >= 0, which uint8 covers with all 256
+  levels.
+- Calibration inputs are built by the runtime's own numpy pre-processing with the sidecar's parameters
+  (squeeze.detection.preprocess_image; projection + squeeze.segmentation.normalize_channels), so the ranges are
+  those the deployed model will see.
+- Layers can be kept in float by name (`keep_float`); `layer_sensitivity` ranks the layers by the error each
+  adds when it alone is quantised (on a few calibration frames), so the worst can be kept in float
+  (`worst_layers`). SqueezeDet needs it: fully int8 its car AP drops to 0 (the ConvDet head's scores lose their
+  precision); with the head and fire11 in float it is back at fp32's. SqueezeSegV2 loses < 1 point fully int8.
+- MinMax ranges by default; "percentile" and "entropy" (onnxruntime's calibrators) are offered, and changed
+  nothing for SqueezeDet's head.
+
+The int8 model gets its own sidecar (precision "int8", everything else the fp32 model's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploy.sidecar import Sidecar, read_sidecar, write_sidecar
+from squeeze.detection import preprocess_image
+from squeeze.errors import DataError
+from squeeze.kitti import read_image, read_velodyne
+from squeeze.range_image import project_scan, read_range_npy
+from squeeze.segmentation import normalize_channels, raw_channels
+
+__all__ = [
+    "QUANTIZED_OPS",
+    "LayerSensitivity",
+    "QuantizeResult",
+    "calibration_files",
+    "calibration_inputs",
+    "layer_names",
+    "layer_sensitivity",
+    "quantize_model",
+    "worst_layers",
+]
+
+log = logging.getLogger(__name__)
+
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the ops whose float time dominates these networks
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+# ------------------------------------------------------------------------------------------------- calibration
+def calibration_files(folder: str | Path, task: str) -> list[Path]:
+    """The sorted input files of a dataset folder for a task: camera images for detection (KITTI
+    training/image_2, or images in the folder itself), scans for segmentation (KITTI training/velodyne/*.bin,
+    SqueezeSeg lidar_2d/*.npy, or .bin / .npy files in the folder itself). DataError naming the folder when none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "calibration data must be a dataset folder")
+    if task == "detection":
+        places = [(folder / "training" / "image_2", IMAGE_SUFFIXES), (folder / "image_2", IMAGE_SUFFIXES),
+                  (folder, IMAGE_SUFFIXES)]
+        what = "camera images (training/image_2/*.png)"
+    else:
+        places = [(folder / "training" / "velodyne", (".bin",)), (folder / "velodyne", (".bin",)),
+                  (folder / "lidar_2d", (".npy",)), (folder, (".bin", ".npy"))]
+        what = "scans (training/velodyne/*.bin or lidar_2d/*.npy)"
+    for place, suffixes in places:
+        if place.is_dir():
+            found = sorted(p for p in place.iterdir() if p.suffix.lower() in suffixes and p.is_file())
+            if found:
+                return found
+    raise DataError(folder, f"no {what} to calibrate a {task} model on")
+
+
+def _spread(files: Sequence[Path], count: int) -> list[Path]:
+    """`count` files spread evenly over the sorted list (neighbouring frames of a drive look alike)."""
+    if count >= len(files):
+        return list(files)
+    return [files[i] for i in np.linspace(0, len(files) - 1, count).round().astype(int)]
+
+
+def calibration_inputs(sidecar: Sidecar, folder: str | Path, max_frames: int = 32) -> list[dict[str, np.ndarray]]:
+    """Network inputs of up to max_frames frames of a dataset folder, each a {input name: (1, ...) array} feed,
+    built by the same numpy pre-processing the runtimes use with the sidecar's parameters."""
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    files = _spread(calibration_files(folder, sidecar.task), max_frames)
+    return [frame_feed(sidecar, path) for path in files]
+
+
+def frame_feed(sidecar: Sidecar, path: Path) -> dict[str, np.ndarray]:
+    """The network input of one image or scan file, batch 1."""
+    if sidecar.task == "detection":
+        p = sidecar.detection
+        assert p is not None
+        image, _ = preprocess_image(read_image(path), p.image_width, p.image_height, p.pixel_mean_bgr)
+        return {sidecar.inputs[0].name: image[None]}
+    s = sidecar.segmentation
+    assert s is not None
+    if path.suffix == ".npy":
+        image = read_range_npy(path, (s.projection.height, s.projection.width))
+    else:
+        image, _ = project_scan(read_velodyne(path), s.projection, source=str(path))
+    feed = {next(i.name for i in sidecar.inputs if i.dtype != "bool"):
+            normalize_channels(raw_channels(image), s.mean, s.std)[None]}
+    mask = next((i.name for i in sidecar.inputs if i.dtype == "bool"), None)
+    if mask is not None:
+        feed[mask] = image.mask[None].astype(bool)
+    return feed
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over a list of feeds (get_next, None at the end)."""
+
+    def __init__(self, feeds: Sequence[dict[str, np.ndarray]]):
+        self._feeds: Iterator[dict[str, np.ndarray]] = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+# ---------------------------------------------------------------------------------------------------- layers
+def _load(model_path: str | Path) -> Any:
+    import onnx
+
+    try:
+        return onnx.load(str(model_path))  # external data (model.onnx.data) is read in
+    except FileNotFoundError:
+        raise DataError(model_path, "no such model file") from None
+    except Exception as e:  # onnx raises DecodeError / ValidationError of its own
+        raise DataError(model_path, f"not an ONNX model: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                        ) from None
+
+
+def layer_names(model: Any) -> dict[str, str]:
+    """{graph node name: layer name} of the quantisable nodes (QUANTIZED_OPS) of an ONNX model, in graph order.
+
+    The layer name is the node's weight initialiser without its ".weight" (e.g. "conv14", "fire9.expand3x3"):
+    the exporter's node names ("node_conv2d_44") say nothing to a user. Wrapper prefixes stay.
+    """
+    inits = {t.name for t in model.graph.initializer}
+    out: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type in QUANTIZED_OPS:
+            weight = next((i for i in node.input[1:] if i in inits), node.name)
+            out[node.name] = weight.removesuffix(".weight")
+    return out
+
+
+def resolve_layers(model: Any, names: Sequence[str], source: str | Path) -> list[str]:
+    """Graph node names of the layers named by the user: a node name, a layer name, or a layer name's tail after
+    a dot (e.g. "conv14" for "model.conv14"). DataError naming the model when a name matches nothing."""
+    layers = layer_names(model)
+    nodes: list[str] = []
+    for name in names:
+        found = [n for n, layer in layers.items() if name in (n, layer) or layer.endswith("." + name)]
+        if not found:
+            some = ", ".join(list(layers.values())[:6])
+            raise DataError(source, f"no quantisable layer named {name!r} (layers are named like {some}, ...)")
+        nodes += [n for n in found if n not in nodes]
+    return nodes
+
+
+# -------------------------------------------------------------------------------------------------- quantise
+@dataclass(frozen=True)
+class QuantizeResult:
+    path: Path  # the int8 model
+    sidecar: Path  # its sidecar
+    quantized_layers: int  # QUANTIZED_OPS nodes with int8 weights
+    float_layers: tuple[str, ...]  # layer names kept in float on request
+    calibration_frames: int
+
+
+def _quantize(src: Path, out: Path, feeds: Sequence[dict[str, np.ndarray]], cache: Path,
+              exclude: Sequence[str] = (), include: Sequence[str] | None = None, method: str = "minmax") -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    if method not in methods:
+        raise ValueError(f"calibration method must be one of {tuple(methods)}, got {method!r}")
+    quantize_static(
+        str(src), str(out), _Reader(feeds) if not cache.is_file() else None,
+        quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        calibrate_method=methods[method], op_types_to_quantize=list(QUANTIZED_OPS),
+        nodes_to_exclude=list(exclude), nodes_to_quantize=list(include) if include is not None else None,
+        calibration_cache_path=str(cache),
+        # WeightSymmetric: int8 weights centred on 0 (zero point 0), what TensorRT and the VNNI kernels want.
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+
+
+def _prepared(model_path: Path, tmp: Path) -> Path:
+    """The model as one file (external data inlined) with ONNX shape inference and onnxruntime's graph
+    optimisations applied (quant_pre_process: folds what can be folded before ranges are measured)."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model = _load(model_path)
+    whole = tmp / "model.onnx"
+    onnx.save(model, str(whole), save_as_external_data=False)
+    prepared = tmp / "prepared.onnx"
+    quant_pre_process(str(whole), str(prepared), skip_symbolic_shape=True)
+    return prepared
+
+
+def quantize_model(model_path: str | Path, out: str | Path, feeds: Sequence[dict[str, np.ndarray]],
+                   keep_float: Sequence[str] = (), sidecar: Sidecar | None = None, method: str = "minmax"
+                   ) -> QuantizeResult:
+    """Quantise `model_path` (an fp32 .onnx with its sidecar) into `out` (QDQ int8), calibrated on `feeds`
+    (calibration_inputs), with the layers named in keep_float left in float. Writes out's sidecar."""
+    import onnx
+
+    model_path, out = Path(model_path), Path(out)
+    if not feeds:
+        raise ValueError("quantisation needs at least one calibration frame")
+    sidecar = sidecar if sidecar is not None else read_sidecar(model_path)
+    if sidecar.precision != "fp32":
+        raise DataError(model_path, f"only an fp32 model can be quantised; this one is {sidecar.precision}")
+    if out.resolve() == model_path.resolve():
+        raise DataError(out, "the int8 model would overwrite the fp32 model it is made from")
+    with tempfile.TemporaryDirectory(prefix="squeeze-quant-") as tmp_name:
+        tmp = Path(tmp_name)
+        prepared = _prepared(model_path, tmp)
+        exclude = resolve_layers(onnx.load(str(prepared)), keep_float, model_path) if keep_float else []
+        staged = tmp / "int8.onnx"
+        _quantize(prepared, staged, feeds, tmp / "ranges.json", exclude=exclude, method=method)
+        quantized = onnx.load(str(staged))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        from squeeze.atomic import atomic_write_bytes
+
+        atomic_write_bytes(out, quantized.SerializeToString())
+    side = write_sidecar(out, dataclasses.replace(sidecar, precision="int8", model_file=out.name,
+                                                  export={**sidecar.export, "quantized_from": model_path.name,
+                                                          "calibration_frames": len(feeds),
+                                                          "float_layers": list(keep_float)}))
+    n_int8 = len(int8_weights(quantized))
+    return QuantizeResult(out, side, n_int8, tuple(keep_float), len(feeds))
+
+
+def int8_weights(model: Any) -> list[str]:
+    """Names of the int8 weight initialisers that a DequantizeLinear reads (one per quantised layer)."""
+    from onnx import TensorProto
+
+    inits = {t.name: t for t in model.graph.initializer}
+    return [n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+            and inits[n.input[0]].data_type == TensorProto.INT8]
+
+
+# ------------------------------------------------------------------------------------------------ sensitivity
+@dataclass(frozen=True)
+class LayerSensitivity:
+    node: str  # graph node name
+    layer: str  # layer name (layer_names)
+    error: float  # the task's error with only this layer in int8 (see layer_sensitivity)
+
+
+def output_error(task: str) -> Callable[[dict[str, np.ndarray], list[np.ndarray], list[np.ndarray]], float]:
+    """How far quantised outputs are from the float ones, for one feed. Segmentation: the fraction of valid pixels
+    (the bool mask input, all pixels when there is none) whose class changes; detection: the mean absolute change
+    of the class probability x confidence score, the quantity top-N and NMS rank on."""
+    if task == "segmentation":
+        def seg(feed: dict[str, np.ndarray], ref: list[np.ndarray], got: list[np.ndarray]) -> float:
+            changed = ref[0].argmax(1) != got[0].argmax(1)  # (1, H, W)
+            mask = next((v for v in feed.values() if v.dtype == bool), None)
+            return float(changed[mask].mean()) if mask is not None and mask.any() else float(changed.mean())
+
+        return seg
+
+    def det(feed: dict[str, np.ndarray], ref: list[np.ndarray], got: list[np.ndarray]) -> float:
+        return float(np.mean(np.abs(ref[1][..., None] * ref[2] - got[1][..., None] * got[2])))
+
+    return det
+
+
+def layer_sensitivity(model_path: str | Path, feeds: Sequence[dict[str, np.ndarray]], frames: int = 4,
+                      sidecar: Sidecar | None = None, progress: bool = False) -> list[LayerSensitivity]:
+    """Each quantisable layer's error (output_error) when it ALONE is quantised, on the first `frames` feeds,
+    worst first. Ranges are measured once on all feeds (a calibration cache) and reused for every layer."""
+    import onnxruntime as ort
+    from tqdm import tqdm
+
+    model_path = Path(model_path)
+    sidecar = sidecar if sidecar is not None else read_sidecar(model_path)
+    measure = output_error(sidecar.task)
+    test = list(feeds[:frames])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+
+    def outputs(path: Path) -> list[list[np.ndarray]]:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return [session.run(list(sidecar.output_names), f) for f in test]
+
+    with tempfile.TemporaryDirectory(prefix="squeeze-sens-") as tmp_name:
+        tmp = Path(tmp_name)
+        prepared = _prepared(model_path, tmp)
+        import onnx
+
+        layers = layer_names(onnx.load(str(prepared)))
+        reference = outputs(prepared)
+        cache = tmp / "ranges.json"
+        result = []
+        for node, layer in tqdm(layers.items(), desc="sensitivity", unit="layer", disable=not progress):
+            one = tmp / "one.onnx"
+            _quantize(prepared, one, feeds, cache, include=[node])
+            got = outputs(one)
+            errors = [measure(f, r, g) for f, r, g in zip(test, reference, got, strict=True)]
+            result.append(LayerSensitivity(node, layer, float(np.mean(errors))))
+    return sorted(result, key=lambda s: -s.error)
+
+
+def worst_layers(model_path: str | Path, feeds: Sequence[dict[str, np.ndarray]], count: int, frames: int = 4,
+                 sidecar: Sidecar | None = None) -> tuple[list[str], list[LayerSensitivity]]:
+    """(the `count` most sensitive layer names, the whole ranking): what `keep_float` takes to leave them float.
+
+    Measured on SqueezeDet trained on the simulated world: its ConvDet head and the three convolutions of fire11
+    before it change the scores 10-400x more than any other layer, and keeping those four in float brings car AP
+    back to fp32's (bench/bench_deploy.py)."""
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    if count == 0:
+        return [], []
+    ranking = layer_sensitivity(model_path, feeds, frames=frames, sidecar=sidecar)
+    return [s.layer for s in ranking[:count]], ranking
