@@ -1,4 +1,4 @@
-"""`squeeze deploy ...`: export a checkpoint to ONNX and list the deployment formats.
+"""`squeeze deploy ...`: export a checkpoint to ONNX, list the deployment formats, quantise to INT8, bench.
 
 The choices and help text come from the one table of formats (deploy.formats). Building the parser imports no
 torch, no runtime and no OpenCV; each command imports what it needs when it runs.
@@ -41,6 +41,49 @@ def add_deploy_parser(subparsers) -> None:
                                    "installed here, and how to install it.")
     p.set_defaults(run=run_formats)
 
+    p = sub.add_parser(
+        "quantize", help="fp32 ONNX -> INT8 (QDQ) calibrated on a dataset folder",
+        description="Static post-training quantisation (onnxruntime): QDQ format, per-channel int8 weights, uint8 "
+                    "activations, ranges measured on frames of a dataset folder put through the runtimes' own "
+                    "pre-processing. Writes the int8 model and its sidecar; onnxruntime, OpenVINO and TensorRT "
+                    "read it.")
+    p.add_argument("model", type=Path, help="fp32 .onnx model with its sidecar (squeeze deploy export)")
+    p.add_argument("--calib", type=Path, required=True, metavar="DIR",
+                   help="dataset folder: KITTI layout (training/image_2 for a detector, training/velodyne for a "
+                        "segmenter) or SqueezeSeg's lidar_2d/*.npy")
+    p.add_argument("-o", "--out", type=Path, required=True, help="int8 ONNX file to write (.onnx)")
+    p.add_argument("--frames", type=int, default=32, help="calibration frames, spread over the folder (default 32)")
+    p.add_argument("--keep-float", nargs="+", default=[], metavar="LAYER",
+                   help="layers left in float, by layer name (e.g. convdet, fire11.expand.expand1x1) or node name")
+    p.add_argument("--keep-worst", type=int, default=0, metavar="K",
+                   help="also keep in float the K layers that hurt most (per-layer sensitivity; default 0)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="print every layer's sensitivity (its error when it alone is int8) and write it to "
+                        "OUT.sensitivity.json")
+    p.add_argument("--sensitivity-frames", type=int, default=4, metavar="N",
+                   help="calibration frames the sensitivity is measured on (default 4)")
+    p.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax",
+                   help="how activation ranges are set from the calibration frames (default minmax)")
+    p.set_defaults(run=run_quantize)
+
+    p = sub.add_parser(
+        "bench", help="latency of exported models: torch eager and each runtime and precision",
+        description="Network-only and end-to-end (points or decoded image in, labels or boxes out) p50 / p90 / p99 "
+                    "ms and FPS, batch 1, interleaved rounds after warm-up, for torch eager (with --checkpoint) and "
+                    "every installed runtime and precision of each model (onnxruntime; OpenVINO with the f32 "
+                    "hint, and bf16 for fp32 models). Prints a table, writes OUT/bench.jsonl and OUT/bench.png.")
+    p.add_argument("models", type=Path, nargs="+", help="exported models (.onnx / .xml) with their sidecars")
+    p.add_argument("--checkpoint", type=Path, action="append", default=[], metavar="CKPT",
+                   help="torch checkpoint timed beside the models of its task (repeat for both tasks)")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="KITTI folder whose first image / .bin scan is the input (default: a synthetic one)")
+    p.add_argument("--runs", type=int, default=50, help="timed rounds (default 50)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed rounds first (default 10)")
+    p.add_argument("--threads", type=int, default=2, help="threads per runtime (default 2)")
+    p.add_argument("--mode", choices=("network", "end_to_end", "both"), default="both", help="what to time")
+    p.add_argument("--out", type=Path, default=Path("deploy_bench"), help="folder for bench.jsonl and bench.png")
+    p.set_defaults(run=run_bench)
+
 
 def run_export(args: argparse.Namespace) -> int:
     from squeeze.errors import DataError
@@ -61,3 +104,81 @@ def run_export(args: argparse.Namespace) -> int:
 def run_formats(args: argparse.Namespace) -> int:
     print(formats_table())
     return 0
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from squeeze.errors import DataError
+
+    for flag, value, low in (("--frames", args.frames, 1), ("--keep-worst", args.keep_worst, 0),
+                             ("--sensitivity-frames", args.sensitivity_frames, 1)):
+        if value < low:
+            raise DataError(None, f"{flag} must be >= {low}, got {value}")
+    if args.out.suffix != ".onnx":
+        raise DataError(args.out, "the int8 model is an ONNX file: the output must end in .onnx")
+    import json
+
+    from deploy.quantize import calibration_inputs, layer_sensitivity, quantize_model
+    from deploy.sidecar import read_sidecar
+    from squeeze.atomic import atomic_write_text
+
+    sidecar = read_sidecar(args.model)
+    feeds = calibration_inputs(sidecar, args.calib, args.frames)
+    keep = list(args.keep_float)
+    if args.keep_worst or args.sensitivity:
+        ranking = layer_sensitivity(args.model, feeds, frames=args.sensitivity_frames, sidecar=sidecar, progress=True)
+        measure = "labels changed" if sidecar.task == "segmentation" else "mean |score change|"
+        if args.sensitivity:
+            print(f"per-layer sensitivity ({measure}, only that layer int8, {min(len(feeds), args.sensitivity_frames)}"
+                  f" frames), worst first:")
+            for s in ranking:
+                print(f"  {s.error:10.6f}  {s.layer}  ({s.node})")
+            atomic_write_text(args.out.with_suffix(".sensitivity.json"), json.dumps(
+                [{"layer": s.layer, "node": s.node, "error": s.error} for s in ranking], indent=2) + "\n")
+        keep += [s.layer for s in ranking[:args.keep_worst] if s.layer not in keep]
+    result = quantize_model(args.model, args.out, feeds, keep_float=keep, sidecar=sidecar, method=args.method)
+    print(f"wrote {result.path} ({result.quantized_layers} int8 layers, {result.calibration_frames} calibration "
+          f"frames; kept in float: {', '.join(result.float_layers) or 'none'})")
+    print(f"sidecar: {result.sidecar}")
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from squeeze.errors import DataError
+
+    if args.runs < 1 or args.warmup < 0 or args.threads < 1:
+        raise DataError(None, f"--runs and --threads must be >= 1 and --warmup >= 0, got {args.runs}, "
+                              f"{args.threads} and {args.warmup}")
+    from deploy.bench import bar_chart, bench, candidates, data_input, format_table, torch_candidate, write_json_lines
+    from deploy.sidecar import read_sidecar
+
+    by_task: dict[str, list] = {}
+    for model in args.models:
+        by_task.setdefault(read_sidecar(model).task, []).append(model)
+    modes = ("network", "end_to_end") if args.mode == "both" else (args.mode,)
+    rows = []
+    for task, models in by_task.items():
+        x = data_input(task, args.data)
+        cands = []
+        for ckpt in args.checkpoint:
+            first = read_sidecar(models[0])
+            crf = first.segmentation.crf if first.segmentation is not None else None
+            if _checkpoint_task(ckpt) == task:
+                cands.append(torch_candidate(ckpt, x, args.threads, crf=crf))
+        for model in models:
+            cands += candidates(model, x, args.threads)
+        if not cands:
+            raise DataError(models[0], "no runtime is installed to run it (pip install 'squeeze-suite[deploy]')")
+        rows += bench(cands, runs=args.runs, warmup=args.warmup, threads=args.threads, modes=modes, progress=True)
+    print(format_table(rows))
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_lines(rows, args.out / "bench.jsonl")
+    bar_chart(rows, args.out / "bench.png")
+    print(f"wrote {args.out / 'bench.jsonl'} and {args.out / 'bench.png'}")
+    return 0
+
+
+def _checkpoint_task(path: Path) -> str | None:
+    from squeeze.checkpoint import load_checkpoint
+
+    config = load_checkpoint(path)["config"]
+    return config.get("task") if isinstance(config, dict) else None

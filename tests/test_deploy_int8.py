@@ -152,3 +152,24 @@ def test_sensitivity_ranks_every_layer_by_the_labels_it_alone_changes(tmp_path):
     assert worst_layers(model, feeds, 0) == ([], [])
     with pytest.raises(ValueError, match="calibration method must be one of"):
         quantize_model(model, tmp_path / "m.onnx", feeds, method="kl")
+
+
+# ---------------------------------------------------------------------------------------------------- command
+def test_quantize_command_keeps_the_worst_layer_float_and_writes_the_ranking(tmp_path, capsys):
+    from squeeze_suite.cli import main
+
+    model = tiny_segmenter(tmp_path / "seg.onnx")
+    folder = _calib_folder(tmp_path / "data", count=4)
+    out = tmp_path / "int8" / "seg_int8.onnx"
+    assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(out), "--keep-worst", "1",
+                 "--sensitivity"]) == 0
+    text = capsys.readouterr().out
+    ranking = json.loads(out.with_suffix(".sensitivity.json").read_text())
+    worst = ranking[0]["layer"]
+    assert [r["layer"] for r in ranking] and f"kept in float: {worst}" in text
+    assert f"{worst}.weight_quantized" not in int8_weights(onnx.load(str(out)))
+    assert len(int8_weights(onnx.load(str(out)))) == 2
+    assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(out), "--frames", "0"]) == 2
+    assert "--frames must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["deploy", "quantize", str(model), "--calib", str(tmp_path / "nothing"), "-o", str(out)]) == 2
+    assert "nothing: calibration data must be a dataset folder" in capsys.readouterr().err

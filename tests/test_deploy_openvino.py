@@ -306,3 +306,51 @@ def test_runtime_runs_with_torch_and_the_model_packages_blocked(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(expected.labels.sum()), str(round(float(expected.scores.sum()), 3))]
+
+
+# --------------------------------------------------------------------------------------------------- bench
+def test_interleaved_timing_calls_each_function_once_per_round_in_turn():
+    from deploy.bench import run_interleaved
+
+    calls: list[str] = []
+    ms = run_interleaved([lambda: calls.append("a"), lambda: calls.append("b")], runs=3, warmup=2)
+    assert calls == ["a", "b"] * 5 and ms.shape == (3, 2) and (ms >= 0).all()
+    with pytest.raises(ValueError, match="runs must be >= 1"):
+        run_interleaved([lambda: None], runs=0)
+
+
+def test_synthetic_scan_is_ring_ordered_and_projects_to_every_row():
+    from deploy.bench import synthetic_scan
+    from squeeze.range_image import project_scan
+
+    points = synthetic_scan(rings=64, points_per_ring=1024)
+    image, pixel_of_point = project_scan(points)  # ring mode: rows from the point order
+    assert image.mask.any(axis=1).all()  # every one of the 64 rings lands in its own row
+    assert (pixel_of_point >= 0).sum() == 64 * 256  # the front 90 degrees: a quarter of each ring
+    # the lowest ring hits the road 1.73 m below: range 1.73 / sin(24.9 deg)
+    assert image.range[63][image.mask[63]].mean() == pytest.approx(1.73 / np.sin(np.deg2rad(24.9)), rel=0.01)
+
+
+def test_bench_command_times_each_runtime_and_precision_and_writes_json_and_chart(tmp_path, capsys):
+    import cv2
+
+    from squeeze_suite.cli import main
+
+    model = tiny_segmenter(tmp_path / "seg.onnx")
+    out = tmp_path / "bench"
+    assert main(["deploy", "bench", str(model), "--runs", "3", "--warmup", "1", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
+    got = {(r["runtime"], r["precision"], r["mode"]) for r in rows}
+    expected = {(rt, p, m) for rt, p in (("onnxruntime", "fp32"), ("openvino", "fp32")) for m in
+                ("network", "end_to_end")}
+    if _has_bf16():
+        expected |= {("openvino", "bf16", m) for m in ("network", "end_to_end")}
+    assert got == expected and len(rows) == len(expected)
+    for r in rows:
+        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["fps"] == pytest.approx(1000 / r["p50_ms"], rel=1e-2)
+        assert (r["runs"], r["threads"], r["model"]) == (3, 2, "seg")
+    chart = cv2.imread(str(out / "bench.png"))[:, :, ::-1]
+    assert chart.shape[0] > 100 and (chart == (66, 133, 244)).all(axis=2).sum() > 100  # network bars, in blue
+    assert (chart == (244, 160, 0)).all(axis=2).sum() > 100  # end-to-end bars, in orange
+    assert "openvino" in capsys.readouterr().out
+    assert main(["deploy", "bench", str(model), "--runs", "0", "--out", str(out)]) == 2
