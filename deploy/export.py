@@ -245,7 +245,16 @@ def _trace(net: _Network, opset: int, batch: int | None) -> tuple[Any, str]:
         program = torch.onnx.export(net.module, example, input_names=list(net.input_names),
                                     output_names=list(net.output_names), opset_version=opset, dynamo=True,
                                     dynamic_shapes=shapes, optimize=True, verbose=False, external_data=False)
-    return onnx.ModelProto.FromString(program.model_proto.SerializeToString()), "dynamo"
+    proto = onnx.ModelProto.FromString(program.model_proto.SerializeToString())
+    if _default_opset(proto) != opset:  # torch 2.13 emits its native opset 18 whatever opset_version asks for
+        proto = onnx.version_converter.convert_version(proto, opset)
+    if _default_opset(proto) != opset:
+        raise DataError(None, f"the exporter wrote opset {_default_opset(proto)}, not the {opset} asked for")
+    return proto, "dynamo"
+
+
+def _default_opset(proto: Any) -> int | None:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 @contextlib.contextmanager
