@@ -14,12 +14,18 @@ into a FOLLOWING convolution: conv(W, y) = conv(W * a, r) + (the b term). The b 
   the following conv gets that channel's kernel, sum_c W[:, c] * b[c]. Exact at every pixel, for any sign of a,
   at the cost of one more input channel (+1/16 to +1/64 of those convs' work).
 
-What folds (`fold_post_relu_batch_norm`): the squeeze BN of every Fire and FireDeconv (into its expand convs or its
-transposed conv), and the output BN of a Fire or conv stage whose only consumer is the next Fire's 1x1 squeeze (in
-the trunk, and from the trunk's last stage into the first decoder block). What stays: a BN whose output also feeds
-a CAM (it multiplies the BN output itself), a skip connection (added to another tensor first) or a max-pool. For the
-paper's SqueezeSegV2, 17 of the 26 BNs fold and 9 stay (conv1, conv1_skip, fire2, fire3, fire5 and the four decoder
-expands). tests/test_deploy_export.py checks the folded network against the original, border pixels included.
+What folds (`fold_post_relu_batch_norm`), for any sign of a:
+- the squeeze BN of every Fire and FireDeconv (into its expand convs or its transposed conv);
+- the output BN of a Fire or conv stage whose only consumer is the next Fire's 1x1 squeeze (in the trunk, and from
+  the trunk's last stage into the first decoder block).
+And where every a > 0 (a trained network's usual case), BNs whose outputs meet other tensors first: there
+a * ReLU(z) + b = ReLU(a * z) + b puts the scale into the conv before the ReLU, and the shift b, a constant per
+channel, passes max-pools and skip additions unchanged into the 1x1 convs that finally read it (their biases):
+- the decoder expands of fire_deconv10-12 and the skip stage fire5 (pool5 -> fire6, and the skip addition).
+What stays: a BN whose output feeds a CAM (it multiplies the BN output itself: conv1, fire2, fire3) or the padded
+conv14 through the last skip addition (fire_deconv13, conv1_skip). For the paper's SqueezeSegV2 with positive scales
+(the bundled weights), 21 of the 26 BNs fold and 5 stay; with some negative scale, 17 fold.
+tests/test_deploy_export.py checks the folded network against the original, border pixels included.
 """
 
 from __future__ import annotations
@@ -132,13 +138,86 @@ def fold_post_relu_batch_norm(model: nn.Module) -> FoldResult:
             continue
         _scale_inputs(conv, *_affine(bn))
         _drop_post_bn(prev)
-    # 2. Every Fire / FireDeconv squeeze BN into the convs that read it.
+    # 2. A BN with every a > 0 whose output reaches only 1x1 convs, through max-pools and skip additions: the scale
+    #    into the conv before the ReLU, the shift into those 1x1 convs' biases.
+    if stages and decoder:
+        _fold_through_skips(out, stages, decoder)
+    # 3. Every Fire / FireDeconv squeeze BN into the convs that read it.
     for module in out.modules():
         if isinstance(module, Fire | FireDeconv) and module.squeeze.bn is not None and \
                 not module.squeeze.bn_before_relu:
             _fold_into_expand(module)
     after = count_batch_norms(out)
     return FoldResult(out.to(memory_format=torch.contiguous_format), before - after, after)
+
+
+def _scale_back(module: nn.Module, a: Tensor) -> None:
+    """a * ReLU(z) = ReLU(a * z) for a > 0: scale the output channels of the conv(s) before the ReLU by a."""
+    convs = [module.conv] if isinstance(module, ConvReLU) else [module.expand.expand1x1, module.expand.expand3x3]
+    start = 0
+    for conv in convs:
+        n = conv.out_channels
+        s = a[start:start + n]
+        conv.weight = nn.Parameter(conv.weight * s.view(-1, 1, 1, 1))
+        conv.bias = nn.Parameter(conv.bias * s)
+        start += n
+
+
+def _shift_into(conv: nn.Conv2d, b: Tensor) -> None:
+    """A 1x1 unpadded conv taking x + b instead of x: bias + W @ b. Exact."""
+    conv.bias = nn.Parameter(conv.bias + (conv.weight * b.view(1, -1, 1, 1)).sum((1, 2, 3)))
+
+
+def _is_1x1(conv: nn.Module) -> bool:
+    return isinstance(conv, nn.Conv2d) and tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1)
+
+
+@torch.no_grad()
+def _fold_through_skips(model: nn.Module, stages: list[Any], decoder: tuple[tuple[str, str], ...]) -> None:
+    """Fold the post-ReLU BNs at the decoder's additions (SqueezeSegV2's decoder expands and skip stages).
+
+    With every a > 0, BN(ReLU(z)) = ReLU(a * z) + b: the scale goes into the conv before the ReLU (exact) and the
+    per-channel shift b is carried forward. A constant per channel passes a max-pool unchanged (the pools pad with
+    -inf, which never wins) and passes an addition as a constant, so when every path from the BN ends in a 1x1
+    unpadded conv, b lands in those convs' biases (exact). A path into a CAM (it multiplies its input), a padded conv
+    (conv14, 3x3) or anything else leaves the BN in place, as does any a <= 0.
+    """
+    names = [s.name for s in stages]
+    by_name = {s.name: s for s in stages}
+    block_of_skip = {skip: i for i, (_, skip) in enumerate(decoder)}
+
+    def after_sum(i: int) -> nn.Module | None:
+        """The conv that reads the sum made after decoder block i: block i + 1's squeeze (conv14 for the last)."""
+        return getattr(model, decoder[i + 1][0]).squeeze.conv if i + 1 < len(decoder) else None
+
+    def main_path_consumers(name: str) -> list[nn.Module | None]:
+        i = names.index(name)
+        if i + 1 == len(names):
+            return [getattr(model, decoder[0][0]).squeeze.conv]
+        nxt = getattr(model, names[i + 1])
+        if isinstance(nxt, Fire | FireDeconv):
+            return [nxt.squeeze.conv]
+        if by_name[names[i + 1]].op == "maxpool" and not by_name[names[i + 1]].skip:
+            return main_path_consumers(names[i + 1])
+        return [None]
+
+    sites: list[tuple[nn.Module, list[nn.Module | None]]] = []
+    for i, (block, _) in enumerate(decoder):
+        sites.append((getattr(model, block), [after_sum(i)]))
+    for s in stages:
+        if s.skip and s.name in block_of_skip:
+            sites.append((getattr(model, s.name), main_path_consumers(s.name) + [after_sum(block_of_skip[s.name])]))
+    for module, consumers in sites:
+        bn = _post_bn(module)
+        if bn is None or not all(c is not None and _is_1x1(c) for c in consumers):
+            continue
+        a, b = _affine(bn)
+        if not bool((a > 0).all()):
+            continue
+        _scale_back(module, a)
+        for conv in consumers:
+            _shift_into(conv, b)
+        _drop_post_bn(module)
 
 
 def describe(result: FoldResult) -> dict[str, Any]:

@@ -174,6 +174,28 @@ def test_post_relu_batch_norm_folds_exactly_border_pixels_included():
     assert float(err[..., 0, :].max()) > 1e-2 and float(err[..., :, -1].max()) > 1e-2  # wrong on the border
 
 
+def test_positive_batch_norm_scales_fold_through_pools_and_skip_additions():
+    """With every BN scale > 0 (trained weights) the decoder's BNs fold too: the scale into the conv before the ReLU,
+    the shift through max-pools and skip additions into 1x1 convs. 21 of 26 go; the CAM inputs and the last skip
+    addition (into the padded conv14) keep theirs."""
+    from squeezeseg.squeezeseg_v2 import SqueezeSegV2, SqueezeSegV2Config
+
+    torch.manual_seed(0)
+    model = SqueezeSegV2(SqueezeSegV2Config(height=SEG_H, width=SEG_W, use_crf=False)).eval()
+    randomise_batch_norm(model, 4)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.abs_().add_(0.1)
+    result = fold_post_relu_batch_norm(model)
+    assert (result.folded, result.remaining) == (21, 5)
+    left = sorted(n for n, m in result.model.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert left == ["conv1.bn", "conv1_skip.bn", "fire2.expand.bn", "fire3.expand.bn", "fire_deconv13.expand.bn"]
+    x, mask = torch.randn(2, 5, SEG_H, SEG_W), torch.rand(2, SEG_H, SEG_W) > 0.3
+    with torch.no_grad():
+        assert float((model.logits(x, mask) - result.model.logits(x, mask)).abs().max()) < 2e-5
+
+
 def test_fold_leaves_models_without_post_relu_batch_norm_alone():
     from squeezeseg.squeezeseg import SqueezeSeg, SqueezeSegConfig
 
@@ -187,7 +209,8 @@ def test_fold_leaves_models_without_post_relu_batch_norm_alone():
 @pytest.fixture(scope="module")
 def squeezeseg_crf(tmp_path_factory):
     folder = tmp_path_factory.mktemp("seg_crf")
-    ckpt = seg_checkpoint(folder / "seg.pt", "squeezeseg_kitti")
+    # Two mean-field iterations instead of three: the same graph pattern repeated, a third less to trace.
+    ckpt = seg_checkpoint(folder / "seg.pt", "squeezeseg_kitti", crf_iterations=2)
     return ckpt, export_onnx(ckpt, folder / "seg.onnx")
 
 

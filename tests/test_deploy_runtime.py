@@ -126,7 +126,7 @@ def test_bundled_models_match_torch_on_a_simulated_frame(exported, frames):
     assert_float32_parity(det, "output")
     side = read_sidecar(exported["seg"])
     assert side.model_name == "squeezeseg_v2_kitti" and not side.segmentation.crf
-    assert side.export["batch_norm_folded"] == 17 and side.export["batch_norm_remaining"] == 9
+    assert side.export["batch_norm_folded"] == 21 and side.export["batch_norm_remaining"] == 5
 
 
 def test_bundled_models_match_torch_on_a_real_kitti_frame(exported, kitti_mini):
