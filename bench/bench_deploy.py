@@ -1,0 +1,238 @@
+"""Deployment speed and INT8 accuracy on this CPU (issue 11): the bundled models and a SqueezeSeg with CRF, exported,
+quantised, and timed in torch eager, onnxruntime and OpenVINO, side by side in one run.
+
+Steps:
+1. simulated frames: a calibration set (seed 7) and a validation set (`squeeze sim --seed 1001`);
+2. export (deploy.export): SqueezeSegV2 (squeezeseg/weights/squeezeseg_v2_sim.pt, no CRF in it), SqueezeDet
+   (squeezedet/weights/squeezedet_sim.pt), SqueezeSeg 64x512 with untrained weights, with its CRF and without;
+3. INT8 (deploy.quantize): static, QDQ, per-channel int8 weights, uint8 activations, calibrated on the calibration
+   frames with the runtimes' pre-processing; SqueezeDet keeps its 4 most sensitive layers in float (KEEP_WORST);
+4. timing (deploy.bench): batch 1, 2 threads, interleaved rounds, medians after warm-up: network only for every
+   model and end to end (points / decoded image in, labels / boxes out) for SqueezeSeg with CRF, SqueezeSegV2 and
+   SqueezeDet; torch eager from the checkpoint; onnxruntime fp32 / int8; OpenVINO fp32 and int8 models, each with
+   the f32 and the bf16 precision hint ("bf16", "int8_bf16": the hint sets the precision of the float layers);
+5. accuracy on the validation frames: car IoU over valid pixels (SqueezeSegV2) and KITTI car AP moderate
+   (11-point and 40-point, SqueezeDet) of fp32 and of int8 in each runtime and OpenVINO hint.
+
+Bars: network only, INT8, best runtime: SqueezeSeg (no CRF) >= 150 FPS, SqueezeSegV2 >= 120 FPS, SqueezeDet
+>= 110 FPS; end to end, best runtime: SqueezeSeg with CRF >= 60 FPS, SqueezeDet >= 50 FPS; INT8 accuracy within
+1.0 point of fp32 (car IoU in %, car AP11 moderate in %), for OpenVINO's INT8 runs with either hint.
+
+Prints one JSON object per line (and the table on stderr), writes bench_deploy.jsonl and bench_deploy.png into
+--out; exits 1 when a bar is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SEG_V2 = ROOT / "squeezeseg" / "weights" / "squeezeseg_v2_sim.pt"
+DET = ROOT / "squeezedet" / "weights" / "squeezedet_sim.pt"
+NETWORK_FPS_BARS = {"squeezeseg": 150.0, "squeezeseg_v2": 120.0, "squeezedet": 110.0}  # INT8, best runtime
+END_TO_END_FPS_BARS = {"squeezeseg_crf": 60.0, "squeezedet": 50.0}  # best runtime
+ACCURACY_BAR = 1.0  # points (IoU or AP in %) INT8 may lose against fp32
+# Layers kept in float, chosen by per-layer sensitivity (deploy.quantize.worst_layers): fully int8, SqueezeDet's car
+# AP falls to 0; its ConvDet head and fire11's three convs change the scores 10-400x more than any other layer.
+KEEP_WORST = {"squeezedet": 4}
+# The issue's hand export, network only, median ms on this CPU (ours), for reference next to each figure.
+ISSUE_MS = {("squeezeseg", "torch", "fp32"): 24.4, ("squeezeseg", "onnxruntime", "fp32"): 19.7,
+            ("squeezeseg", "openvino", "fp32"): 17.5, ("squeezeseg", "onnxruntime", "int8"): 13.4,
+            ("squeezeseg", "openvino", "int8"): 6.0,
+            ("squeezeseg_v2", "torch", "fp32"): 35.8, ("squeezeseg_v2", "onnxruntime", "fp32"): 23.7,
+            ("squeezeseg_v2", "openvino", "fp32"): 18.2, ("squeezeseg_v2", "onnxruntime", "int8"): 51.5,
+            ("squeezeseg_v2", "openvino", "int8"): 10.4,
+            ("squeezedet", "torch", "fp32"): 39.6, ("squeezedet", "onnxruntime", "fp32"): 30.3,
+            ("squeezedet", "openvino", "fp32"): 30.2, ("squeezedet", "onnxruntime", "int8"): 16.1,
+            ("squeezedet", "openvino", "int8"): 8.6}
+
+
+def emit(row: dict) -> None:
+    print(json.dumps(row), flush=True)
+
+
+def untrained_squeezeseg(path: Path) -> Path:
+    """A SqueezeSeg (64 x 512, recurrent CRF) checkpoint with its initial weights: speed needs no training."""
+    import torch
+
+    from squeeze.checkpoint import save_checkpoint
+    from squeezeseg.data import SegDataConfig
+    from squeezeseg.predict import build_model, checkpoint_config
+
+    torch.manual_seed(0)
+    model, config = build_model("squeezeseg_kitti")
+    save_checkpoint(path, model_state=model.state_dict(), config=checkpoint_config("squeezeseg_kitti", config,
+                    SegDataConfig()), class_names=config.class_names)
+    return path
+
+
+def prepare(work: Path, calib_frames: int, val_frames: int) -> dict[str, dict]:
+    """Simulated frames, the exports and their INT8 models: {name: {checkpoint, fp32, int8}}."""
+    from deploy.export import export_onnx
+    from deploy.quantize import calibration_inputs, quantize_model, worst_layers
+    from deploy.sidecar import read_sidecar
+    from domain_adapt.sim import simulate
+
+    simulate(work / "calib", frames=calib_frames, seed=7, progress=False)
+    simulate(work / "val", frames=val_frames, seed=1001, progress=False)
+    seg_ckpt = untrained_squeezeseg(work / "squeezeseg_untrained.pt")
+    plan = {"squeezeseg_v2": (SEG_V2, True), "squeezedet": (DET, True), "squeezeseg_crf": (seg_ckpt, True),
+            "squeezeseg": (seg_ckpt, False)}
+    models: dict[str, dict] = {}
+    for name, (ckpt, crf) in plan.items():
+        fp32 = work / f"{name}.onnx"
+        report = export_onnx(ckpt, fp32, crf=crf)
+        emit({"name": f"{name}_export_seconds", "value": round(report.seconds, 2), "unit": "s",
+              "size_mb": round(report.size_bytes / 2**20, 2), "bar": None})
+        started = time.perf_counter()
+        feeds = calibration_inputs(read_sidecar(fp32), work / "calib", max_frames=calib_frames)
+        keep, _ = worst_layers(fp32, feeds, KEEP_WORST.get(name, 0))
+        result = quantize_model(fp32, work / f"{name}_int8.onnx", feeds, keep_float=keep)
+        emit({"name": f"{name}_quantize_seconds", "value": round(time.perf_counter() - started, 2), "unit": "s",
+              "calibration_frames": result.calibration_frames, "int8_layers": result.quantized_layers,
+              "float_layers": list(result.float_layers), "bar": None})
+        models[name] = {"checkpoint": ckpt, "fp32": fp32, "int8": result.path}
+    return models
+
+
+# ------------------------------------------------------------------------------------------------- speed
+def speed(models: dict[str, dict], work: Path, runs: int, warmup: int) -> tuple[list, bool]:
+    from deploy.bench import bench, candidates, data_input, torch_candidate
+    from deploy.sidecar import read_sidecar
+
+    inputs = {"segmentation": data_input("segmentation", work / "val"), "detection": data_input("detection",
+                                                                                             work / "val")}
+    rows = []
+    ok = True
+    for name, m in models.items():
+        task = read_sidecar(m["fp32"]).task
+        x = inputs[task]
+        cands = [torch_candidate(m["checkpoint"], x, threads=2, crf=name != "squeezeseg")]
+        cands += candidates(m["fp32"], x) + candidates(m["int8"], x)
+        cands = [_renamed(c, name) for c in cands]
+        modes = ("network", "end_to_end") if name != "squeezeseg" else ("network",)
+        rows += bench(cands, runs=runs, warmup=warmup, modes=modes)
+    for r in rows:
+        emit({"name": f"{r.model}_{r.runtime}_{r.precision}_{r.mode}_fps", "value": r.fps, "unit": "FPS",
+              "p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms, "runs": r.runs, "threads": r.threads,
+              "issue_hand_export_ms": ISSUE_MS.get((r.model, r.runtime, r.precision)) if r.mode == "network"
+              else None, "bar": None})
+    for name, bar in NETWORK_FPS_BARS.items():
+        best = max((r for r in rows if r.model == name and r.mode == "network" and r.precision.startswith("int8")),
+                   key=lambda r: r.fps)
+        ok &= best.fps >= bar
+        emit({"name": f"{name}_int8_network_best_fps", "value": best.fps, "unit": "FPS", "runtime": best.runtime,
+              "precision": best.precision, "p50_ms": best.p50_ms, "bar": bar, "passed": best.fps >= bar})
+    for name, bar in END_TO_END_FPS_BARS.items():
+        best = max((r for r in rows if r.model == name and r.mode == "end_to_end"), key=lambda r: r.fps)
+        ok &= best.fps >= bar
+        emit({"name": f"{name}_end_to_end_best_fps", "value": best.fps, "unit": "FPS", "runtime": best.runtime,
+              "precision": best.precision, "p50_ms": best.p50_ms, "bar": bar, "passed": best.fps >= bar})
+    return rows, ok
+
+
+def _renamed(c, model: str):
+    import dataclasses
+
+    return dataclasses.replace(c, model=model)
+
+
+# ---------------------------------------------------------------------------------------------- accuracy
+def seg_car_iou(predictor, folder: Path) -> float:
+    """Car IoU (%) over the valid pixels of every lidar_2d/*.npy frame (SqueezeSeg's protocol)."""
+    from squeeze.range_image import read_range_npy
+    from squeezeseg.metrics import confusion_matrix, metrics_from_confusion
+
+    k = len(predictor.class_names)
+    conf = np.zeros((k, k), np.int64)
+    for path in sorted((folder / "lidar_2d").glob("*.npy")):
+        image = read_range_npy(path).to_array()
+        mask = image[..., 4] > 0
+        pred = predictor.segment_range(image)
+        conf += confusion_matrix(pred.labels, image[..., 5].astype(np.int64), k, mask)
+    return 100.0 * float(metrics_from_confusion(conf, predictor.class_names).iou[predictor.class_names.index("car")])
+
+
+def det_car_ap(predictor, folder: Path) -> tuple[float, float]:
+    """KITTI car AP moderate (%), 11-point and 40-point, over training/image_2 with label_2."""
+    from squeeze.kitti import read_image, read_labels
+    from squeezedet.kitti_eval import evaluate_kitti
+    from squeezedet.predict import detections_to_labels
+
+    images = sorted((folder / "training" / "image_2").glob("*.png"))
+    gts = [read_labels(folder / "training" / "label_2" / f"{p.stem}.txt") for p in images]
+    dts = [detections_to_labels(predictor.detect(read_image(p)), predictor.class_names) for p in images]
+    result = evaluate_kitti(gts, dts, classes=("Car", "Pedestrian", "Cyclist"), compute_aos=False)
+    return 100.0 * float(result.ap11["Car"]["Moderate"]), 100.0 * float(result.ap40["Car"]["Moderate"])
+
+
+def accuracy(models: dict[str, dict], work: Path) -> bool:
+    """fp32 in onnxruntime is the reference; every INT8 run is compared with it, and so is OpenVINO's bf16 hint on
+    the fp32 model (not INT8: reported, no bar). The bar holds for OpenVINO's INT8 runs (the best INT8 runtime)."""
+    from deploy.runtimes.onnxruntime import load_onnxruntime
+    from deploy.runtimes.openvino import load_openvino
+
+    ok = True
+    runs = [("onnxruntime", "fp32", lambda p: load_onnxruntime(p), "fp32"),
+            ("onnxruntime", "int8", lambda p: load_onnxruntime(p), "int8"),
+            ("openvino", "int8", lambda p: load_openvino(p), "int8"),
+            ("openvino", "int8_bf16", lambda p: load_openvino(p, precision="bf16"), "int8"),
+            ("openvino", "bf16", lambda p: load_openvino(p, precision="bf16"), "fp32")]
+    for name, metric in (("squeezeseg_v2", "car_iou"), ("squeezedet", "car_ap11_moderate")):
+        values = {}
+        for runtime, precision, load, key in runs:
+            predictor = load(models[name][key])
+            if name == "squeezedet":
+                ap11, ap40 = det_car_ap(predictor, work / "val")
+                values[(runtime, precision)] = ap11
+                emit({"name": f"{name}_{runtime}_{precision}_car_ap40_moderate", "value": round(ap40, 2),
+                      "unit": "%", "bar": None})
+            else:
+                values[(runtime, precision)] = seg_car_iou(predictor, work / "val")
+            emit({"name": f"{name}_{runtime}_{precision}_{metric}", "value": round(values[(runtime, precision)], 2),
+                  "unit": "%", "bar": None})
+        reference = values[("onnxruntime", "fp32")]
+        for runtime, precision, *_ in runs[1:]:
+            delta = values[(runtime, precision)] - reference
+            passed = delta >= -ACCURACY_BAR
+            barred = runtime == "openvino" and precision.startswith("int8")
+            ok &= passed or not barred
+            emit({"name": f"{name}_{runtime}_{precision}_minus_fp32_{metric}", "value": round(delta, 2),
+                  "unit": "points", "bar": -ACCURACY_BAR if barred else None, "passed": passed if barred else None})
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="folder for the models, JSON lines and chart "
+                                                               "(default: a temporary folder)")
+    parser.add_argument("--calib-frames", type=int, default=32)
+    parser.add_argument("--val-frames", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--skip-accuracy", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp:
+        work = args.out or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        models = prepare(work, args.calib_frames, args.val_frames)
+        rows, ok = speed(models, work, args.runs, args.warmup)
+        from deploy.bench import bar_chart, format_table, write_json_lines
+
+        print(format_table(rows), file=sys.stderr)
+        write_json_lines(rows, work / "bench_deploy.jsonl")
+        bar_chart(rows, work / "bench_deploy.png")
+        if not args.skip_accuracy:
+            ok &= accuracy(models, work)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
