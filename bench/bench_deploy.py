@@ -6,7 +6,8 @@ Steps:
 2. export (deploy.export): SqueezeSegV2 (squeezeseg/weights/squeezeseg_v2_sim.pt, no CRF in it), SqueezeDet
    (squeezedet/weights/squeezedet_sim.pt), SqueezeSeg 64x512 with untrained weights, with its CRF and without;
 3. INT8 (deploy.quantize): static, QDQ, per-channel int8 weights, uint8 activations, calibrated on the calibration
-   frames with the runtimes' pre-processing; SqueezeDet keeps its 4 most sensitive layers in float (KEEP_WORST);
+   frames with the runtimes' pre-processing; SqueezeDet keeps its 4 most sensitive layers in float, SqueezeSegV2
+   its 2 (KEEP_WORST);
 4. timing (deploy.bench): batch 1, 2 threads, interleaved rounds, medians after warm-up: network only for every
    model and end to end (points / decoded image in, labels / boxes out) for SqueezeSeg with CRF, SqueezeSegV2 and
    SqueezeDet; torch eager from the checkpoint; onnxruntime fp32 / int8; OpenVINO fp32 and int8 models, each with
@@ -39,9 +40,13 @@ DET = ROOT / "squeezedet" / "weights" / "squeezedet_sim.pt"
 NETWORK_FPS_BARS = {"squeezeseg": 150.0, "squeezeseg_v2": 120.0, "squeezedet": 110.0}  # INT8, best runtime
 END_TO_END_FPS_BARS = {"squeezeseg_crf": 60.0, "squeezedet": 50.0}  # best runtime
 ACCURACY_BAR = 1.0  # points (IoU or AP in %) INT8 may lose against fp32
-# Layers kept in float, chosen by per-layer sensitivity (deploy.quantize.worst_layers): fully int8, SqueezeDet's car
-# AP falls to 0; its ConvDet head and fire11's three convs change the scores 10-400x more than any other layer.
-KEEP_WORST = {"squeezedet": 4}
+# Layers kept in float, chosen by per-layer sensitivity (deploy.quantize.worst_layers). Fully int8, SqueezeDet's car
+# AP falls to 0: its ConvDet head and fire11's three convs change the scores 10-400x more than any other layer.
+# SqueezeSegV2 fully int8 lost 0.55 car IoU points with 9 BatchNorms left in the export and 4.8 points once the
+# export folds 21 of 26 (the BN scales move into the convs before the ReLUs, so channels of one activation tensor
+# differ in range and its single uint8 scale crushes the small ones); conv14 and fire_deconv10's expand3x3 in
+# float bring it back to -0.1.
+KEEP_WORST = {"squeezedet": 4, "squeezeseg_v2": 2}
 # The issue's hand export, network only, median ms on this CPU (ours), for reference next to each figure.
 ISSUE_MS = {("squeezeseg", "torch", "fp32"): 24.4, ("squeezeseg", "onnxruntime", "fp32"): 19.7,
             ("squeezeseg", "openvino", "fp32"): 17.5, ("squeezeseg", "onnxruntime", "int8"): 13.4,

@@ -14,8 +14,11 @@ OpenVINO and TensorRT's explicit quantisation all consume):
   those the deployed model will see.
 - Layers can be kept in float by name (`keep_float`); `layer_sensitivity` ranks the layers by the error each
   adds when it alone is quantised (on a few calibration frames), so the worst can be kept in float
-  (`worst_layers`). SqueezeDet needs it: fully int8 its car AP drops to 0 (the ConvDet head's scores lose their
-  precision); with the head and fire11 in float it is back at fp32's. SqueezeSegV2 loses < 1 point fully int8.
+  (`worst_layers`). Both bundled models need it on the simulated validation frames (bench/bench_deploy.py):
+  SqueezeDet fully int8 falls to car AP 0 (the ConvDet head's scores lose their precision) and is back at fp32's
+  with the head and fire11's three convs in float; SqueezeSegV2, exported with its BN scales folded into the convs
+  before the ReLUs (channels of one activation then differ in range, and one uint8 scale per tensor crushes the
+  small ones), loses 4.8 car IoU points fully int8 and 0.1 with conv14 and fire_deconv10's expand3x3 in float.
 - MinMax ranges by default; "percentile" and "entropy" (onnxruntime's calibrators) are offered, and changed
   nothing for SqueezeDet's head.
 
@@ -324,9 +327,8 @@ def worst_layers(model_path: str | Path, feeds: Sequence[dict[str, np.ndarray]],
                  sidecar: Sidecar | None = None) -> tuple[list[str], list[LayerSensitivity]]:
     """(the `count` most sensitive layer names, the whole ranking): what `keep_float` takes to leave them float.
 
-    Measured on SqueezeDet trained on the simulated world: its ConvDet head and the three convolutions of fire11
-    before it change the scores 10-400x more than any other layer, and keeping those four in float brings car AP
-    back to fp32's (bench/bench_deploy.py)."""
+    On SqueezeDet trained on the simulated world, its ConvDet head and the three convolutions of fire11 before it
+    change the scores 10-400x more than any other layer (module docstring)."""
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     if count == 0:
