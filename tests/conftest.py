@@ -48,3 +48,17 @@ def synthetic_labels() -> ObjectLabels:
         location=np.array([[-3.0, 1.7, 20.0], [2.0, 1.6, 12.0], [-1000.0, -1000.0, -1000.0]]),
         rotation_y=np.array([-1.6, 0.3, -10.0]),
     )
+
+
+@pytest.fixture(autouse=True)
+def _default_sigchld_handler():
+    """Each test leaves SIGCHLD at its default.
+
+    A DataLoader with worker processes installs torch's own SIGCHLD handler in the main process and leaves it there
+    after the workers are gone. With it installed, a later test that runs OpenVINO and then a subprocess crashed the
+    whole pytest process with a segmentation fault (test_deploy_openvino after test_defects_core's worker test).
+    """
+    import signal
+
+    yield
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
