@@ -1,4 +1,5 @@
-"""`squeeze deploy ...`: export a checkpoint to ONNX, list the deployment formats, quantise to INT8, bench.
+"""`squeeze deploy ...`: export a checkpoint to ONNX, list the deployment formats, quantise to INT8, bench, build a
+TensorRT engine.
 
 The choices and help text come from the one table of formats (deploy.formats). Building the parser imports no
 torch, no runtime and no OpenCV; each command imports what it needs when it runs.
@@ -83,6 +84,39 @@ def add_deploy_parser(subparsers) -> None:
     p.add_argument("--mode", choices=("network", "end_to_end", "both"), default="both", help="what to time")
     p.add_argument("--out", type=Path, default=Path("deploy_bench"), help="folder for bench.jsonl and bench.png")
     p.set_defaults(run=run_bench)
+
+    p = sub.add_parser(
+        "bundle", help="one folder to ship: model, sidecar, label map and a single-file infer.py",
+        description="Write a folder holding the model (model.onnx), its sidecar (model.json), the label map "
+                    "(labels.json: class ids, names, RGB colours), README.txt and infer.py: a single-file "
+                    "inference script needing only numpy, OpenCV and one runtime (no torch, no squeeze). "
+                    "`python infer.py image.png|scan.bin ... --out DIR` writes KITTI result lines (detection) "
+                    "or .label files (segmentation) and a picture.")
+    p.add_argument("model", type=Path, help="exported .onnx model with its sidecar (squeeze deploy export)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="the bundle's folder (created)")
+    p.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                   help="the runtime infer.py uses by default (default onnxruntime)")
+    p.set_defaults(run=run_bundle)
+
+    p = sub.add_parser(
+        "trt", help="ONNX model -> TensorRT engine (on the Jetson / GPU machine that runs it)",
+        description="Build a serialized TensorRT engine from an exported (fp32) or quantised (int8, QDQ) ONNX model "
+                    "through the TensorRT Python API, or trtexec when only that is present. Checks every operator "
+                    "first, writes the exact trtexec command line beside the engine (ENGINE.trtexec.txt) and the "
+                    "engine's sidecar. Where neither TensorRT nor trtexec is installed it writes both and exits 2; "
+                    "JetPack ships both (deploy/jetson/README.md).")
+    p.add_argument("model", type=Path, help=".onnx model with its sidecar (squeeze deploy export / quantize)")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="half-precision kernels (an fp32 model)")
+    precision.add_argument("--int8", action="store_true",
+                           help="int8, explicit quantisation (a QDQ model from squeeze deploy quantize; the default "
+                                "for one); without either flag an fp32 model builds as fp32 (TF32 off)")
+    p.add_argument("-o", "--out", type=Path, default=None,
+                   help="engine file (.engine; default MODEL.PRECISION.engine beside the model)")
+    p.add_argument("--workspace", type=int, default=1024, metavar="MB", help="builder workspace, MiB (default 1024)")
+    p.add_argument("--max-batch", type=int, default=1, metavar="N",
+                   help="largest batch the engine takes (its profile: 1 / 1 / N; default 1)")
+    p.set_defaults(run=run_trt)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -174,6 +208,33 @@ def run_bench(args: argparse.Namespace) -> int:
     write_json_lines(rows, args.out / "bench.jsonl")
     bar_chart(rows, args.out / "bench.png")
     print(f"wrote {args.out / 'bench.jsonl'} and {args.out / 'bench.png'}")
+    return 0
+
+
+def run_trt(args: argparse.Namespace) -> int:
+    import sys
+
+    from deploy.tensorrt import NoTensorRTError, build_engine
+
+    precision = "fp16" if args.fp16 else "int8" if args.int8 else None
+    try:
+        build = build_engine(args.model, precision, args.out, workspace_mb=args.workspace, max_batch=args.max_batch)
+    except NoTensorRTError as e:
+        print(f"squeeze deploy trt: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {build.engine} ({build.precision}, {build.builder}, {build.seconds:.1f} s, "
+          f"{build.engine.stat().st_size / 1e6:.2f} MB)")
+    print(f"sidecar: {build.sidecar}")
+    print(f"trtexec command: {build.commands}")
+    return 0
+
+def run_bundle(args: argparse.Namespace) -> int:
+    from deploy.bundle import make_bundle
+
+    b = make_bundle(args.model, args.out, args.runtime)
+    print(f"wrote {b.folder}: {b.model.name}, {b.sidecar.name}, {b.labels.name}, {b.script.name}, {b.readme.name} "
+          f"({b.task}, runtime {b.runtime})")
+    print(f"run: python {b.script} INPUT ... --out DIR")
     return 0
 
 
