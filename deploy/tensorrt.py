@@ -6,7 +6,9 @@ Jetson, or the x86 computer with its NVIDIA GPU), from the ONNX model that `sque
 
 1. read the ONNX model's operators and refuse any TensorRT's ONNX parser lacks (deploy.tensorrt_ops), naming it;
 2. check the precision: int8 needs a QDQ model (explicit quantisation: the scales come from the calibration of
-   `squeeze deploy quantize`, TensorRT needs no calibrator), and a QDQ model builds only as int8;
+   `squeeze deploy quantize`, TensorRT needs no calibrator) whose Q/DQ pairs are int8 with zero point 0 (TensorRT
+   takes symmetric int8 only; the uint8 asymmetric activations the CPU runtimes prefer do not build), and a QDQ
+   model builds only as int8;
 3. write the exact `trtexec` command line beside the engine (ENGINE.trtexec.txt), so the build can be repeated or
    run by hand on the board;
 4. build through the TensorRT Python API when `tensorrt` imports, else through `trtexec` when it is on PATH; when
@@ -39,7 +41,7 @@ from squeeze.atomic import atomic_write_bytes, atomic_write_text
 from squeeze.errors import DataError
 
 __all__ = ["DEFAULT_WORKSPACE_MB", "PRECISIONS", "EngineBuild", "NoTensorRTError", "build_engine",
-           "default_engine_path", "input_shapes", "trtexec_command"]
+           "default_engine_path", "input_shapes", "qdq_faults", "trtexec_command"]
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_MB = 1024  # builder scratch memory; a Jetson Orin Nano shares its 8 GB with the CPU
@@ -99,8 +101,8 @@ def trtexec_command(onnx_path: str | Path, engine_path: str | Path, precision: s
     return cmd
 
 
-def _onnx_ops(onnx_path: Path) -> list[tuple[str, str]]:
-    """(domain, op type) of every node of the main graph."""
+def _onnx_graph(onnx_path: Path) -> Any:
+    """The model's main graph (onnx GraphProto), weights not loaded from external files."""
     try:
         import onnx
     except ImportError:
@@ -110,7 +112,25 @@ def _onnx_ops(onnx_path: Path) -> list[tuple[str, str]]:
         proto = onnx.load(str(onnx_path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError and friends from protobuf
         raise DataError(onnx_path, f"not an ONNX model: {str(e).strip()[:200] or type(e).__name__}") from None
-    return [(n.domain, n.op_type) for n in proto.graph.node]
+    return proto.graph
+
+
+def qdq_faults(graph: Any) -> list[str]:
+    """Names of the Q/DQ nodes TensorRT's explicit quantisation cannot take: it needs int8 zero points, all 0
+    (symmetric); uint8 or non-zero zero points (asymmetric activations, the CPU runtimes' choice) fail to build."""
+    from onnx import TensorProto, numpy_helper
+
+    constants = {t.name: t for t in graph.initializer}
+    constants |= {n.output[0]: a.t for n in graph.node if n.op_type == "Constant"
+                  for a in n.attribute if a.name == "value"}
+    faults = []
+    for n in graph.node:
+        if n.op_type not in QDQ_OPS or len(n.input) < 3 or not n.input[2]:
+            continue  # no zero point: int8, 0 by definition
+        zero = constants.get(n.input[2])
+        if zero is None or zero.data_type != TensorProto.INT8 or numpy_helper.to_array(zero).any():
+            faults.append(n.name or n.output[0])
+    return faults
 
 
 def _tensorrt() -> Any | None:
@@ -131,12 +151,15 @@ def build_engine(onnx_path: str | Path, precision: str | None = None, engine_pat
     engine's sidecar) when neither the tensorrt package nor trtexec is present.
     """
     onnx_path = Path(onnx_path)
-    if onnx_path.suffix != ".onnx" or not onnx_path.is_file():
+    if onnx_path.suffix != ".onnx":
         raise DataError(onnx_path, "TensorRT engines are built from an exported .onnx model (squeeze deploy export)")
+    if not onnx_path.is_file():
+        raise DataError(onnx_path, "no such model file")
     if workspace_mb < 1 or max_batch < 1:
         raise ValueError(f"workspace (MB) and max batch must be >= 1, got {workspace_mb} and {max_batch}")
     sidecar = read_sidecar(onnx_path)
-    ops = _onnx_ops(onnx_path)
+    graph = _onnx_graph(onnx_path)
+    ops = [(n.domain, n.op_type) for n in graph.node]
     check_tensorrt_ops(ops, str(onnx_path))
     qdq = sidecar.precision == "int8" or any(op in QDQ_OPS for _, op in ops)
     precision = precision or ("int8" if qdq else "fp32")
@@ -145,6 +168,12 @@ def build_engine(onnx_path: str | Path, precision: str | None = None, engine_pat
     if precision == "int8" and not qdq:
         raise DataError(onnx_path, "an int8 engine needs a quantised (QDQ) model: run 'squeeze deploy quantize "
                                    "--calib DIR' first and build from its output")
+    if precision == "int8" and qdq_faults(graph):
+        bad = qdq_faults(graph)
+        raise DataError(onnx_path, f"{len(bad)} Q/DQ node(s) ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) "
+                                   "have uint8 or non-zero zero points (asymmetric uint8 activations, what the CPU "
+                                   "runtimes run best): TensorRT's explicit quantisation needs int8, symmetric "
+                                   "(zero point 0) Q/DQ; quantise with symmetric int8 activations for TensorRT")
     if precision != "int8" and qdq:
         raise DataError(onnx_path, f"this is a quantised (QDQ) model: it builds as int8 (--int8), not {precision}; "
                                    "build the fp32 model for an fp16 engine")

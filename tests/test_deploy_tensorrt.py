@@ -35,15 +35,16 @@ CLASSES = ("unknown", "car", "pedestrian", "cyclist")
 COLORS = ((0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255))
 
 
-def seg_model(folder: Path, name: str = "seg", op: str = "Conv", qdq: bool = False) -> Path:
+def seg_model(folder: Path, name: str = "seg", op: str = "Conv", qdq: str | None = None) -> Path:
     """A tiny segmentation ONNX model (range_image (B, 5, 8, 16) float, mask (B, 8, 16) bool -> logits (B, 4, 8, 16),
-    one 1x1 conv, or `op` in its place) and its sidecar."""
+    one 1x1 conv, or `op` in its place) and its sidecar; `qdq` "int8" puts a symmetric int8 Q/DQ pair (zero point
+    0) before the conv, "uint8" an asymmetric uint8 one (zero point 128)."""
     w = numpy_helper.from_array(np.full((4, 5, 1, 1), 0.1, np.float32), "w")
     nodes, x = [], "range_image"
     inits = [w]
     if qdq:  # what squeeze deploy quantize writes around a quantised conv's input
         inits += [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
-                  numpy_helper.from_array(np.array(128, np.uint8), "z")]
+                  numpy_helper.from_array(np.array(0, np.int8) if qdq == "int8" else np.array(128, np.uint8), "z")]
         nodes += [helper.make_node("QuantizeLinear", ["range_image", "s", "z"], ["q"]),
                   helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"])]
         x = "dq"
@@ -123,7 +124,7 @@ def test_without_tensorrt_writes_the_fp16_trtexec_command_and_the_engine_sidecar
 
 
 def test_without_tensorrt_writes_the_int8_command_of_a_qdq_model(tmp_path, no_tensorrt, capsys):
-    model = seg_model(tmp_path, "seg_int8", qdq=True)
+    model = seg_model(tmp_path, "seg_int8", qdq="int8")
     out = tmp_path / "board" / "car.engine"
     out.parent.mkdir()
     assert main(["deploy", "trt", str(model), "--int8", "-o", str(out)]) == 2
@@ -138,6 +139,11 @@ def test_without_tensorrt_writes_the_int8_command_of_a_qdq_model(tmp_path, no_te
     assert "--int8" in command_line(tmp_path / "seg_int8.int8.engine.trtexec.txt")
     with pytest.raises(DataError, match="builds as int8"):
         build_engine(model, "fp16")
+    # uint8 asymmetric activations (what squeeze deploy quantize writes for the CPU runtimes) do not build.
+    uint8 = seg_model(tmp_path, "seg_uint8", qdq="uint8")
+    with pytest.raises(DataError, match=r"2 Q/DQ node\(s\) \(q, dq\) have uint8 or non-zero zero points.*symmetric"):
+        build_engine(uint8, "int8")
+    assert not (tmp_path / "seg_uint8.int8.engine.trtexec.txt").exists()
 
 
 def test_a_fixed_batch_model_gets_no_shape_flags_and_fp32_turns_tf32_off(tmp_path, no_tensorrt):
@@ -194,6 +200,8 @@ def test_bad_precisions_and_paths_fail_loudly(tmp_path, no_tensorrt, capsys):
         build_engine(model, "fp16", tmp_path / "seg.trt")
     with pytest.raises(DataError, match="from an exported .onnx model"):
         build_engine(tmp_path / "seg.json")
+    with pytest.raises(DataError, match="missing.onnx: no such model file"):
+        build_engine(tmp_path / "missing.onnx")
     with pytest.raises(ValueError, match="workspace"):
         build_engine(model, "fp16", workspace_mb=0)
     (tmp_path / "bad.onnx").write_bytes(b"not a protobuf at all")
