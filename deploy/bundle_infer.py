@@ -310,8 +310,10 @@ def project(points: np.ndarray, proj: dict) -> tuple[np.ndarray, np.ndarray, np.
     cols = np.floor((left - az) / np.deg2rad(proj["fov_left_deg"] - proj["fov_right_deg"]) * w)
     valid = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w) & (ranges > 0)
     pixel = np.where(valid, rows * w + cols, -1).astype(np.int64)
-    order = np.argsort(ranges, kind="stable")[::-1]  # farthest first: nearer points overwrite, lower index last
-    order = order[valid[order]]
+    # Farthest first, so nearer points overwrite and, among equal ranges, the lower index is written last. Only the
+    # points in view are sorted (a quarter of a scan for the front 90 degrees).
+    inside = np.flatnonzero(valid)
+    order = inside[np.argsort(ranges[inside], kind="stable")[::-1]]
     index = np.full(h * w, -1, np.int64)
     index[pixel[order]] = order
     mask = index >= 0
