@@ -115,21 +115,32 @@ def _onnx_graph(onnx_path: Path) -> Any:
     return proto.graph
 
 
-def qdq_faults(graph: Any) -> list[str]:
-    """Names of the Q/DQ nodes TensorRT's explicit quantisation cannot take: it needs int8 zero points, all 0
-    (symmetric); uint8 or non-zero zero points (asymmetric activations, the CPU runtimes' choice) fail to build."""
+def qdq_faults(graph: Any) -> dict[str, list[str]]:
+    """{what is wrong: names of the Q/DQ nodes} for the Q/DQ nodes TensorRT's explicit quantisation cannot take: it
+    needs int8 zero points, all 0 (symmetric), so uint8 zero points (asymmetric activations, the CPU runtimes'
+    choice), int32 ones (quantised biases) and non-zero int8 ones fail to build. Empty when the model is fine."""
     from onnx import TensorProto, numpy_helper
 
     constants = {t.name: t for t in graph.initializer}
     constants |= {n.output[0]: a.t for n in graph.node if n.op_type == "Constant"
                   for a in n.attribute if a.name == "value"}
-    faults = []
+    faults: dict[str, list[str]] = {}
     for n in graph.node:
         if n.op_type not in QDQ_OPS or len(n.input) < 3 or not n.input[2]:
             continue  # no zero point: int8, 0 by definition
         zero = constants.get(n.input[2])
-        if zero is None or zero.data_type != TensorProto.INT8 or numpy_helper.to_array(zero).any():
-            faults.append(n.name or n.output[0])
+        if zero is None:
+            kind = "zero point not a constant"
+        elif zero.data_type == TensorProto.INT8:
+            kind = "non-zero int8 zero point" if numpy_helper.to_array(zero).any() else ""
+        elif zero.data_type == TensorProto.INT32:
+            kind = "int32 (quantised biases)"
+        elif zero.data_type == TensorProto.UINT8:
+            kind = "uint8 (asymmetric activations)"
+        else:
+            kind = f"{TensorProto.DataType.Name(zero.data_type).lower()} zero point"
+        if kind:
+            faults.setdefault(kind, []).append(n.name or n.output[0])
     return faults
 
 
@@ -168,12 +179,13 @@ def build_engine(onnx_path: str | Path, precision: str | None = None, engine_pat
     if precision == "int8" and not qdq:
         raise DataError(onnx_path, "an int8 engine needs a quantised (QDQ) model: run 'squeeze deploy quantize "
                                    "--calib DIR' first and build from its output")
-    if precision == "int8" and qdq_faults(graph):
-        bad = qdq_faults(graph)
-        raise DataError(onnx_path, f"{len(bad)} Q/DQ node(s) ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) "
-                                   "have uint8 or non-zero zero points (asymmetric uint8 activations, what the CPU "
-                                   "runtimes run best): TensorRT's explicit quantisation needs int8, symmetric "
-                                   "(zero point 0) Q/DQ; quantise with symmetric int8 activations for TensorRT")
+    faults = qdq_faults(graph) if precision == "int8" else {}
+    if faults:
+        listed = "; ".join(f"{kind}: {len(names)} ({', '.join(names[:2])}{', ...' if len(names) > 2 else ''})"
+                           for kind, names in faults.items())
+        raise DataError(onnx_path, f"Q/DQ nodes TensorRT cannot build: {listed}. TensorRT's explicit quantisation "
+                                   "takes int8 Q/DQ with zero point 0 (symmetric) and float biases; 'squeeze deploy "
+                                   "quantize' writes uint8 activations and int32 biases for the CPU runtimes")
     if precision != "int8" and qdq:
         raise DataError(onnx_path, f"this is a quantised (QDQ) model: it builds as int8 (--int8), not {precision}; "
                                    "build the fp32 model for an fp16 engine")
