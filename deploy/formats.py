@@ -47,7 +47,8 @@ FORMATS: tuple[Format, ...] = (
            "pip install 'squeeze-suite[deploy]'", ("fp32", "int8"),
            "OpenVINO IR (.xml + .bin; it also reads .onnx): Intel CPUs and iGPUs"),
     Format("tensorrt", ".engine", "deploy.runtimes.tensorrt", "load_tensorrt", "tensorrt",
-           "JetPack on a Jetson, or pip install tensorrt on an x86 machine with an NVIDIA GPU",
+           "JetPack on a Jetson, or pip install tensorrt on an x86 machine with an NVIDIA GPU; and pip install "
+           "cuda-python (deploy/jetson/README.md)",
            ("fp32", "fp16", "int8"),
            "TensorRT engine built on the target GPU (squeeze deploy trt): NVIDIA Jetson and GPUs"),
 )

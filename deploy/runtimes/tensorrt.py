@@ -54,7 +54,7 @@ def _cudart() -> Any:
 def _check(result: Any) -> Any:
     """Unwrap a cuda-python call's (error, value...) tuple; RuntimeError naming the CUDA error."""
     err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
+    if int(getattr(err, "value", err)) != 0:  # cudaError_t.cudaSuccess is 0
         raise RuntimeError(f"CUDA error {err}")
     return values[0] if len(values) == 1 else values
 
