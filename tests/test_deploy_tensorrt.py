@@ -229,6 +229,119 @@ def test_the_runtime_without_tensorrt_names_the_package(tmp_path, no_tensorrt):
         TensorRTNetwork(model)
 
 
+def fake_tensorrt_and_cuda(monkeypatch) -> dict[int, bytearray]:
+    """Stand-ins for tensorrt and cuda-python's runtime, enough for TensorRTNetwork: "device memory" is a dict of
+    bytearrays, and the "engine" (the bytes b"ENGINE") computes logits[:, k] = range_image[:, k % 5] * (k + 1)."""
+    import ctypes
+    import importlib.machinery
+    import itertools
+    import types
+
+    memory: dict[int, bytearray] = {}
+    pointers = itertools.count(4096, 4096)
+
+    def malloc(n):
+        ptr = next(pointers)
+        memory[ptr] = bytearray(n)
+        return 0, ptr
+
+    def memcpy(dst, src, n, kind, stream):
+        if kind == "h2d":
+            memory[dst][:n] = ctypes.string_at(src, n)
+        else:
+            ctypes.memmove(dst, bytes(memory[src][:n]), n)
+        return (0,)
+
+    cudart = types.SimpleNamespace(
+        cudaMalloc=malloc, cudaFree=lambda ptr: (memory.pop(ptr), 0)[1:], cudaStreamCreate=lambda: (0, "stream"),
+        cudaStreamSynchronize=lambda stream: (0,), cudaMemcpyAsync=memcpy,
+        cudaMemcpyKind=types.SimpleNamespace(cudaMemcpyHostToDevice="h2d", cudaMemcpyDeviceToHost="d2h"))
+    tensors = {"range_image": ("in", np.float32), "mask": ("in", np.bool_), "logits": ("out", np.float32)}
+
+    class Context:
+        def __init__(self):
+            self.shapes, self.addresses = {}, {}
+
+        def set_input_shape(self, name, shape):
+            self.shapes[name] = tuple(shape)
+
+        def get_tensor_shape(self, name):
+            b, _, h, w = self.shapes["range_image"]
+            return (b, 4, h, w)
+
+        def set_tensor_address(self, name, ptr):
+            self.addresses[name] = ptr
+
+        def execute_async_v3(self, stream):
+            shape = self.shapes["range_image"]
+            x = np.frombuffer(memory[self.addresses["range_image"]], np.float32, int(np.prod(shape))).reshape(shape)
+            logits = np.stack([x[:, k % 5] * (k + 1) for k in range(4)], 1).astype(np.float32)
+            memory[self.addresses["logits"]][:logits.nbytes] = logits.tobytes()
+            return True
+
+    class Engine:
+        num_io_tensors = len(tensors)
+
+        def get_tensor_name(self, i):
+            return list(tensors)[i]
+
+        def get_tensor_mode(self, name):
+            return tensors[name][0]
+
+        def get_tensor_dtype(self, name):
+            return tensors[name][1]
+
+        def create_execution_context(self):
+            return Context()
+
+    trt = types.ModuleType("tensorrt")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
+    trt.__version__ = "10.3.0"
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.Runtime = lambda logger: types.SimpleNamespace(
+        deserialize_cuda_engine=lambda data: Engine() if data == b"ENGINE" else None)
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
+    trt.nptype = lambda dtype: dtype
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.runtime = cudart
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setitem(sys.modules, "cuda", types.SimpleNamespace(bindings=bindings))
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+    return memory
+
+
+def test_the_runtime_runs_an_engine_through_the_tensorrt_and_cuda_calls(tmp_path, monkeypatch):
+    """The runtime's plumbing (shapes, addresses, copies both ways, dtype casts, buffers grown for a larger batch,
+    the segmenter on top) against stand-ins of tensorrt and cuda-python; the real libraries run in the test below."""
+    from deploy.runtimes.tensorrt import TensorRTSegmenter
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    model = seg_model(tmp_path)
+    with pytest.raises(DataError):
+        build_engine(model, "fp16")  # writes seg.fp16.json, the engine's sidecar
+    engine = tmp_path / "seg.fp16.engine"
+    engine.write_bytes(b"ENGINE")
+    memory = fake_tensorrt_and_cuda(monkeypatch)
+    seg = load_predictor(engine)
+    assert isinstance(seg, TensorRTSegmenter)
+    rng = np.random.default_rng(0)
+    for batch in (1, 3):  # the second call needs larger buffers
+        x = rng.normal(size=(batch, 5, 8, 16))  # float64 in: cast to the engine's float32
+        (logits,) = seg.network.run({"range_image": x, "mask": np.ones((batch, 8, 16), np.uint8)})
+        assert logits.dtype == np.float32 and logits.shape == (batch, 4, 8, 16)
+        np.testing.assert_array_equal(logits, np.stack([x[:, k].astype(np.float32) * (k + 1) for k in range(4)], 1))
+    assert len(memory) == 3  # one buffer per tensor, the batch-1 ones freed when grown
+    raw = np.zeros((1, 8, 16, 5), np.float32)
+    raw[0, 2, 3] = (1.0, 0.0, 0.0, 0.0, -1.0)  # logits (1, 0, 0, 0): class 0
+    raw[0, 4, 5] = (-1.0, 0.0, 0.5, 0.0, 0.0)  # logits (-1, 0, 1.5, 0): class 2
+    (out,) = seg.segment_pixels(raw, np.ones((1, 8, 16), bool))
+    assert out.labels[4, 5] == 2 and out.labels[2, 3] == 0
+    engine.write_bytes(b"OTHER")
+    with pytest.raises(DataError, match="built for another GPU or TensorRT version"):
+        load_predictor(engine)
+
+
 def test_trt_runtime_and_builder_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None; import deploy.tensorrt, deploy.runtimes.tensorrt, deploy.cli; "
             "assert 'tensorrt' not in sys.modules")
