@@ -14,7 +14,8 @@ When capture fails (an op that syncs with the host), the figure is timed eagerly
 reported beside each graph figure so the gain of graphs shows.
 
 `--device cpu --dry-run` runs the same code path once per network on the CPU in fp32 (no graphs, no events) to
-check the script without a GPU. Without a CUDA device (and no --device cpu) it prints one line and exits 0.
+check the script without a GPU. Without a CUDA device (and no --device cpu) it prints one line and exits 0. A
+network that fails (an fp16 op missing on that GPU) prints a row with its error, the others still run, exit 1.
 
     python bench/bench_gpu_latency.py [--runs 200] [--warmup 20]
 """
@@ -118,18 +119,25 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.float16 if args.device == "cuda" else torch.float32
     torch.backends.cudnn.benchmark = True
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
-    t0 = time.perf_counter()
+    t0, failed = time.perf_counter(), 0
     with torch.inference_mode():
         for name, (_, forward) in networks(device, dtype).items():
             paper_ms, source = PAPER[name]
-            if args.dry_run and args.device == "cpu":
-                start = time.perf_counter()
-                forward()
-                timing = {"graph_ms": None, "eager_ms": 1e3 * (time.perf_counter() - start),
-                          "graph_error": "dry run: no graph on the CPU"}
-            else:
-                runs, warmup = (3, 1) if args.dry_run else (args.runs, args.warmup)
-                timing = time_cuda(forward, runs, warmup)
+            try:
+                if args.dry_run and args.device == "cpu":
+                    start = time.perf_counter()
+                    forward()
+                    timing = {"graph_ms": None, "eager_ms": 1e3 * (time.perf_counter() - start),
+                              "graph_error": "dry run: no graph on the CPU"}
+                else:
+                    runs, warmup = (3, 1) if args.dry_run else (args.runs, args.warmup)
+                    timing = time_cuda(forward, runs, warmup)
+            except Exception as e:  # one network failing in fp16 must not lose the other figures
+                print(json.dumps({"name": f"{name}_latency_ms", "value": None, "device": gpu,
+                                  "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}),
+                      flush=True)
+                failed += 1
+                continue
             ms = timing["graph_ms"] if timing["graph_ms"] is not None else timing["eager_ms"]
             row = {"name": f"{name}_latency_ms", "value": round(ms, 3), "unit": "ms", "fps": round(1e3 / ms, 1),
                    "device": gpu, "dtype": str(dtype).removeprefix("torch."), "batch": 1,
@@ -142,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["graph_error"] = timing["graph_error"]
             print(json.dumps(row), flush=True)
     print(f"total {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
