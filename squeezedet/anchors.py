@@ -12,7 +12,7 @@ grid_h x grid_w feature map, A boxes relative to A fixed anchor shapes. In the r
 - The shapes (w, h) are in input pixels and are the same at every cell.
 
 The grid size follows from the input size and the backbone's padding (issue #15 of the reference: a changed
-input size needs a recomputed grid), see `grid_size`.
+input size needs a recomputed grid): `SqueezeDetConfig.grid`, derived from the backbone spec (squeeze.backbone).
 
 Anchor-shape files (written by k-means over training boxes, read by the model config) are small JSON::
 
@@ -43,13 +43,11 @@ from squeeze.errors import DataError
 
 __all__ = [
     "ANCHOR_FILE_FORMAT",
-    "BACKBONES",
     "KITTI_ANCHOR_SHAPES",
     "KITTI_ANCHOR_SIZE",
     "AnchorFile",
     "check_anchor_shapes",
     "box_shapes",
-    "grid_size",
     "kmeans_anchor_shapes",
     "make_anchors",
     "shape_iou",
@@ -66,52 +64,8 @@ KITTI_ANCHOR_SHAPES: tuple[tuple[float, float], ...] = (
 )
 KITTI_ANCHOR_SIZE = (1248, 384)  # (width, height) the KITTI shapes are measured at
 
-BACKBONES = ("squeezedet", "squeezedet_plus")
-
 ANCHOR_FILE_FORMAT = "squeezedet-anchors"
 _ANCHOR_FILE_VERSION = 1
-
-
-# ------------------------------------------------------------------------------------------------------- grid
-def _same(size: int) -> int:
-    """Output length of a stride-2 TF 'SAME' conv or pool: ceil(size / 2)."""
-    return -(-size // 2)
-
-
-def _valid(size: int, kernel: int) -> int:
-    """Output length of a stride-2 'VALID' conv or pool; 0 when the window does not fit."""
-    return (size - kernel) // 2 + 1 if size >= kernel else 0
-
-
-def grid_size(image_w: int, image_h: int, backbone: str = "squeezedet") -> tuple[int, int]:
-    """(grid_h, grid_w) of the ConvDet output for a net input of image_w x image_h pixels.
-
-    SqueezeDet: conv1 3x3/2 and pool1, pool3, pool5 (3x3/2), all TF 'SAME', so each halves rounding up:
-    1248 x 384 -> 78 x 24; 1242 x 375 -> 78 x 24; 624 x 192 -> 39 x 12.
-    SqueezeDet+: conv1 7x7/2 and pool1, pool4, pool8 (3x3/2) with 'VALID' padding (the fires and ConvDet are
-    'SAME' and keep the size): 1242 x 375 -> 76 x 22; 1248 x 384 -> 76 x 22.
-    Raises ValueError when the input is too small to leave at least one cell.
-    """
-    if backbone not in BACKBONES:
-        raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
-    if int(image_w) != image_w or int(image_h) != image_h or image_w < 1 or image_h < 1:
-        raise ValueError(f"image size must be positive integers, got {image_w} x {image_h}")
-    sizes = []
-    for n in (int(image_h), int(image_w)):
-        if backbone == "squeezedet":
-            for _ in range(4):  # conv1, pool1, pool3, pool5
-                n = _same(n)
-        else:
-            n = _valid(n, 7)  # conv1
-            for _ in range(3):  # pool1, pool4, pool8
-                n = _valid(n, 3)
-        sizes.append(n)
-    grid_h, grid_w = sizes
-    if grid_h < 1 or grid_w < 1:
-        minimum = "1 x 1" if backbone == "squeezedet" else "35 x 35"
-        raise ValueError(f"a {image_w} x {image_h} input is too small for {backbone}: the ConvDet grid would be "
-                         f"{grid_w} x {grid_h}; the smallest input is {minimum} pixels")
-    return grid_h, grid_w
 
 
 # ---------------------------------------------------------------------------------------------------- anchors
