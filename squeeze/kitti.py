@@ -462,9 +462,9 @@ def write_point_labels(path: str | Path, semantic: np.ndarray, instance: np.ndar
     atomic_write_bytes(path, ((instance << 16) | semantic).astype("<u4").tobytes())
 
 
-def read_image_bgr(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 BGR, OpenCV's order (for code that feeds OpenCV-ordered networks); DataError naming the file
-    when it is not a readable image, a folder or not a regular file."""
+def read_image(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB (the suite's one image convention, docs/conventions.md); DataError naming the file when
+    it is not a readable image, a folder or not a regular file."""
     import cv2
 
     path = Path(path)
@@ -472,12 +472,7 @@ def read_image_bgr(path: str | Path) -> np.ndarray:
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
         raise DataError(path, "not a readable image")
-    return bgr
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
-    return read_image_bgr(path)[:, :, ::-1].copy()
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> None:

@@ -90,7 +90,6 @@ from squeeze.checkpoint import (
     to_plain,
 )
 from squeeze.errors import DataError
-from squeeze.rng import sample_rng  # noqa: F401  (the dataset contract above; datasets import it from squeeze.rng)
 
 logger = logging.getLogger(__name__)
 
