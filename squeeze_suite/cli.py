@@ -20,6 +20,7 @@ log = logging.getLogger("squeeze")
 def build_parser() -> argparse.ArgumentParser:
     from deploy.cli import add_deploy_parser
     from domain_adapt.cli import add_sim_parser
+    from latte.cli import add_latte_parser
     from squeeze.cli import add_show_parser
     from squeeze_suite.demo import add_demo_parser
     from squeezedet.cli import add_det_parser
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_show_parser(sub)
     add_deploy_parser(sub)
     add_demo_parser(sub)
+    add_latte_parser(sub)
     return parser
 
 
