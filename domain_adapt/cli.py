@@ -56,18 +56,66 @@ def add_sim_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--azimuth-steps", type=_int_at_least(8), default=None, metavar="A",
                    help="LiDAR firings per laser per revolution, >= 8 (default: 2083, the HDL-64E at 10 Hz, "
                         "0.17 deg; fewer is faster and sparser)")
+    p.add_argument("--sensor-profile", type=Path, default=None, metavar="JSON",
+                   help="a real LiDAR's per-laser intensity response and ray drop, measured by `squeeze da "
+                        "calibrate-sensor`, applied to every scan (default: none, the simulator's own sensor)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_sim)
     return p
+
+
+def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the `da` (domain adaptation) command group and return its parser."""
+    p = subparsers.add_parser(
+        "da", help="domain adaptation: make the simulator's scans look like a real sensor's",
+        description="Sim-to-real domain adaptation for LiDAR segmentation (SqueezeSegV2, sec. III).")
+    sub = p.add_subparsers(dest="da_command", metavar="STEP", required=True)
+    c = sub.add_parser(
+        "calibrate-sensor", help="measure a real LiDAR's per-laser intensity and ray drop",
+        description="Measure a sensor profile from real scans: per laser ring, the intensity distribution "
+                    "(percentiles) and the ray-drop rate by range. `squeeze sim --sensor-profile` applies it. "
+                    "REAL_DIR: a range-image folder (lidar_2d/*.npy, the SqueezeSeg / GTA-LiDAR layout), a KITTI "
+                    "object folder (training/velodyne/*.bin) or a KITTI raw drive (velodyne_points/data/*.bin).")
+    c.add_argument("real_dir", type=Path, metavar="REAL_DIR", help="folder of real scans")
+    c.add_argument("-o", "--out", type=Path, required=True, metavar="JSON",
+                   help="profile to write; a picture of it is written beside it (.png)")
+    c.add_argument("--max-scans", type=_int_at_least(1), default=None, metavar="N",
+                   help="measure only the first N scans by name (default: all)")
+    c.set_defaults(run=run_calibrate_sensor)
+    return p
+
+
+def run_calibrate_sensor(args: argparse.Namespace) -> int:
+    from domain_adapt.readers import find_scans, read_scan
+    from domain_adapt.sensor_profile import calibrate_sensor, plot_profile, write_profile
+
+    files = find_scans(args.real_dir)[: args.max_scans] if args.max_scans else find_scans(args.real_dir)
+    from tqdm import tqdm
+
+    scans = (read_scan(f) for f in tqdm(files, desc="measuring", unit="scan", disable=len(files) < 20))
+    profile = calibrate_sensor(scans, source=str(args.real_dir))
+    write_profile(args.out, profile)
+    picture = args.out.with_suffix(".png")
+    plot_profile(profile, picture)
+    median = profile.intensity_quantiles[:, 50]
+    print(f"measured {profile.frames} scans: median intensity per ring {median.min():.2f}..{median.max():.2f} "
+          f"(mean change ring to ring {profile.ring_step:.3f}), ray drop "
+          f"{profile.drop_rate.min():.3f}..{profile.drop_rate.max():.3f}; wrote {args.out} and {picture}")
+    return 0
 
 
 def run_sim(args: argparse.Namespace) -> int:
     """Run `sim` for parsed arguments; returns the process exit code."""
     from domain_adapt.sim import simulate
 
+    profile = None
+    if getattr(args, "sensor_profile", None) is not None:
+        from domain_adapt.sensor_profile import read_profile
+
+        profile = read_profile(args.sensor_profile)
     summary = simulate(args.out, frames=args.frames, seed=args.seed, sequence=args.sequence,
                        intensity=not args.no_intensity, azimuth_steps=args.azimuth_steps,
-                       progress=not getattr(args, "quiet", False))
+                       progress=not getattr(args, "quiet", False), sensor_profile=profile)
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(summary.labels.items())) or "no labelled objects"
     print(f"wrote {summary.frames} frames to {summary.out_dir} ({summary.points_mean:.0f} points per scan on "
           f"average; {kinds}; {summary.fps:.1f} frames/s)")

@@ -19,7 +19,7 @@ log = logging.getLogger("squeeze")
 
 def build_parser() -> argparse.ArgumentParser:
     from deploy.cli import add_deploy_parser
-    from domain_adapt.cli import add_sim_parser
+    from domain_adapt.cli import add_da_parser, add_sim_parser
     from latte.cli import add_latte_parser
     from squeeze.cli import add_show_parser
     from squeeze_suite.demo import add_demo_parser
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_sim_parser(sub)
+    add_da_parser(sub)
     add_seg_parser(sub)
     add_det_parser(sub)
     add_show_parser(sub)

@@ -16,6 +16,7 @@ import numpy as np
 import open3d as o3d
 import open3d.core as o3c
 
+from domain_adapt.sensor_profile import SensorProfile, apply_sensor_profile
 from domain_adapt.sim.camera import CameraConfig, CameraImage, camera_rays, kitti_calibration, render, shadow_rays
 from domain_adapt.sim.labels import FrameLabels, label_objects
 from domain_adapt.sim.lidar import LidarConfig, Scan, hdl64e, lidar_rays, scan
@@ -37,14 +38,19 @@ class SimConfig:
     world: WorldConfig = field(default_factory=kitti_world)  # street generator
     lidar: LidarConfig = field(default_factory=hdl64e)  # HDL-64E beam model (intensity on/off lives here)
     camera: CameraConfig = field(default_factory=CameraConfig)  # image_2 renderer and label thresholds
+    # a real sensor's per-laser intensity response and ray drop (squeeze da calibrate-sensor), applied to each scan
+    sensor_profile: SensorProfile | None = None
 
 
-def sim_config(sequence: bool = False, intensity: bool = True, azimuth_steps: int | None = None) -> SimConfig:
+def sim_config(sequence: bool = False, intensity: bool = True, azimuth_steps: int | None = None,
+               sensor_profile: SensorProfile | None = None) -> SimConfig:
     """The default simulation with the command line's switches applied."""
     lidar = hdl64e(intensity=intensity)
     if azimuth_steps is not None:
         lidar = replace(lidar, azimuth_steps=int(azimuth_steps))
-    return SimConfig(sequence=sequence, lidar=lidar)
+    if sensor_profile is not None and not intensity:
+        raise ValueError("a sensor profile maps intensities; it cannot be used with the intensity channel off")
+    return SimConfig(sequence=sequence, lidar=lidar, sensor_profile=sensor_profile)
 
 
 @dataclass
@@ -122,6 +128,10 @@ class Simulator:
         lidar_hits, cam_hits = self._cast(rc)
         t2 = time.perf_counter()
         s = scan(lidar_hits, scene, self.config.lidar, rng)
+        if self.config.sensor_profile is not None:
+            profile_rng = np.random.default_rng([self.seed, index, 3])  # its own stream: other draws stay the same
+            kept, points = apply_sensor_profile(s.points, s.ring, self.config.sensor_profile, profile_rng)
+            s = Scan(points=points, cls=s.cls[kept], instance=s.instance[kept], ring=s.ring[kept])
         t3 = time.perf_counter()
         cam = render(cam_hits, scene, self.config.camera, rng, self.calib, self._shadows(rc, cam_hits, scene))
         t4 = time.perf_counter()

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from domain_adapt.sensor_profile import SensorProfile
 from domain_adapt.sim import output
 from domain_adapt.sim.simulator import FRAME_RATE, SimConfig, SimFrame, Simulator, check_int, sim_config
 from squeeze.kitti import (
@@ -124,7 +125,7 @@ class SimSummary:
 
 def simulate(out_dir: str | Path, frames: int, seed: int, sequence: bool = False, intensity: bool = True,
              azimuth_steps: int | None = None, progress: bool = True,
-             config: SimConfig | None = None) -> SimSummary:
+             config: SimConfig | None = None, sensor_profile: SensorProfile | None = None) -> SimSummary:
     """Simulate `frames` KITTI-format frames from `seed` into `out_dir` (layout in the module docstring).
 
     `config` overrides sequence / intensity / azimuth_steps when given. The folder may be new, empty or a
@@ -135,7 +136,8 @@ def simulate(out_dir: str | Path, frames: int, seed: int, sequence: bool = False
     check_int("seed", seed, 0)
     if azimuth_steps is not None:
         check_int("azimuth_steps", azimuth_steps, 8)
-    cfg = config or sim_config(sequence=sequence, intensity=intensity, azimuth_steps=azimuth_steps)
+    cfg = config or sim_config(sequence=sequence, intensity=intensity, azimuth_steps=azimuth_steps,
+                               sensor_profile=sensor_profile)
     out = Path(out_dir)
     target = Path(os.path.realpath(out))  # "." and symlinks: rename the folder itself, beside it
     output.check_out_dir(target)
@@ -189,4 +191,6 @@ def _jsonable(obj: object) -> object:
         return [_jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
     return obj

@@ -1,0 +1,58 @@
+"""Real and synthetic LiDAR scans for domain adaptation, whatever folder layout they come in.
+
+`find_scans(path)` recognises, in this order:
+- a range-image folder in the SqueezeSeg / GTA-LiDAR `.npy` layout: PATH/lidar_2d/*.npy or PATH/*.npy
+  ((64, 512, 6) x, y, z, intensity, range, label; rows are laser rings),
+- a KITTI object folder: PATH/training/velodyne/*.bin, PATH/velodyne/*.bin or PATH/*.bin,
+- a KITTI raw drive: PATH/velodyne_points/data/*.bin (a DATE_drive_NNNN_sync folder; unlabelled target data).
+
+`read_scan(file)` gives (N, 4) points and (N,) laser rings: the row of each valid pixel for range images, the ring
+recovered from KITTI's point order (squeeze.range_image.ring_rows) for `.bin` scans.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from squeeze.errors import DataError
+from squeeze.kitti import read_velodyne
+from squeeze.range_image import read_range_npy, ring_rows
+
+LAYOUTS = ("range-image .npy (lidar_2d/)", "KITTI object (training/velodyne/*.bin)",
+           "KITTI raw drive (velodyne_points/data/*.bin)")
+
+
+def find_scans(path: str | Path) -> list[Path]:
+    """The scan files of a folder in one of LAYOUTS, sorted by name; DataError naming the folder otherwise."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(root, "not a folder")
+    for folder, pattern in ((root / "lidar_2d", "*.npy"), (root, "*.npy"), (root / "training" / "velodyne", "*.bin"),
+                            (root / "velodyne", "*.bin"), (root / "velodyne_points" / "data", "*.bin"),
+                            (root, "*.bin")):
+        if folder.is_dir():
+            files = sorted(p for p in folder.glob(pattern) if p.is_file())
+            if files:
+                return files
+    raise DataError(root, f"no LiDAR scans found; expected one of: {'; '.join(LAYOUTS)}")
+
+
+def read_scan(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 4) float32 points and (N,) int64 laser rings (0 = top; -1 where unknown) of one scan file."""
+    p = Path(path)
+    if p.suffix == ".npy":
+        image = read_range_npy(p)
+        rows, _ = np.nonzero(image.mask)
+        points = np.concatenate([image.xyz[image.mask], image.intensity[image.mask][:, None]], axis=1)
+        return points.astype(np.float32), rows.astype(np.int64)
+    points = read_velodyne(p)
+    return points, ring_rows(points)
+
+
+def iter_scans(path: str | Path, max_scans: int | None = None):
+    """Yield (points, rings) for the scans of a folder (the first `max_scans` by name when given)."""
+    files = find_scans(path)
+    for f in files[:max_scans] if max_scans else files:
+        yield read_scan(f)

@@ -1,0 +1,141 @@
+"""Sensor profile: measured from real scans, applied to simulated ones (issue 13, step 1)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from domain_adapt.readers import find_scans, read_scan
+from domain_adapt.sensor_profile import (
+    QUANTILES,
+    RING_IMAGE_WIDTH,
+    SensorProfile,
+    apply_sensor_profile,
+    calibrate_sensor,
+    drop_counts,
+    read_profile,
+    ring_image,
+    write_profile,
+)
+from squeeze.errors import DataError
+from squeeze.range_image import RangeImage, write_range_npy
+
+
+def _cylinder_scan(rings: int, radius: float, intensity_of_ring, keep=None, width: int = RING_IMAGE_WIDTH):
+    """One point per ring image cell on a cylinder around the sensor (a wall at `radius`), cell centres."""
+    az = np.pi - (np.arange(width) + 0.5) / width * 2 * np.pi
+    pts, ring = [], []
+    for r in range(rings):
+        z = np.full(width, 1.0 - 0.1 * r)
+        p = np.stack([radius * np.cos(az), radius * np.sin(az), z, np.full(width, intensity_of_ring(r))], axis=1)
+        pts.append(p)
+        ring.append(np.full(width, r))
+    pts, ring = np.concatenate(pts).astype(np.float32), np.concatenate(ring)
+    if keep is not None:
+        pts, ring = pts[keep], ring[keep]
+    return pts, ring
+
+
+def test_ring_image_and_drop_counts_hand_computed():
+    pts, ring = _cylinder_scan(2, 10.0, lambda r: 0.5)
+    image = ring_image(pts, ring, rings=2)
+    assert image.shape == (2, RING_IMAGE_WIDTH) and np.allclose(image, np.hypot(10.0, 1.0 - 0.1 * np.array([[0], [1]])),
+                                                                 atol=1e-4)
+    # drop every 10th cell of ring 1: 1/10 of its candidate cells are empty; ring 0 drops nothing
+    keep = ~((ring == 1) & (np.arange(len(ring)) % 10 == 0))
+    dropped, candidates = drop_counts(ring_image(pts[keep], ring[keep], rings=2))
+    assert dropped[0].sum() == 0 and candidates[0].sum() == RING_IMAGE_WIDTH
+    assert dropped[1].sum() == RING_IMAGE_WIDTH // 10 + 1  # 205 cells at 0, 10, ..., 2040
+    assert candidates[1].sum() == RING_IMAGE_WIDTH - 2 * (RING_IMAGE_WIDTH // 10 + 1)  # a gap's neighbours are not
+    assert np.all(np.delete(candidates, 1, axis=1) == 0)  # all at 10.05 m: the 10-20 m bin
+
+
+def test_calibrated_profile_moves_a_simulated_scan_to_the_real_statistics():
+    rng = np.random.default_rng(0)
+    # "real": ring-dependent intensity (odd rings dark), 20% random ray drop
+    real_pts, real_ring = _cylinder_scan(4, 15.0, lambda r: 0.0)
+    real_pts[:, 3] = np.where(real_ring % 2 == 0, rng.uniform(0.4, 0.6, len(real_pts)), rng.uniform(0.0, 0.1,
+                                                                                                     len(real_pts)))
+    keep = rng.random(len(real_pts)) >= 0.2
+    profile = calibrate_sensor([(real_pts[keep], real_ring[keep])], rings=4, source="synthetic")
+    assert profile.drop_rate[:, 1] == pytest.approx(0.2, abs=0.03)
+    assert profile.intensity_quantiles[0, 50] == pytest.approx(0.5, abs=0.02)
+    assert profile.intensity_quantiles[1, 50] == pytest.approx(0.05, abs=0.01)
+    assert profile.ring_step == pytest.approx(0.45, abs=0.03)
+    # "simulated": every laser alike (intensity 0.3 +- noise), no drop
+    sim_pts, sim_ring = _cylinder_scan(4, 15.0, lambda r: 0.3)
+    sim_pts[:, 3] += rng.normal(0, 0.02, len(sim_pts)).astype(np.float32)
+    before = calibrate_sensor([(sim_pts, sim_ring)], rings=4)
+    assert before.ring_step < 0.02 and before.drop_rate.max() == 0.0
+    kept, out = apply_sensor_profile(sim_pts, sim_ring, profile, np.random.default_rng(1))
+    after = calibrate_sensor([(out, sim_ring[kept])], rings=4)
+    assert 1 - kept.mean() == pytest.approx(0.2, abs=0.02)
+    assert after.drop_rate[:, 1].tolist() == pytest.approx([0.2] * 4, abs=0.045), after.drop_rate
+    assert after.ring_step == pytest.approx(profile.ring_step, abs=0.02)
+    assert np.abs(after.intensity_quantiles - profile.intensity_quantiles).max() < 0.03
+    # rank is kept within a ring: the brightest simulated return of ring 0 is still its brightest
+    r0 = sim_ring[kept] == 0
+    assert np.argmax(out[r0, 3]) == np.argmax(sim_pts[kept][r0, 3])
+    assert np.array_equal(out[:, :3], sim_pts[kept, :3])  # geometry untouched
+
+
+def test_profile_json_round_trip_and_bad_files(tmp_path):
+    q = np.tile(np.linspace(0, 1, QUANTILES, dtype=np.float32), (3, 1))
+    profile = SensorProfile(q, np.full((3, 6), 0.25, np.float32), frames=2, source="x")
+    write_profile(tmp_path / "p.json", profile)
+    back = read_profile(tmp_path / "p.json")
+    assert np.allclose(back.intensity_quantiles, q, atol=1e-5) and np.allclose(back.drop_rate, 0.25)
+    assert back.frames == 2 and back.rings == 3
+    d = json.loads((tmp_path / "p.json").read_text())
+    d["intensity_quantiles"][1][5] = -1.0  # no longer non-decreasing
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(DataError, match="bad.json.*non-decreasing"):
+        read_profile(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text('{"format": "something else"}')
+    with pytest.raises(DataError, match="not a sensor profile"):
+        read_profile(tmp_path / "other.json")
+    with pytest.raises(DataError, match="no scans"):
+        calibrate_sensor([])
+
+
+def test_readers_find_each_layout(tmp_path):
+    # range-image folder: rows are rings
+    xyz = np.zeros((64, 512, 3), np.float32)
+    xyz[5, 7] = (10.0, 1.0, -1.0)
+    xyz[40, 100] = (5.0, -2.0, -1.5)
+    rng = np.linalg.norm(xyz, axis=2)
+    intensity = np.zeros((64, 512), np.float32)
+    intensity[5, 7] = 0.25
+    image = RangeImage(xyz=xyz, intensity=intensity, range=rng, mask=rng > 0,
+                       point_index=np.where(rng > 0, 0, -1), label=np.zeros((64, 512), np.int32))
+    (tmp_path / "gta" / "lidar_2d").mkdir(parents=True)
+    write_range_npy(tmp_path / "gta" / "lidar_2d" / "0001.npy", image)
+    files = find_scans(tmp_path / "gta")
+    points, rings = read_scan(files[0])
+    assert rings.tolist() == [5, 40]
+    assert points[0].tolist() == pytest.approx([10.0, 1.0, -1.0, 0.25])
+    # raw drive layout
+    raw = tmp_path / "2011_09_26_drive_0001_sync" / "velodyne_points" / "data"
+    raw.mkdir(parents=True)
+    np.zeros((3, 4), np.float32).tofile(raw / "0000000000.bin")
+    assert find_scans(raw.parent.parent) == [raw / "0000000000.bin"]
+    with pytest.raises(DataError, match="no LiDAR scans"):
+        find_scans(tmp_path / "2011_09_26_drive_0001_sync" / "velodyne_points")
+    with pytest.raises(DataError, match="not a folder"):
+        find_scans(tmp_path / "missing")
+
+
+def test_simulator_applies_the_profile(tmp_path):
+    from domain_adapt.sim import simulate
+
+    q = np.tile(np.linspace(0.0, 0.2, QUANTILES, dtype=np.float32), (64, 1))
+    q[::2] += 0.5  # even rings bright
+    profile = SensorProfile(q, np.zeros((64, 6), np.float32), frames=1, source="test")
+    simulate(tmp_path / "sim", frames=1, seed=4, azimuth_steps=256, progress=False, sensor_profile=profile)
+    points, rings = read_scan(tmp_path / "sim" / "training" / "velodyne" / "000000.bin")
+    even = points[(rings % 2 == 0) & (rings >= 0), 3]
+    odd = points[(rings % 2 == 1), 3]
+    assert even.min() >= 0.5 - 1e-6 and odd.max() <= 0.2 + 1e-6
+    assert json.loads((tmp_path / "sim" / "sim_config.json").read_text())["config"]["sensor_profile"]["frames"] == 1
