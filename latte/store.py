@@ -95,8 +95,9 @@ class StaleWrite(Exception):
         self.current = current
 
 
-def _dumps(obj: object) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True, allow_nan=False)
+def _dumps(obj: object, canonical: bool = True) -> str:
+    """Compact JSON; `canonical` sorts keys (ops are compared as text to recognise a retried edit)."""
+    return json.dumps(obj, separators=(",", ":"), sort_keys=canonical, allow_nan=False)
 
 
 def _copy(doc: dict) -> dict:
@@ -127,6 +128,7 @@ class Store:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._cache: dict[str, dict] = {}  # frame id -> its current document as last read or written
+        self._pending: list[str] = []
         self._conn: sqlite3.Connection | None = None
         self._conn = self._open()
 
@@ -213,10 +215,11 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
                 raise self._fail("cannot write the annotation database", e) from None
+            self._pending = []  # frames whose cached document this transaction changed
             try:
                 yield conn
             except BaseException:
-                self._cache.clear()  # documents read or made in the failed transaction may not be what is stored
+                self._forget_pending()
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
@@ -225,12 +228,18 @@ class Store:
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as e:
-                self._cache.clear()
+                self._forget_pending()
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
                 raise self._fail("cannot commit to the annotation database", e) from None
+
+    def _forget_pending(self) -> None:
+        """Drop the cached documents a rolled-back transaction wrote: they were never stored."""
+        for frame_id in self._pending:
+            self._cache.pop(frame_id, None)
+        self._pending = []
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -267,8 +276,10 @@ class Store:
     def _put(self, conn: sqlite3.Connection, doc: dict) -> None:
         conn.execute("INSERT INTO documents (frame_id, version, json, updated) VALUES (?, ?, ?, ?) "
                      "ON CONFLICT (frame_id) DO UPDATE SET version = excluded.version, json = excluded.json, "
-                     "updated = excluded.updated", (doc["frame_id"], doc["version"], _dumps(doc), time.time()))
+                     "updated = excluded.updated",
+                     (doc["frame_id"], doc["version"], _dumps(doc, canonical=False), time.time()))
         self._cache[doc["frame_id"]] = doc
+        self._pending.append(doc["frame_id"])
 
     def _record(self, conn: sqlite3.Connection, edit_id: str, session: str, frame_id: str, kind: str,
                 op: dict, inverse: dict, version_after: int, target: int | None = None) -> None:
