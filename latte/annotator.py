@@ -340,6 +340,9 @@ class Annotator:
         box_id = _box_id(fid, session, edit_id)
         with self._write_lock:
             doc = self.document(fid)
+            done = next((b for b in doc["boxes"] if b["id"] == box_id), None)
+            if done is not None:  # a retried request: its box is stored already (with the track id it got then)
+                return doc, done, int(len(cluster))
             box = Box(id=box_id, cls=cls or "Car", x=0, y=0, z=0, l=1, w=1, h=1, yaw=0,
                       track_id=self._next_track_id(), source="one_click", accepted=False).with_array(box7)
             doc = self.store.apply(fid, base_version, {"op": "add", "box": box.to_dict()}, session, edit_id)
@@ -373,17 +376,21 @@ class Annotator:
         history_ids = [self.frame_ids[i] for i in range(max(lo, 0), min(hi, len(self.frame_ids) - 1) + 1)]
         if step < 0:
             history_ids.reverse()
+        # Tracking backwards (to an earlier frame) is the same constant-velocity model with time reversed.
+        def t_of(frame: str) -> float:
+            return step * float(self.source.timestamp(frame))
+
         histories: dict[int, list] = {}
         for hid in history_ids:
             hdoc = self.store.document(hid) if hid != from_fid else self.document(hid)
             pose = self.source.pose(hid)
-            t = float(self.source.timestamp(hid))
+            t = t_of(hid)
             for b in document_boxes(hdoc):
                 if b.accepted and b.track_id in wanted:
                     histories.setdefault(b.track_id, []).append(TrackObservation(t, _world(b.array, pose)))
         geom = self.geometry(fid)
-        proposals = propagate_boxes(prev, histories, float(self.source.timestamp(fid)), self.source.pose(fid), geom,
-                                    self.source.pose(from_fid))
+        proposals = propagate_boxes(prev, histories, t_of(fid), self.source.pose(fid), geom, self.source.pose(from_fid),
+                                    t_prev=t_of(from_fid))
         boxes = [replace(p, id=_box_id(fid, session, edit_id, p.track_id), source="tracked", accepted=False)
                  for p in proposals if p.track_id not in present]
         if not boxes:
@@ -398,12 +405,12 @@ class Annotator:
         """Camera-detector proposals (latte.fusion.frustum_proposals: each 2D detection's frustum points
         clustered and fitted), each a new track; detections whose box centre falls in an existing box are
         skipped. NothingToDo without a detector or without an image."""
-        from latte.fusion import frustum_proposals
-
         fid = self.frame_id(fid)
         self._request(base_version, session, edit_id)
         if self.detector is None:
             raise NothingToDo("no detector: start the server with --detector CHECKPOINT_OR_MODEL")
+        from latte.fusion import frustum_proposals
+
         image, calib = self.source.image(fid), self.source.calib(fid)
         if image is None or calib is None:
             raise NothingToDo(f"frame {fid} has no camera image and calibration to detect on")
