@@ -499,11 +499,10 @@ class Annotator:
         """Write KITTI label_2, SemanticKITTI .label and the JSON dump of every stored document to export_dir."""
         from latte.kitti_io import export_frames
 
-        export_frames(self.source, self.store.documents(), self.export_dir, only_accepted=True)
-        out = self.export_dir
-        files = sorted(p for p in out.rglob("*") if p.is_file())
-        return {"out": str(out), "files": len(files),
-                "label_2": [p.relative_to(out).as_posix() for p in files if p.parent == out / "label_2"]}
+        written = export_frames(self.source, self.store.documents(), self.export_dir, only_accepted=True)
+        files = len(written["label_2"]) + len(written["label"]) + 1  # + annotations.json
+        return {"out": str(self.export_dir), "files": files, "label_2": list(written["label_2"]),
+                "label": list(written["label"]), "json": written["json"], "no_label_2": list(written["no_label_2"])}
 
 
 def _inside_bev(x: float, y: float, box: Box) -> bool:

@@ -70,13 +70,14 @@ def in_box(points: np.ndarray, box7: np.ndarray) -> np.ndarray:
 
 
 def best_car(ann: Annotator, fid: str):
-    """The true car with the most points in frame fid, and the point to click on (the non-ground car point
-    nearest its centre in BEV)."""
+    """The true car ahead (in the camera's view) with the most points in frame fid, and the point to click on (the
+    non-ground car point nearest its centre in BEV). A car straight behind shows only its front face: its length
+    cannot be seen, so it is no test of the fit."""
     points = ann.source.points(fid)
     ground = ann.geometry(fid).ground.mask
     best = None
     for truth in ann.source.truth(fid):
-        if truth.cls != "Car":
+        if truth.cls != "Car" or not truth.x > max(5.0, abs(truth.y)):
             continue
         inside = in_box(points, truth.array) & ~ground
         if best is None or inside.sum() > best[1].sum():
