@@ -24,6 +24,8 @@ export class CameraPanel {
     this.xyzi = null;
     this.showPoints = true;
     this._base = null;  // ImageData of image + points: boxes are redrawn over it without re-projecting the scan
+    canvas.title = "click: enlarge / shrink the camera view";
+    canvas.addEventListener("click", () => this.panel.classList.toggle("large"));
   }
 
   /** A new frame: image (ImageBitmap | null), calib ({P2, velo_to_rect} | null), the scan's Float32Array(N*4). */

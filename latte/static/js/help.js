@@ -22,9 +22,7 @@ export class Help {
     const table = document.createElement("table");
     for (const [keys, action] of KEY_TABLE) {
       const tr = document.createElement("tr");
-      const td = document.createElement("td");
-      td.textContent = action;
-      tr.append(keyCell(keys), td);
+      tr.append(keyCell(keys), keyCell(action));
       table.append(tr);
     }
     const mouse = document.createElement("p");

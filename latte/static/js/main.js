@@ -116,11 +116,11 @@ function displayBoxes() {
   return state.doc.boxes.map((b) => applyDelta(applyDelta(b, state.inflight.get(b.id)), state.pending.get(b.id)));
 }
 
-function render() {
+function render({ list = true } = {}) {
   const boxes = displayBoxes();
   viewer.setBoxes(boxes, state.selectedId);
   cameraPanel.draw(boxes, state.selectedId);
-  objects.render(boxes, state.selectedId);
+  if (list) objects.render(boxes, state.selectedId);  // a nudge changes no row: class, track and state stay
 }
 
 let labelTimer = null;
@@ -165,7 +165,7 @@ function nudge(field, amount) {
   const d = state.pending.get(id) || {};
   d[field] = (d[field] || 0) + amount;
   state.pending.set(id, d);
-  render();
+  render({ list: false });
   if (!nudgeTimer) nudgeTimer = setTimeout(() => { nudgeTimer = null; flushAllNudges(); }, NUDGE_FLUSH_MS);
 }
 function flushAllNudges() {
@@ -195,11 +195,6 @@ function flushAllNudges() {
   }
 }
 
-function newTrackId() {
-  // The server numbers tracks from 0 for boxes it creates; a hand-drawn box needs one the client can make alone
-  // (no round trip): random in [1e9, 2e9), a collision between 1000 hand-drawn tracks has odds of ~5e-4.
-  return 1_000_000_000 + Math.floor(Math.random() * 1_000_000_000);
-}
 
 function drawClass() { return state.drawClass || "Car"; }
 function brushLabel() {
@@ -458,6 +453,7 @@ function oneClick(index) {
 }
 
 function drawRectangle(a, b) {
+  counters.clicks += 1;
   const [x0, x1] = [Math.min(a[0], b[0]), Math.max(a[0], b[0])];
   const [y0, y1] = [Math.min(a[1], b[1]), Math.max(a[1], b[1])];
   const dx = x1 - x0, dy = y1 - y0;
@@ -479,7 +475,7 @@ function drawRectangle(a, b) {
   const along = dx >= dy;  // the longer side is the length; the heading is then refined with U / O
   const box = { id: newEditId().replace(/-/g, ""), cls, x: cx, y: cy, z: zGround + h / 2,
                 l: Math.max(0.1, along ? dx : dy), w: Math.max(0.1, along ? dy : dx), h, yaw: along ? 0 : Math.PI / 2,
-                track_id: newTrackId(), source: "manual", accepted: true, score: 1 };
+                track_id: -1, source: "manual", accepted: true, score: 1 };
   const fid = state.fid;
   queueEdit(fid, (doc) => (findBox(doc, box.id) ? null : { op: "add", box }), { what: "draw", onDone: () => {
     logEvent("box_created", { box_id: box.id, source: "manual", seconds: sinceShown() });
