@@ -293,8 +293,17 @@ class Store:
     def document(self, frame_id: str) -> dict:
         """The frame's current document; empty_document(frame_id) (version 0) when nobody has edited it."""
         frame_id = _check_frame(frame_id)
-        rows = self._read("SELECT json FROM documents WHERE frame_id = ?", (frame_id,))
-        return json.loads(rows[0][0]) if rows else empty_document(frame_id)
+        with self._lock:
+            try:
+                # a read transaction: the version checked and the text read come from one snapshot
+                conn = self._connection()
+                conn.execute("BEGIN")
+                try:
+                    return _copy(self._current(conn, frame_id))
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise self._fail("cannot read the annotation database", e) from None
 
     def documents(self) -> dict[str, dict]:
         """Every frame that has been edited: frame id -> current document (sorted by frame id)."""
