@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     from latte.cli import add_latte_parser
     from squeeze.cli import add_show_parser
     from squeeze_suite.demo import add_demo_parser
+    from squeeze_suite.predictors import load_detector, load_segmenter
     from squeezedet.cli import add_det_parser
     from squeezeseg.cli import add_seg_parser
 
@@ -35,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_sim_parser(sub)
     add_da_parser(sub)
-    add_seg_parser(sub)
-    add_det_parser(sub)
+    add_seg_parser(sub, load_segmenter=load_segmenter)  # predict takes checkpoints and exported models alike
+    add_det_parser(sub, load_detector=load_detector)
     add_show_parser(sub)
     add_deploy_parser(sub)
     add_demo_parser(sub)

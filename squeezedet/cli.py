@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("squeeze.det")
 
@@ -16,7 +18,10 @@ NMS_HELP = ("per-class NMS: standard greedy (default), the reference's (suppress
 MODEL_NAMES = ("squeezedet_kitti", "squeezedet_plus_kitti")
 
 
-def add_det_parser(subparsers) -> None:
+def add_det_parser(subparsers, load_detector: Callable[..., Any] | None = None) -> None:
+    """Register `squeeze det ...`. load_detector(path, nms=, final_threshold=) -> squeeze.predictor.Detector is how
+    `predict` loads its model: the command root passes one that also reads exported models (.onnx, OpenVINO .xml,
+    TensorRT .engine: squeeze_suite.predictors); without it `predict` takes checkpoints only."""
     from squeeze.model_cli import add_export_parser
     from squeeze.train_cli import add_train_arguments
 
@@ -76,7 +81,11 @@ def add_det_parser(subparsers) -> None:
                                    "result format (16 fields, boxes at the original image size, every detection "
                                    "after NMS) and OUT/images/<name>.png with the boxes scoring >= --draw-threshold.")
     p.add_argument("checkpoint", type=Path, nargs="?", default=None,
-                   help="detector checkpoint (default: the bundled SqueezeDet trained on the simulated world)")
+                   help="detector checkpoint, or an exported model as with --model (default: the bundled "
+                        "SqueezeDet trained on the simulated world)")
+    p.add_argument("--model", type=Path, default=None, metavar="FILE",
+                   help="an exported model instead of the checkpoint: .onnx (onnxruntime), .xml (OpenVINO IR) or "
+                        ".engine (TensorRT), with its .json sidecar beside it (squeeze deploy export); no torch")
     p.add_argument("--inputs", type=Path, nargs="+", required=True, help="image files or folders of them")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--threshold", type=float, default=None,
@@ -85,7 +94,7 @@ def add_det_parser(subparsers) -> None:
     p.add_argument("--nms", choices=["standard", "reference", "soft"], default=None,
                    help=NMS_HELP)
     p.add_argument("--labels", type=Path, default=None, help="label_2 folder: draw ground truth too (thin white)")
-    p.set_defaults(run=run_predict)
+    p.set_defaults(run=run_predict, load_detector=load_detector)
 
     p = sub.add_parser("anchors", help="anchor shapes by k-means (IoU distance) over a label folder",
                        description="Cluster the labelled box shapes of a KITTI folder into K anchor shapes with the "
@@ -229,12 +238,20 @@ def _write_results(folder: Path, frame_ids, detections) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- predict
-def _load(checkpoint: Path | None, **overrides):
+def _detector(args: argparse.Namespace, **overrides) -> Any:
+    """The Detector `predict` runs: --model or the checkpoint (not both), through the loader the command root gave
+    (checkpoints and exported models), else as a checkpoint; the bundled weights when neither is given."""
+    if args.model is not None and args.checkpoint is not None:
+        raise ValueError("give the checkpoint or --model, not both")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    path = args.model if args.model is not None else args.checkpoint
+    load = getattr(args, "load_detector", None)
+    if path is not None and load is not None:
+        return load(path, **overrides)
     from squeeze.model_cli import checkpoint_or_bundled
     from squeezedet.predict import BUNDLED_WEIGHTS, load_model
 
-    path = checkpoint_or_bundled(checkpoint, BUNDLED_WEIGHTS)
-    return load_model(path, **{k: v for k, v in overrides.items() if v is not None})
+    return load_model(checkpoint_or_bundled(path, BUNDLED_WEIGHTS), **overrides).detector
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -243,7 +260,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from squeeze.kitti import read_image, read_labels, write_image
     from squeezedet.predict import detections_to_labels, draw_detections, image_files
 
-    detector = _load(args.checkpoint, nms=args.nms, final_threshold=args.threshold).detector
+    detector = _detector(args, nms=args.nms, final_threshold=args.threshold)
     files = image_files(args.inputs)
     names = [f.stem for f in files]
     if len(set(names)) != len(names):

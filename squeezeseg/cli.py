@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("squeeze.seg")
 
@@ -12,7 +14,11 @@ log = logging.getLogger("squeeze.seg")
 MODEL_NAMES = ("squeezeseg_kitti", "squeezeseg_kitti_360", "squeezeseg_v2_kitti", "squeezeseg_v2_kitti_360")
 
 
-def add_seg_parser(subparsers) -> None:
+def add_seg_parser(subparsers, load_segmenter: Callable[..., Any] | None = None) -> None:
+    """Register `squeeze seg ...`. load_segmenter(path) -> a segmenter (squeeze.predictor.Segmenter with
+    segment_pixels and projection) is how `predict` loads its model: the command root passes one that also reads
+    exported models (.onnx, OpenVINO .xml, TensorRT .engine: squeeze_suite.predictors); without it `predict` takes
+    checkpoints only."""
     from squeeze.model_cli import add_export_parser
     from squeeze.train_cli import add_train_arguments
 
@@ -57,12 +63,16 @@ def add_seg_parser(subparsers) -> None:
                                    "per point, class in the lower 16 bits; points outside the image get 0) or, for "
                                    ".npy input, a (H, W) class .npy; and PNGs of the range image and bird's-eye view "
                                    "coloured by class.")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                   help="segmentation checkpoint, or an exported model as with --model")
     p.add_argument("inputs", type=Path, nargs="+", help=".bin / .npy / .pcd files or folders of them")
+    p.add_argument("--model", type=Path, default=None, metavar="FILE",
+                   help="an exported model instead of the checkpoint: .onnx (onnxruntime), .xml (OpenVINO IR) or "
+                        ".engine (TensorRT), with its .json sidecar beside it (squeeze deploy export)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--uniform", action="store_true",
                    help="project with uniform elevation rows (automatic for .pcd and for unordered .bin clouds)")
-    p.set_defaults(run=run_predict)
+    p.set_defaults(run=run_predict, load_segmenter=load_segmenter)
 
     p = sub.add_parser("stats", help="compute input normalisation (mean, std per channel) of a folder",
                        description="Mean and standard deviation of each input channel (x, y, z, intensity, range) "
@@ -207,6 +217,27 @@ def check_predict_outputs(files: list[Path], out: Path) -> None:
                                         "--out folder")
 
 
+def _predict_model_and_inputs(args: argparse.Namespace) -> tuple[Path, list[Path]]:
+    """(the model file, the input paths) of `predict`. With --model the first positional argument is an input
+    (argparse fills the optional CHECKPOINT first)."""
+    if args.model is None:
+        if args.checkpoint is None:
+            raise ValueError("give a segmentation checkpoint (or --model FILE) before the inputs")
+        return args.checkpoint, list(args.inputs)
+    return args.model, ([args.checkpoint] if args.checkpoint is not None else []) + list(args.inputs)
+
+
+def _segmenter(args: argparse.Namespace, path: Path) -> Any:
+    """The segmenter `predict` runs: through the loader the command root gave (checkpoints and exported models),
+    else as a checkpoint."""
+    load = getattr(args, "load_segmenter", None)
+    if load is not None:
+        return load(path)
+    from squeezeseg.predict import load_model
+
+    return load_model(path).segmenter
+
+
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
@@ -216,13 +247,14 @@ def run_predict(args: argparse.Namespace) -> int:
     from squeeze.range_image import RangeImage, read_range_npy
     from squeeze.segmentation import points_of_pixels
     from squeeze.vis import bev_picture, range_image_picture
-    from squeezeseg.data import range_sample_from_array
-    from squeezeseg.predict import load_model, project_points
+    from squeezeseg.data import SegDataConfig, range_sample_from_array
+    from squeezeseg.predict import project_points
 
-    files = _scan_files(args.inputs)
+    model, inputs = _predict_model_and_inputs(args)
+    files = _scan_files(inputs)
     check_predict_outputs(files, args.out)  # before loading anything: nothing is written when it refuses
-    loaded = load_model(args.checkpoint)
-    segmenter = loaded.segmenter
+    segmenter = _segmenter(args, model)
+    data_config = SegDataConfig(projection=segmenter.projection)  # project_points reads only the projection
     args.out.mkdir(parents=True, exist_ok=True)
     for path in tqdm(files, desc="predict", unit="scan"):
         points = None
@@ -231,7 +263,7 @@ def run_predict(args: argparse.Namespace) -> int:
         else:
             points = read_velodyne(path) if path.suffix == ".bin" else read_pcd(path)
             # Falls back to uniform rows, with a warning, when the points are not stored ring by ring.
-            sample = project_points(points, loaded.data_config, str(path), args.uniform or path.suffix == ".pcd")
+            sample = project_points(points, data_config, str(path), args.uniform or path.suffix == ".pcd")
         pixels = segmenter.segment_pixels(sample.raw[None], sample.mask[None])[0]
         classes = pixels.labels
         if points is not None:

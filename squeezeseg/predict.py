@@ -101,6 +101,11 @@ class TorchSegmenter:
         self.data_config = data_config
         self.class_names: tuple[str, ...] = segmentation_class_names(model.config.class_names)
 
+    @property
+    def projection(self) -> ProjectionConfig:
+        """The range-image projection (points -> pixels) the network was trained on (as a deployed one's)."""
+        return self.data_config.projection
+
     def segment(self, points: np.ndarray) -> Segmentation:
         """(N, 4) float32 x, y, z, intensity -> (N,) labels and scores; 0 and 0 outside the field of view."""
         if len(points) == 0:

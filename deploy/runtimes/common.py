@@ -98,6 +98,11 @@ class NetworkSegmenter:
         self._input = next(i.name for i in inputs if i.dtype != "bool")
         self._mask = next((i.name for i in inputs if i.dtype == "bool"), None)  # None: the network ignores it
 
+    @property
+    def projection(self) -> ProjectionConfig:
+        """The range-image projection (points -> pixels) the network was trained on, from the sidecar."""
+        return self.params.projection
+
     def segment(self, points: np.ndarray) -> Segmentation:
         """(N, 4) float32 x, y, z, intensity -> (N,) labels and scores; 0 and 0 outside the field of view."""
         if len(points) == 0:
