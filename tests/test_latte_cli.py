@@ -113,57 +113,66 @@ def _raw_get(port: int, path: str) -> bytes:
     return b"".join(chunks)
 
 
-def test_serve_answers_and_export_writes_what_was_edited(tmp_path):
-    """The real `squeeze latte serve` (default simulated sequence, 2 frames, into --cache) on a free port with a
-    token; an edit over HTTP; then the process is stopped and `squeeze latte export` writes the box."""
-    port = _free_port()
-    token = "tok-123"
-    cache = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "squeeze_suite", "latte", "serve", "--cache", str(cache), "--frames", "2",
-           "--seed", "4", "--port", str(port), "--token", token, "--no-browser"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = None
+@pytest.fixture(scope="module")
+def sim_data(tmp_path_factory) -> Path:
+    from domain_adapt.sim.writer import simulate
+
+    root = tmp_path_factory.mktemp("latte_cli") / "seq"
+    simulate(root, frames=2, seed=4, sequence=True, progress=False)
+    return root
+
+
+class Serve:
+    """`squeeze latte serve ARGS --port P --no-browser` in a subprocess; the page URL it printed."""
+
+    def __init__(self, *args: str):
+        self.port = _free_port()
+        cmd = [sys.executable, "-m", "squeeze_suite", "latte", "serve", *args, "--port", str(self.port), "--no-browser"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.url = None
         deadline = time.time() + 120
-        while time.time() < deadline and url is None:
-            line = proc.stdout.readline()
+        while time.time() < deadline and self.url is None:
+            line = self.proc.stdout.readline()
             if not line:
                 break
             m = re.search(r"open (http://\S+)", line)
-            url = m.group(1) if m else None
-        assert url == f"http://127.0.0.1:{port}/?token={token}", proc.stderr.read() if proc.poll() else url
-        base = f"http://127.0.0.1:{port}"
-        status, info = 0, {}
-        while time.time() < deadline:
-            try:
-                status, info = _request(f"{base}/api/info", token=token)
-                break
-            except OSError:
-                time.sleep(0.1)
+            self.url = m.group(1) if m else None
+        assert self.url is not None, self.proc.stderr.read()
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Serve:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def test_serve_answers_and_export_writes_what_was_edited(sim_data, tmp_path):
+    """The real `squeeze latte serve DATA` on a free port with a token: info, 403 without it, an edit over HTTP,
+    traversal refused on the wire; then the process is stopped and `squeeze latte export` writes the box."""
+    token = "tok-123"
+    db = tmp_path / "a.db"
+    with Serve(str(sim_data), "--db", str(db), "--token", token, "--no-import") as server:
+        assert server.url == f"http://127.0.0.1:{server.port}/?token={token}"
+        status, info = _request(f"{server.base}/api/info", token=token)
         assert status == 200 and info["frames"] == ["000000", "000001"] and info["name"]
-        assert _request(f"{base}/api/info")[0] == 403
-        frame = _request(f"{base}/api/frames/000001", token=token)[1]
-        assert frame["document"]["boxes"] == []  # the simulated truth is not imported
+        assert _request(f"{server.base}/api/info")[0] == 403
+        frame = _request(f"{server.base}/api/frames/000001", token=token)[1]
+        assert frame["document"]["boxes"] == []  # --no-import: the simulated truth is not imported
         box = {"id": "b1", "cls": "Car", "x": 12.0, "y": -3.0, "z": -0.9, "l": 4.2, "w": 1.8, "h": 1.5, "yaw": 0.1}
-        status, body = _request(f"{base}/api/frames/000001/edits", {"base_version": 0, "session": "s",
-                                                                    "edit_id": "e1", "op": {"op": "add",
-                                                                                            "box": box}}, token)
+        status, body = _request(f"{server.base}/api/frames/000001/edits",
+                                {"base_version": 0, "session": "s", "edit_id": "e1", "op": {"op": "add", "box": box}},
+                                token)
         assert status == 200 and body["document"]["version"] == 1
         for raw in ("/static/../../pyproject.toml", "/static/%2e%2e/%2e%2e/pyproject.toml", "/static//etc/passwd"):
-            response = _raw_get(port, raw)
+            response = _raw_get(server.port, raw)
             assert response.startswith(b"HTTP/1.1 404") and b"[project]" not in response, raw
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert (cache / "latte-sim-4-2" / "training" / "velodyne" / "000001.bin").is_file()
-    db = cache / "latte-sim-4-2.latte" / "annotations.db"
-    assert db.is_file()
-    out = squeeze("latte", "export", "--cache", str(cache), "--frames", "2", "--seed", "4", "-o",
-                  str(tmp_path / "out"))
+    out = squeeze("latte", "export", str(sim_data), "--db", str(db), "-o", str(tmp_path / "out"))
     assert out.returncode == 0, out.stderr
     label = (tmp_path / "out" / "label_2" / "000001.txt").read_text()
     rows = [r.split() for r in label.splitlines() if r.startswith("Car ")]
@@ -171,6 +180,19 @@ def test_serve_answers_and_export_writes_what_was_edited(tmp_path):
     # KITTI camera coordinates: the velodyne box's forward 12 m is camera z; dimensions h, w, l
     assert float(rows[0][13]) == pytest.approx(12.0, abs=0.5)
     assert [float(v) for v in rows[0][8:11]] == pytest.approx([1.5, 1.8, 4.2], abs=0.01)
+
+
+@pytest.mark.slow
+def test_serve_without_data_writes_and_serves_the_simulated_sequence_once(tmp_path):
+    """No DATA: a simulated sequence is written into --cache on the first start, reused on the next."""
+    cache = tmp_path / "cache"
+    for _ in range(2):
+        with Serve("--cache", str(cache), "--frames", "2", "--seed", "4") as server:
+            status, info = _request(f"{server.base}/api/info")
+            assert status == 200 and info["frames"] == ["000000", "000001"]
+            assert _request(f"{server.base}/api/frames/000000")[1]["document"]["boxes"] == []  # truth not imported
+    assert sorted(p.name for p in cache.iterdir()) == ["latte-sim-4-2", "latte-sim-4-2.latte"]
+    assert (cache / "latte-sim-4-2.latte" / "annotations.db").is_file()
 
 
 def test_serve_refuses_a_busy_port_naming_it(tmp_path):
