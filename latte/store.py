@@ -106,6 +106,17 @@ def _copy(doc: dict) -> dict:
             "brush": {"indices": list(doc["brush"]["indices"]), "labels": list(doc["brush"]["labels"])}}
 
 
+def _sync_dir(folder: Path) -> None:
+    """fsync a folder so that a file just created in it is durable (POSIX; Windows cannot open folders)."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _check_name(value: object, field: str) -> str:
     if not isinstance(value, str) or not _NAME.match(value):
         raise EditError(f"{field}: expected 1-128 characters of [A-Za-z0-9_.:-], got {str(value)[:60]!r}")
@@ -148,6 +159,7 @@ class Store:
                 # created here rather than by SQLite (which uses 0644) so it follows the umask like any file the
                 # user writes; SQLite gives the -wal and -shm files the database's own permissions
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o666))
+                _sync_dir(path.parent)  # the new name itself survives a power cut (SQLite does this for the WAL)
             with open(path, "rb") as f:
                 header = f.read(16)
         except OSError as e:
@@ -170,6 +182,8 @@ class Store:
                 raise DataError(path, f"SQLite refused WAL mode (journal mode {mode!r}); put the database on a "
                                       "local disk")
             conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA fullfsync = ON")  # macOS: F_FULLFSYNC, a flush to the platter; no-op elsewhere
+            conn.execute("PRAGMA checkpoint_fullfsync = ON")
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -201,7 +215,7 @@ class Store:
             raise
         except sqlite3.Error as e:
             conn.close()
-            raise self._fail("damaged or unreadable annotation database", e) from None
+            raise self._fail("cannot use the annotation database (damaged, unreadable or read-only)", e) from None
         return conn
 
     # -- transactions -------------------------------------------------------------------------------------------
