@@ -8,6 +8,7 @@ export const KEY_TABLE = [
   ["`Delete` / `Backspace`", "delete the selected box (reject a proposal)"],
   ["`Ctrl`+drag (bird's-eye view)", "draw a box by hand (rectangle; Car by default, or the class chosen with 1-8)"],
   ["click a box / `Tab`", "select a box / the next box (`Shift`+`Tab`: previous); `Esc` clears"],
+  ["drag the selected box (bird's-eye view)", "move it (`Shift`+drag: rotate it about its centre)"],
   ["`I` `K` `J` `L`", "move the selected box +x / -x / +y / -y by 0.1 m (`Shift`: 1 m)"],
   ["`R` / `F`", "move the selected box up / down by 0.1 m (`Shift`: 1 m)"],
   ["`U` / `O`", "rotate +1 / -1 degree (`Shift`: 10)"],
@@ -16,6 +17,8 @@ export const KEY_TABLE = [
     + "with nothing selected: the class of new boxes and of the brush"],
   ["`N` / `→`", "next frame (propagates the accepted boxes: tracking)"],
   ["`P` / `←`", "previous frame"],
+  ["`Shift`+`N` / `Shift`+`P`", "5 frames ahead (tracking from this frame: a keyframe) / back"],
+  ["`Q`", "interpolate this frame's accepted tracks back to their previous keyframe (fills the frames between)"],
   ["`T`", "propagate from the previous frame again"],
   ["`G`", "camera-detector fusion proposals (when the server has a detector)"],
   ["`Y`", "copy the selected box to the next frame"],
@@ -80,8 +83,9 @@ export function bindKeys(act, held) {
           case "Delete": case "Backspace": act.remove(); break;
           case "Tab": act.selectNext(shift ? -1 : 1); break;
           case "Escape": act.escape(); break;
-          case "KeyN": case "ArrowRight": act.nextFrame(); break;
-          case "KeyP": case "ArrowLeft": act.prevFrame(); break;
+          case "KeyN": case "ArrowRight": act.nextFrame(shift ? 5 : 1); break;
+          case "KeyP": case "ArrowLeft": act.prevFrame(shift ? 5 : 1); break;
+          case "KeyQ": act.interpolate(); break;
           case "KeyT": act.track(); break;
           case "KeyG": act.fusion(); break;
           case "KeyY": act.copyNext(); break;

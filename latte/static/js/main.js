@@ -19,7 +19,7 @@ const COLOR_MODES = ["height", "intensity", "label"];
 const api = new Api();
 const state = {
   info: null, frames: [], index: -1, fid: null, doc: null, payload: null, points: null, image: null,
-  selectedId: null, drawClass: null, shownAt: performance.now(), colorMode: "height", navSeq: 0,
+  selectedId: null, drag: null, drawClass: null, lastKeyframe: null, docs: new Map(), shownAt: performance.now(), colorMode: "height", navSeq: 0,
   pending: new Map(), inflight: new Map(), statuses: new Map(),
 };
 const counters = { clicks: 0, keys: 0 };
@@ -113,7 +113,11 @@ function addDelta(a, b) {
 /** The boxes as shown: the document plus the nudges not acknowledged yet (in flight, then not yet sent). */
 function displayBoxes() {
   if (!state.doc) return [];
-  return state.doc.boxes.map((b) => applyDelta(applyDelta(b, state.inflight.get(b.id)), state.pending.get(b.id)));
+  const drag = state.drag;
+  return state.doc.boxes.map((b) => {
+    const shown = applyDelta(applyDelta(b, state.inflight.get(b.id)), state.pending.get(b.id));
+    return drag && drag.id === b.id ? applyDelta(shown, drag) : shown;
+  });
 }
 
 function render({ list = true } = {}) {
@@ -121,6 +125,17 @@ function render({ list = true } = {}) {
   viewer.setBoxes(boxes, state.selectedId);
   cameraPanel.draw(boxes, state.selectedId);
   if (list) objects.render(boxes, state.selectedId);  // a nudge changes no row: class, track and state stay
+  showSelection(boxes);
+}
+
+function showSelection(boxes) {
+  const b = boxes.find((x) => x.id === state.selectedId);
+  const el = $("selection");
+  if (!b) { el.textContent = ""; return; }
+  const deg = (b.yaw * 180 / Math.PI).toFixed(1);
+  el.textContent = `${b.accepted ? "" : "proposal · "}${b.cls}${b.track_id >= 0 ? ` #${b.track_id}` : ""} · `
+    + `${b.l.toFixed(2)} × ${b.w.toFixed(2)} × ${b.h.toFixed(2)} m · ${deg}° · `
+    + `(${b.x.toFixed(2)}, ${b.y.toFixed(2)}, ${b.z.toFixed(2)})`;
 }
 
 let labelTimer = null;
@@ -137,6 +152,7 @@ function refreshLabels() {
 
 /** Show a document of the current frame (ignored for another frame: a late answer after navigation). */
 function showDocument(doc) {
+  if (doc && !(state.docs.get(doc.frame_id)?.version > doc.version)) state.docs.set(doc.frame_id, doc);
   if (!doc || doc.frame_id !== state.fid) return;
   if (state.doc && doc.version < state.doc.version) return;  // an older answer overtaken by a newer one
   const changed = !state.doc || doc.version !== state.doc.version;
@@ -151,6 +167,15 @@ function showDocument(doc) {
   if (changed) refreshLabels();
 }
 
+/** Bring a box into view: centred in bird's-eye view; in orbit view only when it is off screen or at the edge. */
+function focusBox(b) {
+  if (viewer.view === "bev") { viewer.focus(b.x, b.y, b.z); return; }
+  const q = viewer.project(b.x, b.y, b.z), r = $("viewer").getBoundingClientRect();
+  const inside = q && q.x > r.left + r.width * 0.1 && q.x < r.right - r.width * 0.1
+    && q.y > r.top + r.height * 0.1 && q.y < r.bottom - r.height * 0.1;
+  if (!inside) viewer.focus(b.x, b.y, b.z);
+}
+
 function select(id) {
   if (id !== state.selectedId) logEvent("select", { box_id: id });
   state.selectedId = id;
@@ -159,14 +184,31 @@ function select(id) {
 
 // ---- nudges (keyboard move / rotate / resize), coalesced
 let nudgeTimer = null;
-function nudge(field, amount) {
+function nudge(field, amount, fields = null) {
   const id = state.selectedId;
   if (!id || !findBox(state.doc, id)) { toast("select a box first (click it or Tab)"); return; }
   const d = state.pending.get(id) || {};
-  d[field] = (d[field] || 0) + amount;
+  for (const [f, v] of Object.entries(fields || { [field]: amount })) d[f] = (d[f] || 0) + v;
   state.pending.set(id, d);
   render({ list: false });
   if (!nudgeTimer) nudgeTimer = setTimeout(() => { nudgeTimer = null; flushAllNudges(); }, NUDGE_FLUSH_MS);
+}
+
+// ---- mouse drags of the selected box in bird's-eye view (move; Shift: rotate), sent like a nudge on release
+function canDrag(clientX, clientY) {
+  const id = state.selectedId;
+  if (!id || viewer.pickBox(clientX, clientY) !== id) return null;
+  return displayBoxes().find((b) => b.id === id) || null;
+}
+function onBoxDrag(dx, dy, dyaw, done) {
+  const id = state.selectedId;
+  if (!id) return;
+  state.drag = done ? null : { id, x: dx, y: dy, yaw: dyaw };
+  if (done) {
+    counters.clicks += 1;
+    logEvent(dyaw ? "drag_rotate" : "drag_move", { box_id: id });
+    nudge(null, null, dyaw ? { yaw: dyaw } : { x: dx, y: dy });
+  } else render({ list: false });
 }
 function flushAllNudges() {
   clearTimeout(nudgeTimer);
@@ -266,8 +308,7 @@ const actions = {
     const i = boxes.findIndex((b) => b.id === state.selectedId);
     const j = i < 0 ? (dir > 0 ? 0 : boxes.length - 1) : (i + dir + boxes.length) % boxes.length;
     select(boxes[j].id);
-    const b = boxes[j];
-    if (viewer.view === "bev") viewer.focus(b.x, b.y, b.z);
+    focusBox(boxes[j]);
   },
   escape() {
     if (help.open) help.toggle(false);
@@ -284,13 +325,43 @@ const actions = {
     }
     setBoxClass(id, cls);
   },
-  nextFrame() {
+  nextFrame(step = 1) {
     if (state.index + 1 >= state.frames.length) { toast("last frame"); return; }
-    goto(state.index + 1, { trackFrom: state.fid });
+    if (step > 1) state.lastKeyframe = state.fid;
+    goto(Math.min(state.frames.length - 1, state.index + step), { trackFrom: state.fid });
   },
-  prevFrame() {
+  prevFrame(step = 1) {
     if (state.index <= 0) { toast("first frame"); return; }
-    goto(state.index - 1);
+    goto(Math.max(0, state.index - step));
+  },
+  interpolate() {
+    // Each accepted track of this frame is filled back to the nearest earlier frame (seen in this session) that
+    // holds it accepted, when frames lie between: the keyframe workflow of Shift+N then Q.
+    const k = state.index, fid = state.fid;
+    const tracks = state.doc.boxes.filter((b) => b.accepted && b.track_id >= 0).map((b) => b.track_id);
+    const jobs = [];
+    for (const t of tracks) {
+      for (let j = k - 1; j >= 0; j -= 1) {
+        const d = state.docs.get(state.frames[j]);
+        if (d && d.boxes.some((b) => b.track_id === t && b.accepted)) {
+          if (j < k - 1) jobs.push([t, state.frames[j]]);
+          break;
+        }
+      }
+    }
+    if (!jobs.length) { toast("nothing to interpolate: no accepted track of this frame has an earlier keyframe with frames between"); return; }
+    flushAllNudges();
+    enqueue(async () => {
+      const filled = new Set();
+      for (const [t, from] of jobs) {
+        try {
+          const res = await api.interpolate(t, from, fid);
+          for (const d of res.documents) { showDocument(d); filled.add(d.frame_id); }
+        } catch (err) { fail(err, `interpolate track ${t}`); }
+      }
+      logEvent("interpolate", { tracks: jobs.length, frames: filled.size });
+      toast(`interpolated ${jobs.length} track${jobs.length > 1 ? "s" : ""} over ${filled.size} frames`);
+    });
   },
   track() {
     if (state.index <= 0) { toast("no previous frame to propagate from"); return; }
@@ -617,6 +688,8 @@ async function start() {
   viewer = new Viewer($("viewer"), info.colors, info.point_classes);
   viewer.onClick = onViewerClick;
   viewer.onRectangle = drawRectangle;
+  viewer.canDrag = canDrag;
+  viewer.onBoxDrag = onBoxDrag;
   window.latte.viewer = viewer;
   cameraPanel = new CameraPanel($("camera"), info.colors);
   objects = new ObjectList($("objects"), info.classes, info.colors, {

@@ -46,6 +46,8 @@ export class Viewer {
     this.onRectangle = () => {};
     this.onBrush = () => {};
     this.onBrushEnd = () => {};
+    this.canDrag = () => null;  // (clientX, clientY) -> the selected box {x, y} when a press lands on it (BEV only)
+    this.onBoxDrag = () => {};  // (dx, dy, dyaw, done): moving (drag) or rotating (Shift+drag) the selected box
     this.colorMode = "height";
     this.pointSize = 2;
     this.view = "orbit";
@@ -403,10 +405,12 @@ export class Viewer {
     el.addEventListener("pointerdown", (ev) => {
       if (ev.button !== 0) return;
       let mode = "click";
+      let box = null;
       if (this.brush) mode = "brush";
       else if (ev.ctrlKey && this.view === "bev") mode = "rect";
+      else if (this.view === "bev" && (box = this.canDrag(ev.clientX, ev.clientY))) mode = "drag";
       down = { x: ev.clientX, y: ev.clientY, t: performance.now(), mode, erase: ev.shiftKey, moved: false,
-               ctrl: ev.ctrlKey, shift: ev.shiftKey, alt: ev.altKey };
+               ctrl: ev.ctrlKey, shift: ev.shiftKey, alt: ev.altKey, box, start: this.groundAt(ev.clientX, ev.clientY) };
       if (mode !== "click") {
         ev.stopPropagation();
         ev.preventDefault();
@@ -432,6 +436,9 @@ export class Viewer {
       } else if (down.mode === "brush") {
         ev.stopPropagation();
         this._stroke(ev, down.erase);
+      } else if (down.mode === "drag") {
+        ev.stopPropagation();
+        if (down.moved) this._drag(down, ev, false);
       }
     }, true);
     const finish = (ev) => {
@@ -449,6 +456,9 @@ export class Viewer {
         ev.stopPropagation();
         this._screen = null;
         this.onBrushEnd(d.erase);
+      } else if (d.mode === "drag" && d.moved) {
+        ev.stopPropagation();
+        this._drag(d, ev, true);
       } else if (!d.moved && ev.type === "pointerup") {
         this.onClick({ clientX: ev.clientX, clientY: ev.clientY, shiftKey: d.shift, ctrlKey: d.ctrl, altKey: d.alt });
       }
@@ -456,6 +466,21 @@ export class Viewer {
     el.addEventListener("pointerup", finish, true);
     el.addEventListener("pointercancel", finish, true);
     el.addEventListener("pointerleave", () => { this.cursor.hidden = true; });
+  }
+
+  /** Drag of the selected box in BEV: translation on the ground, or with Shift a rotation about its centre. */
+  _drag(d, ev, done) {
+    const now = this.groundAt(ev.clientX, ev.clientY);
+    if (!now || !d.start) return;
+    if (d.shift) {
+      const a0 = Math.atan2(d.start[1] - d.box.y, d.start[0] - d.box.x);
+      const a1 = Math.atan2(now[1] - d.box.y, now[0] - d.box.x);
+      let da = a1 - a0;
+      da = Math.atan2(Math.sin(da), Math.cos(da));
+      this.onBoxDrag(0, 0, da, done);
+    } else {
+      this.onBoxDrag(now[0] - d.start[0], now[1] - d.start[1], 0, done);
+    }
   }
 
   _moveCursor(ev) {
