@@ -249,6 +249,25 @@ class Store:
                     pass
                 raise self._fail("cannot commit to the annotation database", e) from None
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction under the thread lock: versions checked and documents read come from one snapshot."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN")
+            except sqlite3.Error as e:
+                raise self._fail("cannot read the annotation database", e) from None
+            try:
+                yield conn
+            except sqlite3.Error as e:
+                raise self._fail("cannot read the annotation database", e) from None
+            finally:
+                try:
+                    conn.execute("COMMIT")  # ends a read transaction; nothing was written
+                except sqlite3.Error:
+                    pass
+
     def _forget_pending(self) -> None:
         """Drop the cached documents a rolled-back transaction wrote: they were never stored."""
         for frame_id in self._pending:
@@ -307,22 +326,14 @@ class Store:
     def document(self, frame_id: str) -> dict:
         """The frame's current document; empty_document(frame_id) (version 0) when nobody has edited it."""
         frame_id = _check_frame(frame_id)
-        with self._lock:
-            try:
-                # a read transaction: the version checked and the text read come from one snapshot
-                conn = self._connection()
-                conn.execute("BEGIN")
-                try:
-                    return _copy(self._current(conn, frame_id))
-                finally:
-                    conn.execute("COMMIT")
-            except sqlite3.Error as e:
-                raise self._fail("cannot read the annotation database", e) from None
+        with self._snapshot() as conn:
+            return _copy(self._current(conn, frame_id))
 
     def documents(self) -> dict[str, dict]:
         """Every frame that has been edited: frame id -> current document (sorted by frame id)."""
-        rows = self._read("SELECT frame_id, json FROM documents ORDER BY frame_id")
-        return {frame_id: json.loads(text) for frame_id, text in rows}
+        with self._snapshot() as conn:  # through the cache: the annotator reads them all for each new track id
+            frame_ids = [r[0] for r in conn.execute("SELECT frame_id FROM documents ORDER BY frame_id")]
+            return {frame_id: _copy(self._current(conn, frame_id)) for frame_id in frame_ids}
 
     def apply(self, frame_id: str, base_version: int, op: dict, session: str, edit_id: str) -> dict:
         """Apply `op` to the frame as one new version and return the new document.
