@@ -123,6 +123,7 @@ function displayBoxes() {
 function render({ list = true } = {}) {
   const boxes = displayBoxes();
   viewer.setBoxes(boxes, state.selectedId);
+  viewer.setHighlight(boxes.find((b) => b.id === state.selectedId) || null);
   cameraPanel.draw(boxes, state.selectedId);
   if (list) objects.render(boxes, state.selectedId);  // a nudge changes no row: class, track and state stay
   showSelection(boxes);
@@ -311,6 +312,7 @@ const actions = {
     focusBox(boxes[j]);
   },
   escape() {
+    if (document.activeElement && document.activeElement !== document.body) document.activeElement.blur();
     if (help.open) help.toggle(false);
     else select(null);
   },
@@ -584,6 +586,7 @@ function getPoints(fid) {
 async function goto(i, { trackFrom = null, doc = null } = {}) {
   const fid = state.frames[i];
   const seq = ++state.navSeq;
+  const t0 = performance.now();
   flushAllNudges();
   flushLog();
   try {
@@ -624,7 +627,8 @@ async function goto(i, { trackFrom = null, doc = null } = {}) {
     if (li) { li.classList.add("current"); li.scrollIntoView({ block: "nearest" }); }
     showDocument(shownDoc);
     state.shownAt = performance.now();
-    logEvent("frame_shown", { n_points: pts.n, boxes: shownDoc.boxes.length });
+    state.loadMs = state.shownAt - t0;
+    logEvent("frame_shown", { n_points: pts.n, boxes: shownDoc.boxes.length, load_ms: Math.round(state.loadMs) });
     for (const b of tracked) logEvent("box_created", { box_id: b.id, source: "tracked", seconds: 0 });
     if (tracked.length) { select(tracked[0].id); toast(`${tracked.length} boxes tracked from ${trackFrom}`); }
     if (state.colorMode === "label") refreshLabels();
@@ -671,6 +675,7 @@ async function start() {
     get busy() { return api.busy + queued + state.pending.size + (nudgeTimer ? 1 : 0) + (labelTimer ? 1 : 0); },
     events: counters,
     get view() { return viewer ? viewer.view : null; },
+    get loadMs() { return state.loadMs; },  // the last frame's load: request to shown, ms (tracking included)
     select: (id) => select(id),
     goto: (fid) => goto(state.frames.indexOf(fid)),
   };

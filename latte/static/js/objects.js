@@ -13,6 +13,8 @@ export class ObjectList {
       const row = ev.target.closest(".object-row");
       if (!row) return;
       const id = row.dataset.boxId;
+      const button = ev.target.closest("button");
+      if (button) button.blur();  // Enter / Delete go to the keyboard table, not to a focused button
       if (ev.target.closest("button.accept")) this.h.onAccept(id);
       else if (ev.target.closest("button.delete")) this.h.onDelete(id);
       else if (!ev.target.closest("select")) this.h.onSelect(id);

@@ -58,6 +58,8 @@ export class Viewer {
     this.flags = new Uint8Array(0);
     this.labels = null;
     this.plane = [0, 0, 1, 1.73];
+    this.highlight = null;  // the selected box: its points are drawn bright so the fit can be judged
+    this._highlightKey = "";
     this.boxObjects = new Map();  // box id -> THREE.Group
 
     this.renderer = new THREE.WebGLRenderer({ antialias: false, preserveDrawingBuffer: true });
@@ -153,6 +155,8 @@ export class Viewer {
     this.xyzi = xyzi;
     this.flags = flags;
     this.labels = null;
+    this.highlight = null;
+    this._highlightKey = "";
     if (plane && plane.length === 4) this.plane = plane;
     this.grid.position.z = this.plane[2] ? -this.plane[3] / this.plane[2] : -1.73;
     const buf = new THREE.InterleavedBuffer(xyzi, 4);  // x y z i interleaved: position reads 3 of every 4 floats
@@ -215,8 +219,31 @@ export class Viewer {
         col[i * 3] = TURBO[k]; col[i * 3 + 1] = TURBO[k + 1]; col[i * 3 + 2] = TURBO[k + 2];
       }
     }
+    if (this.highlight && this.colorMode !== "label") this._paintInside(this.highlight);
     this.geometry.attributes.color.needsUpdate = true;
     this.requestRender();
+  }
+
+  /** Draw the points inside box `b` (a frame-document dict, or null) highlighted; recolours only on a change. */
+  setHighlight(b) {
+    const key = b ? [b.x, b.y, b.z, b.l, b.w, b.h, b.yaw].join() : "";
+    if (key === this._highlightKey) return;
+    this._highlightKey = key;
+    this.highlight = b;
+    this.recolor();
+  }
+
+  _paintInside(b) {
+    const p = this.xyzi, col = this.colorArray, n = this.n;
+    const c = Math.cos(b.yaw), s = Math.sin(b.yaw), hl = b.l / 2, hw = b.w / 2, hh = b.h / 2;
+    const r = Math.hypot(hl, hw);
+    for (let i = 0; i < n; i += 1) {
+      const dx = p[i * 4] - b.x, dy = p[i * 4 + 1] - b.y;
+      if (dx > r || dx < -r || dy > r || dy < -r) continue;  // cheap reject before the rotation
+      const u = c * dx + s * dy, v = -s * dx + c * dy, dz = p[i * 4 + 2] - b.z;
+      if (u > hl || u < -hl || v > hw || v < -hw || dz > hh || dz < -hh) continue;
+      col[i * 3] = 255; col[i * 3 + 1] = 236; col[i * 3 + 2] = 140;
+    }
   }
 
   /** Colour some points now (a brush stroke before the server's labels come back). */
