@@ -2,8 +2,10 @@
 
 A frame load is what the browser does on opening a frame: GET /api/frames/ID (payload), GET .../points (binary
 scan + ground flags) and GET .../image (JPEG), one after the other on one keep-alive connection, timed from the
-first request to the last byte (server work + transfer). "cold": the first load of each frame (scan read, ground
-fitted, KD-tree built, JPEG encoded); "warm": the same frame again (the geometry LRU holds it).
+first request to the last byte (server work + transfer). "cold": the first load of a frame (scan read, ground
+fitted, KD-tree built, image decoded and JPEG encoded); "warm": the same frame again (the geometry LRU holds it).
+The server prepares the next frame in the background after each frame load, so moving forward is "warm" in use;
+the cold figures open frames backwards to defeat that.
 One-click: POST .../one_click on a point of each labelled object; its server time comes from the Server-Timing
 header (the handler's own time) and the round trip is reported beside it.
 
@@ -12,7 +14,7 @@ sequence written into a temporary folder. The server is `squeeze latte serve DAT
 database and export in the temporary folder). Bars: frame load median (cold and warm) <= 200 ms; one-click server
 time median <= 100 ms. One JSON line per figure; exit 1 when a bar is missed.
 
-    .venv/bin/python bench/bench_latte_frame_load.py [--kitti DIR] [--repeats 5]
+    .venv/bin/python bench/bench_latte_frame_load.py [--kitti DIR] [--repeats 5] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -128,41 +130,46 @@ def click_points(source, fid: str, objects: list, rng: np.random.Generator, per_
     return out
 
 
-def bench_data(name: str, data: Path, repeats: int, rng: np.random.Generator) -> list[tuple[str, float, float]]:
-    """Frame loads and one-clicks on one data folder; returns (figure, value, bar) for the bars."""
+def bench_data(name: str, data: Path, repeats: int, rounds: int, rng: np.random.Generator
+               ) -> list[tuple[str, float, float]]:
+    """Frame loads and one-clicks on one data folder; returns (figure, value, bar) for the bars. Each round is a
+    fresh server (so its frames are cold again); warm loads and one-clicks are timed in the first round."""
     from latte.scene import open_source
 
     source = open_source(data)
-    with tempfile.TemporaryDirectory(prefix="latte-bench-") as work:
-        server = Server(data, Path(work))
-        try:
-            info = json.loads(server.get("/api/info"))
-            fids = info["frames"]
-            has_image = source.image(fids[0]) is not None
-            cold, warm, counts = [], [], []
-            for fid in fids:
-                ms, n = load_frame(server, fid, has_image)
-                cold.append(ms)
-                counts.append(n)
-                for _ in range(repeats):
-                    warm.append(load_frame(server, fid, has_image)[0])
-            session = info["session"]
-            srv, rtt = [], []
-            k = 0
-            for fid in fids:
-                objects = source.truth(fid) or source.labels(fid)
-                for xyz in click_points(source, fid, objects, rng):
-                    version = json.loads(server.get(f"/api/frames/{fid}"))["document"]["version"]
-                    body = {"x": float(xyz[0]), "y": float(xyz[1]), "z": float(xyz[2]), "base_version": version,
-                            "session": session, "edit_id": f"bench-{k}"}
-                    k += 1
-                    t0 = time.perf_counter()
-                    status, _, headers = server.request("POST", f"/api/frames/{fid}/one_click", body)
-                    rtt.append((time.perf_counter() - t0) * 1000)
-                    if status in (200, 422):  # 422: the click found no object (counted in the time all the same)
-                        srv.append(server_ms(headers))
-        finally:
-            server.close()
+    cold, warm, counts, srv, rtt = [], [], [], [], []
+    for round_ in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="latte-bench-") as work:
+            server = Server(data, Path(work))
+            try:
+                info = json.loads(server.get("/api/info"))
+                fids = info["frames"]
+                has_image = source.image(fids[0]) is not None
+                # The server prepares the first frame before it prints its URL and, after each frame, the next one
+                # in the background; opening the frames last to second (first excluded) defeats both: all cold.
+                for fid in reversed(fids[1:]):
+                    ms, n = load_frame(server, fid, has_image)
+                    cold.append(ms)
+                    counts.append(n)
+                    for _ in range(repeats if round_ == 0 else 0):
+                        warm.append(load_frame(server, fid, has_image)[0])
+                if round_ == 0:
+                    session = info["session"]
+                    k = 0
+                    for fid in fids:
+                        objects = source.truth(fid) or source.labels(fid)
+                        for xyz in click_points(source, fid, objects, rng, per_object=3):
+                            version = json.loads(server.get(f"/api/frames/{fid}"))["document"]["version"]
+                            body = {"x": float(xyz[0]), "y": float(xyz[1]), "z": float(xyz[2]),
+                                    "base_version": version, "session": session, "edit_id": f"bench-{k}"}
+                            k += 1
+                            t0 = time.perf_counter()
+                            status, _, headers = server.request("POST", f"/api/frames/{fid}/one_click", body)
+                            rtt.append((time.perf_counter() - t0) * 1000)
+                            if status in (200, 422):  # 422: no object found there (timed all the same)
+                                srv.append(server_ms(headers))
+            finally:
+                server.close()
     points = int(np.median(counts))
     common = {"data": name, "frames": len(fids), "points_median": points, "image": has_image}
     results = []
@@ -182,13 +189,15 @@ def bench_data(name: str, data: Path, repeats: int, rng: np.random.Generator) ->
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kitti", type=Path, default=KITTI_MINI, help="real KITTI object folder (skipped if absent)")
-    parser.add_argument("--sim-frames", type=int, default=4, help="frames of the simulated sequence")
+    parser.add_argument("--sim-frames", type=int, default=6, help="frames of the simulated sequence")
     parser.add_argument("--repeats", type=int, default=5, help="warm loads per frame")
+    parser.add_argument("--rounds", type=int, default=3, help="server starts (each gives every frame but the first "
+                                                              "one cold load)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     results = []
     if (args.kitti / "training" / "velodyne").is_dir():
-        results += bench_data("kitti_mini", args.kitti, args.repeats, rng)
+        results += bench_data("kitti_mini", args.kitti, args.repeats, args.rounds, rng)
     else:
         print(json.dumps({"name": "latte_frame_load_kitti", "skipped": f"no KITTI folder at {args.kitti}"}))
     from domain_adapt.sim.writer import simulate
@@ -196,7 +205,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="latte-sim-") as tmp:
         sim = Path(tmp) / "seq"
         simulate(sim, frames=args.sim_frames, seed=1, sequence=True, progress=False)
-        results += bench_data("simulated", sim, args.repeats, rng)
+        results += bench_data("simulated", sim, args.repeats, args.rounds, rng)
     missed = [f"{what}: {value:.1f} ms > {bar:.0f} ms" for what, value, bar in results if not value <= bar]
     for line in missed:
         print(f"bar missed: {line}", file=sys.stderr)

@@ -19,11 +19,13 @@ serialises the operations that read the store and then write what they computed 
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ import numpy as np
 from latte.boxes import ANNOTATION_CLASSES, POINT_CLASSES, Box, EditError, document_boxes
 from latte.one_click import FrameGeometry, one_click_box
 from squeeze.classes import color_of
+
+log = logging.getLogger("latte")
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # One-click and fusion boxes are new objects: their ids are derived from the request's edit id (uuid5), so a
@@ -91,10 +95,13 @@ class Annotator:
     export_dir: where `export` writes (fixed here, never taken from a request); None: SOURCE_ROOT/latte_export
     import_labels: import a frame's KITTI label_2 boxes the first time it is opened (when it has no document)
     cache_frames: how many frames' geometry (points, ground, KD-tree, JPEG, pre-labels) stay in memory
+    prefetch: after a frame's payload is served, prepare the next frame in a background thread (an annotator
+              mostly moves forward, so the next frame opens warm)
     """
 
     def __init__(self, source: Any, store: Any, detector: Any = None, segmenter: Any = None,
-                 export_dir: str | Path | None = None, import_labels: bool = True, cache_frames: int = 4):
+                 export_dir: str | Path | None = None, import_labels: bool = True, cache_frames: int = 4,
+                 prefetch: bool = True):
         self.source = source
         self.store = store
         self.detector = detector
@@ -104,11 +111,13 @@ class Annotator:
         self.frame_ids: list[str] = list(source.frame_ids())
         self._index = {fid: i for i, fid in enumerate(self.frame_ids)}
         self._cache_frames = max(1, int(cache_frames))
-        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()  # fid -> {"geom", "jpeg", "prelabel", ...}
+        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()  # fid -> {"values": {key: value}, "locks"}
         self._cache_lock = threading.Lock()
-        self._build_locks: dict[str, threading.Lock] = {}
+        self._helper: ThreadPoolExecutor | None = None
         self._write_lock = threading.RLock()
         self._imported: set[str] = set()
+        self._prefetch = prefetch
+        self._prefetcher: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------------------------------ frames
     def frame_id(self, fid: object) -> str:
@@ -125,44 +134,78 @@ class Annotator:
                 "detector": self.detector is not None, "segmenter": self.segmenter is not None,
                 "session": uuid.uuid4().hex}
 
-    def _cached(self, fid: str) -> dict[str, Any]:
-        """The cache entry of a frame, building its FrameGeometry (points read, ground fitted, tree built) once.
+    def _memo(self, fid: str, key: str, make: Callable[[], Any]) -> Any:
+        """A per-frame value computed once while the frame stays in the LRU cache: "geom" (the FrameGeometry: scan
+        read, ground fitted, KD-tree built), "image" (JPEG), "prelabel", "detections".
 
-        Several threads asking for the same new frame wait for one build; other frames are not blocked by it.
+        Threads asking for the same value wait for one computation; different values of a frame (geometry and
+        image) and different frames are computed concurrently.
         """
         with self._cache_lock:
             entry = self._cache.get(fid)
-            if entry is not None:
-                self._cache.move_to_end(fid)
-                return entry
-            build_lock = self._build_locks.setdefault(fid, threading.Lock())
-        with build_lock:
-            with self._cache_lock:
-                entry = self._cache.get(fid)
-                if entry is not None:
-                    self._cache.move_to_end(fid)
-                    return entry
-            geom = FrameGeometry(self.source.points(fid))
-            entry = {"geom": geom, "lock": threading.Lock()}
-            with self._cache_lock:
-                self._cache[fid] = entry
-                self._cache.move_to_end(fid)
+            if entry is None:
+                entry = self._cache[fid] = {"values": {}, "locks": {}}
                 while len(self._cache) > self._cache_frames:
                     self._cache.popitem(last=False)
-                self._build_locks.pop(fid, None)
-            return entry
-
-    def _memo(self, fid: str, key: str, make: Callable[[], Any]) -> Any:
-        """A per-frame value computed once while the frame stays in the cache (JPEG, segmenter labels)."""
-        entry = self._cached(fid)
-        with entry["lock"]:
-            if key not in entry:
-                entry[key] = make()
-            return entry[key]
+            else:
+                self._cache.move_to_end(fid)
+            values = entry["values"]
+            if key in values:
+                return values[key]
+            lock = entry["locks"].setdefault(key, threading.Lock())
+        with lock:
+            with self._cache_lock:
+                if key in values:
+                    return values[key]
+            value = make()
+            with self._cache_lock:
+                values[key] = value
+            return value
 
     def geometry(self, fid: str) -> FrameGeometry:
         """The frame's FrameGeometry (from the LRU cache)."""
-        return self._cached(self.frame_id(fid))["geom"]
+        fid = self.frame_id(fid)
+        return self._memo(fid, "geom", lambda: FrameGeometry(self.source.points(fid)))
+
+    def warm(self, fid: str) -> None:
+        """Prepare a frame now: scan read, ground fitted, KD-tree built, image encoded (also the first call's
+        one-time costs: JIT compilation, imports)."""
+        fid = self.frame_id(fid)
+        image = self._helpers().submit(self._image, fid)
+        self.geometry(fid)
+        image.result()
+
+    def _warm_quietly(self, fid: str) -> None:
+        try:
+            self.warm(fid)
+        except Exception as e:  # a broken next frame is reported when it is opened, not by the prefetch
+            log.warning("prefetching frame %s failed: %s", fid, e)
+
+    def _prefetch_next(self, fid: str) -> None:
+        i = self._index[fid] + 1
+        if not self._prefetch or i >= len(self.frame_ids):
+            return
+        nxt = self.frame_ids[i]
+        with self._cache_lock:
+            if nxt in self._cache:
+                return
+            if self._prefetcher is None:
+                self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="latte-prefetch")
+        self._prefetcher.submit(self._warm_quietly, nxt)
+
+    def _helpers(self) -> ThreadPoolExecutor:
+        """Threads that prepare a frame's image while the caller builds its geometry (OpenCV's decoding and
+        encoding and SQLite's commit release the GIL, so the two overlap)."""
+        with self._cache_lock:
+            if self._helper is None:
+                self._helper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="latte-frame")
+            return self._helper
+
+    def close(self) -> None:
+        """Stop the helper threads (the store is closed by its owner)."""
+        for pool in (self._prefetcher, self._helper):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def document(self, fid: str) -> dict:
         """The frame's current document; on the first open of a frame with KITTI labels and no document, the
@@ -191,15 +234,19 @@ class Annotator:
     def frame(self, fid: str) -> dict:
         """The frame payload: document, point count, image size, calibration, pose, time, ground plane."""
         fid = self.frame_id(fid)
-        doc = self.document(fid)
+        # The three slow parts of a first open run side by side: image decoded and JPEG-encoded (the client asks
+        # for it next), labels imported (a committed SQLite write), geometry built (here).
+        image_job = self._helpers().submit(self._image, fid)
+        doc_job = self._helpers().submit(self.document, fid)
         geom = self.geometry(fid)
-        image = self.source.image(fid)
+        doc, image = doc_job.result(), image_job.result()
         calib = self.source.calib(fid)
         pose = self.source.pose(fid)
+        self._prefetch_next(fid)
         return {
             "document": doc,
             "n_points": int(len(geom.points)),
-            "image": None if image is None else {"width": int(image.shape[1]), "height": int(image.shape[0])},
+            "image": None if image is None else {"width": image["width"], "height": image["height"]},
             "calib": None if calib is None else {"P2": np.asarray(calib.P2, float).tolist(),
                                                  "velo_to_rect": np.asarray(calib.velo_to_rect, float).tolist()},
             "pose": None if pose is None else np.asarray(pose, float).tolist(),
@@ -246,9 +293,15 @@ class Annotator:
 
     def image_jpeg(self, fid: str) -> bytes:
         """The frame's camera image as JPEG (quality 90); NothingToDo when the frame has no image."""
-        fid = self.frame_id(fid)
+        image = self._image(self.frame_id(fid))
+        if image is None:
+            raise NothingToDo(f"frame {fid} has no camera image")
+        return image["jpeg"]
 
-        def encode() -> bytes | None:
+    def _image(self, fid: str) -> dict | None:
+        """{"jpeg": bytes, "width", "height"} of the frame's image, encoded once per cached frame; None without one."""
+
+        def encode() -> dict | None:
             import cv2
 
             image = self.source.image(fid)
@@ -259,12 +312,9 @@ class Annotator:
                                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
             if not ok:
                 raise RuntimeError(f"frame {fid}: JPEG encoding failed")
-            return buf.tobytes()
+            return {"jpeg": buf.tobytes(), "width": int(image.shape[1]), "height": int(image.shape[0])}
 
-        data = self._memo(fid, "jpeg", encode)
-        if data is None:
-            raise NothingToDo(f"frame {fid} has no camera image")
-        return data
+        return self._memo(fid, "image", encode)
 
     # ------------------------------------------------------------------------------------------ edits
     def edit(self, fid: str, base_version: int, op: Mapping, session: str, edit_id: str) -> dict:

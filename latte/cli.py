@@ -229,6 +229,11 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         annotator = Annotator(source, store, detector=detector, segmenter=segmenter, export_dir=export_dir,
                               import_labels=not (args.no_import or simulated))
+        if annotator.frame_ids:  # one-time costs (JIT, imports) and the first frame before the URL is shown
+            try:
+                annotator.warm(annotator.frame_ids[0])
+            except (ValueError, OSError) as e:
+                print(f"warning: frame {annotator.frame_ids[0]} cannot be shown: {e}", file=sys.stderr)
         app = create_app(annotator, token=args.token)
         port = sock.getsockname()[1]
         url = page_url(args.host, port, args.token)
@@ -238,7 +243,10 @@ def run_serve(args: argparse.Namespace) -> int:
         if not args.no_browser:
             _open_browser(url)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        server.run(sockets=[sock])
+        try:
+            server.run(sockets=[sock])
+        finally:
+            annotator.close()
     finally:
         sock.close()
         store.close()
