@@ -423,10 +423,21 @@ class Store:
             raise conflict
         return _copy(new)
 
-    def edits(self, frame_id: str | None = None, session: str | None = None) -> list[dict]:
+    def edit(self, edit_id: str) -> dict | None:
+        """The stored edit (or undo/redo step) with this id, as one row of `edits()`; None when there is none.
+
+        For callers that rewrite an op before `apply` (a server assigning a new track id): a retried request would
+        make a different op under the same edit_id, which `apply` refuses; asking first recognises the retry."""
+        rows = self.edits(edit_id=edit_id)
+        return rows[0] if rows else None
+
+    def edits(self, frame_id: str | None = None, session: str | None = None, edit_id: str | None = None) -> list[dict]:
         """The stored edits (and undo/redo steps) in the order applied: {"seq", "edit_id", "session", "frame_id",
-        "kind", "target", "op", "inverse", "version_after", "state", "t"}; filtered by frame and/or session."""
+        "kind", "target", "op", "inverse", "version_after", "state", "t"}; filtered by frame, session, edit id."""
         where, args = [], []
+        if edit_id is not None:
+            where.append("edit_id = ?")
+            args.append(edit_id)
         if frame_id is not None:
             where.append("frame_id = ?")
             args.append(frame_id)

@@ -191,6 +191,12 @@ def test_retried_edit_id_is_applied_once(tmp_path):
         late = store.apply("f1", 0, add("a"), "s", "e1")  # retried after someone else's edit: no StaleWrite
         assert late["version"] == 2 and ids(late) == ["a", "b"]
         assert len(store.edits()) == 2
+        stored = store.edit("e1")
+        assert stored["op"] == {"op": "add", "box": dict(box("a"), track_id=-1, source="manual", accepted=True,
+                                                          score=1.0)}
+        assert stored["inverse"] == {"op": "delete", "id": "a"}
+        assert [stored[k] for k in ("session", "frame_id", "kind", "version_after")] == ["s", "f1", "edit", 1]
+        assert store.edit("nope") is None
         with pytest.raises(EditError, match="edit_id: 'e1' was already used"):
             store.apply("f1", 2, add("z"), "s", "e1")
         with pytest.raises(EditError, match="edit_id"):
