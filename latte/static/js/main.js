@@ -7,6 +7,7 @@ import { ObjectList } from "./objects.js";
 import { bindKeys } from "./keys.js";
 import { Help } from "./help.js";
 import { Brush } from "./brush.js";
+import { BoxViews } from "./boxview.js";
 
 const $ = (id) => document.getElementById(id);
 const NUDGE_FLUSH_MS = 120;  // held keys are coalesced: at most one update per box in flight, the rest accumulate
@@ -24,7 +25,7 @@ const state = {
 };
 const counters = { clicks: 0, keys: 0 };
 const held = new Set();
-let viewer, cameraPanel, objects, help, brush;
+let viewer, cameraPanel, objects, help, brush, boxViews;
 let resolveReady;
 const ready = new Promise((r) => { resolveReady = r; });
 
@@ -123,7 +124,9 @@ function displayBoxes() {
 function render({ list = true } = {}) {
   const boxes = displayBoxes();
   viewer.setBoxes(boxes, state.selectedId);
-  viewer.setHighlight(boxes.find((b) => b.id === state.selectedId) || null);
+  const selected = boxes.find((b) => b.id === state.selectedId) || null;
+  viewer.setHighlight(selected);
+  boxViews.draw(selected, state.points ? state.points.xyzi : null, state.payload ? state.payload.ground_plane : null);
   cameraPanel.draw(boxes, state.selectedId);
   if (list) objects.render(boxes, state.selectedId);  // a nudge changes no row: class, track and state stay
   showSelection(boxes);
@@ -704,6 +707,7 @@ async function start() {
     onDelete: (id) => { counters.clicks += 1; select(id); actions.remove(); },
   });
   help = new Help($("help"));
+  boxViews = new BoxViews($("box-views"), info.colors);
   brush = new Brush(viewer, info.colors, brushLabel, (indices, label) => {
     counters.clicks += 1;
     queueEdit(state.fid, () => ({ op: "brush", indices, label }), { what: "brush", onDone: () => {
