@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deploy.formats import FORMATS, format_of_path, formats_table
+from deploy.formats import FORMATS, TARGETS, format_of_path, formats_table
 
 
 def add_deploy_parser(subparsers) -> None:
@@ -42,12 +42,13 @@ def add_deploy_parser(subparsers) -> None:
                                    "installed here, and how to install it.")
     p.set_defaults(run=run_formats)
 
+    targets = "; ".join(f"{t.name} ({', '.join(t.formats)}): {t.activations} activations, "
+                        f"{'int32' if t.int32_bias else 'float'} biases" for t in TARGETS.values())
     p = sub.add_parser(
         "quantize", help="fp32 ONNX -> INT8 (QDQ) calibrated on a dataset folder",
-        description="Static post-training quantisation (onnxruntime): QDQ format, per-channel int8 weights, uint8 "
-                    "activations, ranges measured on frames of a dataset folder put through the runtimes' own "
-                    "pre-processing. Writes the int8 model and its sidecar; onnxruntime, OpenVINO and TensorRT "
-                    "read it.")
+        description="Static post-training quantisation (onnxruntime): QDQ format, per-channel symmetric int8 "
+                    "weights, ranges measured on frames of a dataset folder put through the runtimes' own "
+                    f"pre-processing. Writes the int8 model and its sidecar. Targets: {targets}.")
     p.add_argument("model", type=Path, help="fp32 .onnx model with its sidecar (squeeze deploy export)")
     p.add_argument("--calib", type=Path, required=True, metavar="DIR",
                    help="dataset folder: KITTI layout (training/image_2 for a detector, training/velodyne for a "
@@ -65,6 +66,10 @@ def add_deploy_parser(subparsers) -> None:
                    help="calibration frames the sensitivity is measured on (default 4)")
     p.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax",
                    help="how activation ranges are set from the calibration frames (default minmax)")
+    p.add_argument("--target", choices=tuple(TARGETS), default="cpu",
+                   help="the runtime the Q/DQ graph is written for: cpu (onnxruntime, OpenVINO: uint8 activations) "
+                        "or tensorrt (symmetric int8 activations, float biases: what 'squeeze deploy trt --int8' "
+                        "builds); default cpu")
     p.set_defaults(run=run_quantize)
 
     p = sub.add_parser(
@@ -109,8 +114,8 @@ def add_deploy_parser(subparsers) -> None:
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="half-precision kernels (an fp32 model)")
     precision.add_argument("--int8", action="store_true",
-                           help="int8, explicit quantisation (a QDQ model from squeeze deploy quantize; the default "
-                                "for one); without either flag an fp32 model builds as fp32 (TF32 off)")
+                           help="int8, explicit quantisation (a QDQ model from squeeze deploy quantize --target "
+                                "tensorrt; the default for one); without either flag an fp32 model builds as fp32 (TF32 off)")
     p.add_argument("-o", "--out", type=Path, default=None,
                    help="engine file (.engine; default MODEL.PRECISION.engine beside the model)")
     p.add_argument("--workspace", type=int, default=1024, metavar="MB", help="builder workspace, MiB (default 1024)")
@@ -159,7 +164,8 @@ def run_quantize(args: argparse.Namespace) -> int:
     feeds = calibration_inputs(sidecar, args.calib, args.frames)
     keep = list(args.keep_float)
     if args.keep_worst or args.sensitivity:
-        ranking = layer_sensitivity(args.model, feeds, frames=args.sensitivity_frames, sidecar=sidecar, progress=True)
+        ranking = layer_sensitivity(args.model, feeds, frames=args.sensitivity_frames, sidecar=sidecar, progress=True,
+                                    target=args.target)
         measure = "labels changed" if sidecar.task == "segmentation" else "mean |score change|"
         if args.sensitivity:
             print(f"per-layer sensitivity ({measure}, only that layer int8, {min(len(feeds), args.sensitivity_frames)}"
@@ -169,9 +175,10 @@ def run_quantize(args: argparse.Namespace) -> int:
             atomic_write_text(args.out.with_suffix(".sensitivity.json"), json.dumps(
                 [{"layer": s.layer, "node": s.node, "error": s.error} for s in ranking], indent=2) + "\n")
         keep += [s.layer for s in ranking[:args.keep_worst] if s.layer not in keep]
-    result = quantize_model(args.model, args.out, feeds, keep_float=keep, sidecar=sidecar, method=args.method)
+    result = quantize_model(args.model, args.out, feeds, keep_float=keep, sidecar=sidecar, method=args.method,
+                            target=args.target)
     print(f"wrote {result.path} ({result.quantized_layers} int8 layers, {result.calibration_frames} calibration "
-          f"frames; kept in float: {', '.join(result.float_layers) or 'none'})")
+          f"frames, target {args.target}; kept in float: {', '.join(result.float_layers) or 'none'})")
     print(f"sidecar: {result.sidecar}")
     return 0
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from squeeze.errors import DataError
 
-__all__ = ["FORMATS", "Format", "format_names", "format_of_path", "formats_table", "get_format", "load_predictor"]
+__all__ = ["FORMATS", "TARGETS", "Format", "QuantTarget", "format_names", "format_of_path", "formats_table",
+           "get_format", "get_target", "load_predictor"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Format:
     install: str  # how to get that package
     precisions: tuple[str, ...]  # model precisions the format carries
     description: str
+    int8_target: str = "cpu"  # the TARGETS entry (squeeze deploy quantize --target) whose int8 graph it runs best
 
     @property
     def present(self) -> bool:
@@ -50,8 +52,46 @@ FORMATS: tuple[Format, ...] = (
            "JetPack on a Jetson, or pip install tensorrt on an x86 machine with an NVIDIA GPU; and pip install "
            "cuda-python (deploy/jetson/README.md)",
            ("fp32", "fp16", "int8"),
-           "TensorRT engine built on the target GPU (squeeze deploy trt): NVIDIA Jetson and GPUs"),
+           "TensorRT engine built on the target GPU (squeeze deploy trt): NVIDIA Jetson and GPUs", "tensorrt"),
 )
+
+
+# --------------------------------------------------------------------------------------- int8 quantisation
+@dataclass(frozen=True)
+class QuantTarget:
+    """How `squeeze deploy quantize` writes the Q/DQ graph for one kind of runtime (deploy.quantize's docstring
+    gives the reasons)."""
+
+    name: str  # the --target value
+    activations: str  # "uint8" (asymmetric) or "int8" (symmetric, zero point 0)
+    int32_bias: bool  # biases quantised to int32 (scale = input scale x weight scale), else left float
+    output_qdq: bool  # Q/DQ on the outputs of the quantised ops too, not only on their inputs
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The formats (FORMATS) whose int8 models are written for this target."""
+        return tuple(f.name for f in FORMATS if f.int8_target == self.name)
+
+    def record(self) -> dict[str, str]:
+        """What the int8 sidecar says about the graph (its export.quantization)."""
+        act = "uint8 asymmetric" if self.activations == "uint8" else "int8 symmetric (zero point 0)"
+        return {"target": self.name, "activations": act, "weights": "int8 symmetric per-channel",
+                "bias": "int32" if self.int32_bias else "float", "format": "QDQ"}
+
+
+TARGETS: dict[str, QuantTarget] = {
+    # onnxruntime fuses DQ -> Conv -> Q into QLinearConv, and uint8 covers a ReLU's output with all 256 levels.
+    "cpu": QuantTarget("cpu", "uint8", int32_bias=True, output_qdq=True),
+    # TensorRT's explicit quantisation: symmetric int8 only, biases it quantises itself, Q/DQ on weighted inputs.
+    "tensorrt": QuantTarget("tensorrt", "int8", int32_bias=False, output_qdq=False),
+}
+
+
+def get_target(name: str) -> QuantTarget:
+    """The quantisation target called `name`; ValueError listing the choices otherwise."""
+    if name not in TARGETS:
+        raise ValueError(f"unknown quantisation target {name!r}; choose one of {', '.join(TARGETS)}")
+    return TARGETS[name]
 
 
 def format_names() -> tuple[str, ...]:

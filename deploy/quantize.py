@@ -22,6 +22,15 @@ OpenVINO and TensorRT's explicit quantisation all consume):
 - MinMax ranges by default; "percentile" and "entropy" (onnxruntime's calibrators) are offered, and changed
   nothing for SqueezeDet's head.
 
+Two targets, since the runtimes want different Q/DQ graphs (deploy.formats.TARGETS):
+- "cpu" (default): the recipe above, for onnxruntime and OpenVINO on a CPU: uint8 asymmetric activations, int32
+  biases, Q/DQ on every quantised op's inputs and outputs (onnxruntime fuses DQ -> Conv -> Q into QLinearConv).
+- "tensorrt": what TensorRT's explicit quantisation builds (its guide's "Q/DQ layer placement"): int8 activations,
+  symmetric (zero point 0: TensorRT takes no other), per-channel int8 weights, float biases (TensorRT quantises
+  biases itself; it refuses int32 ones), and Q/DQ on the inputs of the weighted ops only, so a Conv's ReLU stays
+  in the graph (symmetric ranges do not make it redundant) and TensorRT fuses Conv + ReLU + the next Q. onnxruntime
+  and OpenVINO run this graph too (as float convolutions on dequantised inputs in onnxruntime: correct, not fast).
+
 The int8 model gets its own sidecar (precision "int8", everything else the fp32 model's).
 """
 
@@ -37,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from deploy.formats import get_target
 from deploy.sidecar import Sidecar, read_sidecar, write_sidecar
 from squeeze.detection import preprocess_image
 from squeeze.errors import DataError
@@ -186,22 +196,30 @@ class QuantizeResult:
 
 
 def _quantize(src: Path, out: Path, feeds: Sequence[dict[str, np.ndarray]], cache: Path,
-              exclude: Sequence[str] = (), include: Sequence[str] | None = None, method: str = "minmax") -> None:
+              exclude: Sequence[str] = (), include: Sequence[str] | None = None, method: str = "minmax",
+              target: str = "cpu") -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
     if method not in methods:
         raise ValueError(f"calibration method must be one of {tuple(methods)}, got {method!r}")
+    t = get_target(target)
+    symmetric = t.activations == "int8"
+    extra: dict[str, Any] = {
+        # WeightSymmetric: int8 weights centred on 0 (zero point 0), what TensorRT and the VNNI kernels want.
+        "WeightSymmetric": True, "ActivationSymmetric": symmetric, "QuantizeBias": t.int32_bias,
+        # With symmetric ranges a ReLU is not implied by the quantised range, so it must stay in the graph.
+        "QDQKeepRemovableActivations": symmetric}
+    if not t.output_qdq:
+        extra["OpTypesToExcludeOutputQuantization"] = list(QUANTIZED_OPS)
     quantize_static(
         str(src), str(out), _Reader(feeds) if not cache.is_file() else None,
         quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
         calibrate_method=methods[method], op_types_to_quantize=list(QUANTIZED_OPS),
         nodes_to_exclude=list(exclude), nodes_to_quantize=list(include) if include is not None else None,
-        calibration_cache_path=str(cache),
-        # WeightSymmetric: int8 weights centred on 0 (zero point 0), what TensorRT and the VNNI kernels want.
-        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+        calibration_cache_path=str(cache), extra_options=extra)
 
 
 def _prepared(model_path: Path, tmp: Path) -> Path:
@@ -219,12 +237,14 @@ def _prepared(model_path: Path, tmp: Path) -> Path:
 
 
 def quantize_model(model_path: str | Path, out: str | Path, feeds: Sequence[dict[str, np.ndarray]],
-                   keep_float: Sequence[str] = (), sidecar: Sidecar | None = None, method: str = "minmax"
-                   ) -> QuantizeResult:
-    """Quantise `model_path` (an fp32 .onnx with its sidecar) into `out` (QDQ int8), calibrated on `feeds`
-    (calibration_inputs), with the layers named in keep_float left in float. Writes out's sidecar."""
+                   keep_float: Sequence[str] = (), sidecar: Sidecar | None = None, method: str = "minmax",
+                   target: str = "cpu") -> QuantizeResult:
+    """Quantise `model_path` (an fp32 .onnx with its sidecar) into `out` (QDQ int8) for `target` (TARGETS),
+    calibrated on `feeds` (calibration_inputs), with the layers named in keep_float left in float. Writes out's
+    sidecar."""
     import onnx
 
+    t = get_target(target)
     model_path, out = Path(model_path), Path(out)
     if not feeds:
         raise ValueError("quantisation needs at least one calibration frame")
@@ -238,7 +258,7 @@ def quantize_model(model_path: str | Path, out: str | Path, feeds: Sequence[dict
         prepared = _prepared(model_path, tmp)
         exclude = resolve_layers(onnx.load(str(prepared)), keep_float, model_path) if keep_float else []
         staged = tmp / "int8.onnx"
-        _quantize(prepared, staged, feeds, tmp / "ranges.json", exclude=exclude, method=method)
+        _quantize(prepared, staged, feeds, tmp / "ranges.json", exclude=exclude, method=method, target=t.name)
         quantized = onnx.load(str(staged))
         out.parent.mkdir(parents=True, exist_ok=True)
         from squeeze.atomic import atomic_write_bytes
@@ -247,7 +267,8 @@ def quantize_model(model_path: str | Path, out: str | Path, feeds: Sequence[dict
     side = write_sidecar(out, dataclasses.replace(sidecar, precision="int8", model_file=out.name,
                                                   export={**sidecar.export, "quantized_from": model_path.name,
                                                           "calibration_frames": len(feeds),
-                                                          "float_layers": list(keep_float)}))
+                                                          "float_layers": list(keep_float),
+                                                          "quantization": t.record()}))
     n_int8 = len(int8_weights(quantized))
     return QuantizeResult(out, side, n_int8, tuple(keep_float), len(feeds))
 
@@ -288,7 +309,8 @@ def output_error(task: str) -> Callable[[dict[str, np.ndarray], list[np.ndarray]
 
 
 def layer_sensitivity(model_path: str | Path, feeds: Sequence[dict[str, np.ndarray]], frames: int = 4,
-                      sidecar: Sidecar | None = None, progress: bool = False) -> list[LayerSensitivity]:
+                      sidecar: Sidecar | None = None, progress: bool = False, target: str = "cpu"
+                      ) -> list[LayerSensitivity]:
     """Each quantisable layer's error (output_error) when it ALONE is quantised, on the first `frames` feeds,
     worst first. Ranges are measured once on all feeds (a calibration cache) and reused for every layer."""
     import onnxruntime as ort
@@ -316,7 +338,7 @@ def layer_sensitivity(model_path: str | Path, feeds: Sequence[dict[str, np.ndarr
         result = []
         for node, layer in tqdm(layers.items(), desc="sensitivity", unit="layer", disable=not progress):
             one = tmp / "one.onnx"
-            _quantize(prepared, one, feeds, cache, include=[node])
+            _quantize(prepared, one, feeds, cache, include=[node], target=target)
             got = outputs(one)
             errors = [measure(f, r, g) for f, r, g in zip(test, reference, got, strict=True)]
             result.append(LayerSensitivity(node, layer, float(np.mean(errors))))
@@ -324,7 +346,7 @@ def layer_sensitivity(model_path: str | Path, feeds: Sequence[dict[str, np.ndarr
 
 
 def worst_layers(model_path: str | Path, feeds: Sequence[dict[str, np.ndarray]], count: int, frames: int = 4,
-                 sidecar: Sidecar | None = None) -> tuple[list[str], list[LayerSensitivity]]:
+                 sidecar: Sidecar | None = None, target: str = "cpu") -> tuple[list[str], list[LayerSensitivity]]:
     """(the `count` most sensitive layer names, the whole ranking): what `keep_float` takes to leave them float.
 
     On SqueezeDet trained on the simulated world, its ConvDet head and the three convolutions of fire11 before it
@@ -333,5 +355,5 @@ def worst_layers(model_path: str | Path, feeds: Sequence[dict[str, np.ndarray]],
         raise ValueError(f"count must be >= 0, got {count}")
     if count == 0:
         return [], []
-    ranking = layer_sensitivity(model_path, feeds, frames=frames, sidecar=sidecar)
+    ranking = layer_sensitivity(model_path, feeds, frames=frames, sidecar=sidecar, target=target)
     return [s.layer for s in ranking[:count]], ranking

@@ -185,7 +185,8 @@ def build_engine(onnx_path: str | Path, precision: str | None = None, engine_pat
                            for kind, names in faults.items())
         raise DataError(onnx_path, f"Q/DQ nodes TensorRT cannot build: {listed}. TensorRT's explicit quantisation "
                                    "takes int8 Q/DQ with zero point 0 (symmetric) and float biases; 'squeeze deploy "
-                                   "quantize' writes uint8 activations and int32 biases for the CPU runtimes")
+                                   "quantize' writes uint8 activations and int32 biases for the CPU runtimes; "
+                                   "quantise with '--target tensorrt' for TensorRT")
     if precision != "int8" and qdq:
         raise DataError(onnx_path, f"this is a quantised (QDQ) model: it builds as int8 (--int8), not {precision}; "
                                    "build the fp32 model for an fp16 engine")
