@@ -51,7 +51,7 @@ import httpx
 import numpy as np
 
 from latte.boxes import Box
-from latte.store import Store
+from latte.store import StaleWrite, Store
 
 SERVER_START_S = 120.0  # a cold start imports the suite and opens the source; generous for a loaded CI machine
 
@@ -352,6 +352,49 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def store_baseline(db: Path, frames: list[str], clients: int, edits: int, seed: int) -> list[float]:
+    """Milliseconds of each successful Store.apply when `clients` threads make the burst's edits in-process (the
+    store's own share of an HTTP edit's latency)."""
+    store = Store(db)
+    times: list[list[float]] = [[] for _ in range(clients)]
+
+    def run(k: int) -> None:
+        rng = random.Random(seed * 1000 + k)
+        own: dict[str, dict[str, dict]] = {f: {} for f in frames}
+        versions = dict.fromkeys(frames, 0)
+        for i in range(edits):
+            fid = rng.choice(frames)
+            r = rng.random()
+            if not own[fid] or r < 0.6:
+                op = {"op": "add", "box": _box("b", k, i, rng)}
+            elif r < 0.9:
+                op = {"op": "update", "box": dict(own[fid][rng.choice(sorted(own[fid]))], x=rng.uniform(-40, 40))}
+            else:
+                op = {"op": "delete", "id": rng.choice(sorted(own[fid]))}
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    doc = store.apply(fid, versions[fid], op, f"s{k}", f"b{k}-{i}")
+                except StaleWrite as e:
+                    versions[fid] = e.current["version"]
+                    continue
+                times[k].append((time.perf_counter() - t0) * 1000)
+                versions[fid] = doc["version"]
+                break
+            if op["op"] == "delete":
+                del own[fid][op["id"]]
+            else:
+                own[fid][op["box"]["id"]] = op["box"]
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.close()
+    return [v for ts in times for v in ts]
+
+
 # ------------------------------------------------------------------------------------------------ refusals
 def public_bind_without_token(data: Path, db: Path) -> tuple[int, str, bool]:
     """(exit code, stderr, whether it served) of `squeeze latte serve --host 0.0.0.0` without a token."""
@@ -497,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
             before = documents(server, frames)
             run = burst(server, frames, args.clients, args.edits, mixed=True, seed=args.seed)
             after = documents(server, frames)
+            # the same edits from one client alone (no contention, no 409): what one annotator waits for
+            alone = burst(server, frames, 1, args.edits, mixed=True, seed=args.seed, prefix="alone")
         check = check_burst(before, after, run, db=tmp / "burst.db")
         edit_ms = [v for r in run.results for v in r.edit_ms]
         request_ms = [v for r in run.results for v in r.request_ms]
@@ -519,6 +564,14 @@ def main(argv: list[str] | None = None) -> int:
         emit("latte_request_latency_p99", round(percentile(request_ms, 99), 2), "ms", **common)
         emit("latte_burst_throughput", round(n / run.seconds, 1), "edits/s",
              stale_retries=sum(r.stale for r in run.results), **common)
+        alone_ms = alone.results[0].request_ms
+        emit("latte_single_client_request_latency_p50", round(percentile(alone_ms, 50), 2), "ms",
+             edits=len(alone_ms), note="one client alone on the same server, after the burst")
+        emit("latte_single_client_request_latency_p99", round(percentile(alone_ms, 99), 2), "ms", edits=len(alone_ms))
+        store_ms = store_baseline(tmp / "baseline.db", frames, args.clients, args.edits, args.seed)
+        emit("latte_store_apply_latency_p50", round(percentile(store_ms, 50), 3), "ms",
+             note="Store.apply in-process, same clients and op mix, no HTTP", **common)
+        emit("latte_store_apply_latency_p99", round(percentile(store_ms, 99), 3), "ms", **common)
 
         # kill -9 during a burst of adds, restart on the same database
         db = tmp / "kill.db"
