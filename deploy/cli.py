@@ -115,7 +115,8 @@ def add_deploy_parser(subparsers) -> None:
     precision.add_argument("--fp16", action="store_true", help="half-precision kernels (an fp32 model)")
     precision.add_argument("--int8", action="store_true",
                            help="int8, explicit quantisation (a QDQ model from squeeze deploy quantize --target "
-                                "tensorrt; the default for one); without either flag an fp32 model builds as fp32 (TF32 off)")
+                                "tensorrt; the default for one); without either flag an fp32 model builds as fp32 "
+                                "(TF32 off)")
     p.add_argument("-o", "--out", type=Path, default=None,
                    help="engine file (.engine; default MODEL.PRECISION.engine beside the model)")
     p.add_argument("--workspace", type=int, default=1024, metavar="MB", help="builder workspace, MiB (default 1024)")
