@@ -1,0 +1,203 @@
+"""Learned intensity rendering (SqueezeSegV2 sec. III-B; reference/tools.md (b), step 1).
+
+Simulated scans have no (or a made-up) intensity, and real intensity is what the segmenter leans on. A small
+network trained on real scans, self-supervised, predicts each return's intensity from its geometry alone: the
+channels x, y, z, range, the LiDAR mask and the laser ring (real lasers differ in gain, issue 13). Applied to a
+simulated scan it fills in intensities with the real sensor's character.
+
+The same geometry can read as different intensities (material is not in the geometry), so the paper's loss is
+a hybrid: the intensity range [0, 1] is cut into BINS bins; the network classifies the bin (cross-entropy) and
+regresses the offset inside the true bin (L1 on a sigmoid output). The prediction is the most likely bin plus
+its offset. Inputs are range images with rows as laser rings: the 64 x 2048 ring image of a whole revolution
+for training, any crop of it (the SqueezeSeg 64 x 512 front view included) for applying: the network is fully
+convolutional and sees the ring through its own channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from squeeze.range_image import RangeImage
+
+GEOMETRY_CHANNELS = ("x", "y", "z", "range", "mask", "ring")
+# Fixed scales (not data statistics) so a model applies to any data set as it is: metres over a typical extent.
+_SCALE = np.array([50.0, 50.0, 3.0, 50.0, 1.0, 1.0], np.float32)
+
+
+def geometry_channels(image: RangeImage) -> np.ndarray:
+    """(6, H, W) float32 network input of a ring-ordered range image: x, y, z, range (scaled), mask, and the ring
+    as row / (H - 1) (0 at the top laser). Empty pixels are 0 in every channel but the ring's."""
+    h, w = image.shape
+    ring = np.broadcast_to((np.arange(h, dtype=np.float32) / max(h - 1, 1))[:, None], (h, w))
+    stacked = np.stack([image.xyz[..., 0], image.xyz[..., 1], image.xyz[..., 2], image.range,
+                        image.mask.astype(np.float32), ring]).astype(np.float32)
+    return stacked / _SCALE[:, None, None]
+
+
+@dataclass(frozen=True)
+class IntensityNetConfig:
+    width: int = 32  # channels of the first stage; the second has twice as many
+    bins: int = 10  # intensity bins over [0, 1] (the paper's 10)
+
+
+class IntensityNet(nn.Module):
+    """A small encoder-decoder over range images: two width-halving stages (rows kept: only 64 of them), a
+    skip at each scale, and a head with `bins` bin logits and `bins` offsets per pixel."""
+
+    def __init__(self, config: IntensityNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or IntensityNetConfig()
+        c, k = self.config.width, self.config.bins
+        n = len(GEOMETRY_CHANNELS)
+
+        def block(i: int, o: int, stride: tuple[int, int] = (1, 1)) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(i, o, 3, stride=stride, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+
+        self.stem = nn.Sequential(block(n, c), block(c, c))
+        self.down1 = nn.Sequential(block(c, 2 * c, (1, 2)), block(2 * c, 2 * c))
+        self.down2 = nn.Sequential(block(2 * c, 2 * c, (1, 2)), block(2 * c, 2 * c))
+        self.up1 = block(4 * c, 2 * c)
+        self.up0 = block(3 * c, c)
+        self.head = nn.Conv2d(c, 2 * k, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, 6, H, W) -> (B, 2 * bins, H, W): bin logits, then offset logits. W must be divisible by 4."""
+        s0 = self.stem(x)
+        s1 = self.down1(s0)
+        s2 = self.down2(s1)
+        u1 = self.up1(torch.cat([F.interpolate(s2, size=s1.shape[-2:], mode="nearest"), s1], dim=1))
+        u0 = self.up0(torch.cat([F.interpolate(u1, size=s0.shape[-2:], mode="nearest"), s0], dim=1))
+        return self.head(u0)
+
+
+def hybrid_loss(output: Tensor, intensity: Tensor, mask: Tensor, bins: int, offset_weight: float = 1.0) -> Tensor:
+    """Bin cross-entropy + offset L1 inside the true bin, averaged over the valid pixels (mask True).
+
+    output (B, 2 * bins, H, W), intensity (B, H, W) in [0, 1], mask (B, H, W) bool."""
+    target = intensity.clamp(0.0, 1.0) * bins
+    true_bin = target.floor().long().clamp(max=bins - 1)
+    offset = target - true_bin.float()  # in [0, 1); 1 for intensity exactly 1 in the last bin
+    logits, offsets = output[:, :bins], output[:, bins:]
+    ce = F.cross_entropy(logits, true_bin, reduction="none")
+    predicted_offset = torch.sigmoid(offsets.gather(1, true_bin[:, None]))[:, 0]
+    per_pixel = ce + offset_weight * (predicted_offset - offset).abs()
+    valid = mask.float()
+    return (per_pixel * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+def decode_intensity(output: Tensor, bins: int) -> Tensor:
+    """(B, 2 * bins, H, W) -> (B, H, W) intensity: the most likely bin plus its predicted offset, over bins."""
+    best = output[:, :bins].argmax(dim=1, keepdim=True)
+    offset = torch.sigmoid(output[:, bins:].gather(1, best))
+    return ((best.float() + offset) / bins)[:, 0]
+
+
+@torch.no_grad()
+def render_intensity(net: IntensityNet, image: RangeImage) -> np.ndarray:
+    """(H, W) float32 predicted intensity of a ring-ordered range image (0 at empty pixels). The width is padded
+    to a multiple of 4 (circularly, for a full revolution) and cropped back."""
+    net.eval()
+    x = torch.from_numpy(geometry_channels(image))[None]
+    w = x.shape[-1]
+    pad = (-w) % 4
+    if pad:
+        x = torch.cat([x, x[..., :pad]], dim=-1)
+    out = decode_intensity(net(x), net.config.bins)[0, :, :w].numpy()
+    return np.where(image.mask, out, 0.0).astype(np.float32)
+
+
+def checkpoint_dict(net: IntensityNet, trained_on: str, steps: int, metrics: dict) -> dict:
+    """What `squeeze da intensity train` saves (weights_only-loadable: tensors and plain types)."""
+    return {"kind": "intensity_renderer", "config": asdict(net.config), "state_dict": net.state_dict(),
+            "channels": list(GEOMETRY_CHANNELS), "trained_on": trained_on, "steps": int(steps), "metrics": metrics}
+
+
+def load_renderer(path) -> IntensityNet:
+    from squeeze.errors import DataError
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix, named
+        raise DataError(path, f"not an intensity renderer checkpoint: {e}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "intensity_renderer":
+        raise DataError(path, "not an intensity renderer checkpoint (kind != 'intensity_renderer')")
+    net = IntensityNet(IntensityNetConfig(**ckpt["config"]))
+    net.load_state_dict(ckpt["state_dict"])
+    return net.eval()
+
+
+def ring_images(points_and_rings, width: int = 2048) -> list[RangeImage]:
+    """Whole-revolution ring images (64 x width, column 0 behind the car) of (points, rings) pairs."""
+    from squeeze.range_image import full_360, project_scan
+
+    config = full_360() if width == 2048 else None
+    out = []
+    for points, _rings in points_and_rings:
+        if config is None:
+            from dataclasses import replace
+
+            config = replace(full_360(), width=width)
+        image, _ = project_scan(points, config)
+        out.append(image)
+    return out
+
+
+def mean_abs_error(predicted: np.ndarray, image: RangeImage) -> float:
+    """Mean absolute intensity error over the image's valid pixels."""
+    return float(np.abs(predicted[image.mask] - image.intensity[image.mask]).mean())
+
+
+def train_renderer(images: list[RangeImage], steps: int = 600, batch: int = 8, crop_width: int = 256,
+                   lr: float = 2e-3, seed: int = 0, config: IntensityNetConfig | None = None,
+                   progress: bool = False) -> tuple[IntensityNet, list[float]]:
+    """Train a renderer on real ring images (self-supervised: geometry in, the image's own intensity out).
+
+    Each step takes `batch` random crops `crop_width` wide (mirrored at random: columns reversed and y negated,
+    a scan seen in a mirror is still a scan). Returns the network (eval mode) and the loss per step."""
+    if not images:
+        raise ValueError("intensity rendering needs at least one real scan to learn from")
+    if crop_width % 4:
+        raise ValueError(f"crop_width must be a multiple of 4, got {crop_width}")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    inputs = [torch.from_numpy(geometry_channels(im)) for im in images]
+    targets = [torch.from_numpy(im.intensity.astype(np.float32)) for im in images]
+    masks = [torch.from_numpy(im.mask) for im in images]
+    net = IntensityNet(config)
+    bins = net.config.bins
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    losses = []
+    iterator = range(steps)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc="intensity renderer", unit="step")
+    net.train()
+    for _ in iterator:
+        xs, ys, ms = [], [], []
+        for _b in range(batch):
+            i = int(rng.integers(len(images)))
+            w = inputs[i].shape[-1]
+            c0 = int(rng.integers(0, max(w - crop_width, 0) + 1))
+            cols = slice(c0, c0 + crop_width)
+            x, y, m = inputs[i][..., cols], targets[i][:, cols], masks[i][:, cols]
+            if rng.random() < 0.5:
+                x = x.flip(-1).clone()
+                x[1] = -x[1]
+                y, m = y.flip(-1), m.flip(-1)
+            xs.append(x)
+            ys.append(y)
+            ms.append(m)
+        loss = hybrid_loss(net(torch.stack(xs)), torch.stack(ys), torch.stack(ms), bins)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    return net.eval(), losses

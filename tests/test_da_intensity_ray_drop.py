@@ -1,0 +1,132 @@
+"""Learned intensity rendering and the ray-drop model (issue 13, steps 2 and 3), on tiny synthetic scans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from domain_adapt.intensity import (
+    IntensityNet,
+    IntensityNetConfig,
+    decode_intensity,
+    geometry_channels,
+    hybrid_loss,
+    load_renderer,
+    mean_abs_error,
+    render_intensity,
+    train_renderer,
+)
+from domain_adapt.ray_drop import RayDropModel, apply_ray_drop, cell_features, fit_ray_drop, ring_intensity_image
+from squeeze.errors import DataError
+from squeeze.range_image import RangeImage
+
+
+def test_hybrid_loss_and_decoding_hand_computed():
+    bins = 10
+    # one pixel, intensity 0.37: bin 3, offset 0.7
+    out = torch.zeros(1, 2 * bins, 1, 1)
+    out[0, 3] = 10.0  # confident in bin 3
+    out[0, bins + 3] = float(np.log(0.7 / 0.3))  # sigmoid -> 0.7
+    intensity = torch.tensor([[[0.37]]])
+    mask = torch.ones(1, 1, 1, dtype=torch.bool)
+    ce = -torch.log_softmax(out[0, :bins, 0, 0], 0)[3]
+    assert hybrid_loss(out, intensity, mask, bins).item() == pytest.approx(ce.item(), abs=1e-5)
+    assert decode_intensity(out, bins).item() == pytest.approx(0.37, abs=1e-6)
+    # a wrong offset costs its L1; masked pixels cost nothing
+    assert hybrid_loss(out, torch.tensor([[[0.32]]]), mask, bins).item() == pytest.approx(ce.item() + 0.5, abs=1e-5)
+    assert hybrid_loss(out, intensity, torch.zeros_like(mask), bins).item() == 0.0
+    # intensity 1.0 falls in the last bin with offset 1, not past it
+    assert hybrid_loss(out, torch.tensor([[[1.0]]]), mask, bins).item() > 0
+
+
+def _ring_image(rng: np.random.Generator, width: int = 48) -> RangeImage:
+    """Synthetic 8-ring image: intensity depends on the ring (a per-laser gain) and on the height z."""
+    h = 8
+    rows = np.arange(h)[:, None]
+    r = rng.uniform(5, 30, (h, width)).astype(np.float32)
+    z = (-0.2 * rows + rng.normal(0, 0.05, (h, width))).astype(np.float32)
+    xyz = np.stack([r, rng.uniform(-5, 5, (h, width)), z], axis=2).astype(np.float32)
+    mask = rng.random((h, width)) > 0.1
+    intensity = np.clip(0.1 + 0.1 * (rows % 2) * 4 + 0.2 * (z > -0.7), 0, 1).astype(np.float32)
+    xyz[~mask] = 0
+    r[~mask] = 0
+    intensity = np.where(mask, intensity, 0).astype(np.float32)
+    return RangeImage(xyz=xyz, intensity=intensity, range=r, mask=mask, point_index=np.where(mask, 0, -1))
+
+
+def test_renderer_learns_a_ring_dependent_intensity_and_beats_the_mean(tmp_path):
+    rng = np.random.default_rng(0)
+    train = [_ring_image(rng) for _ in range(2)]
+    held_out = _ring_image(rng)
+    net, losses = train_renderer(train, steps=60, batch=2, crop_width=32, lr=1e-2,
+                                 config=IntensityNetConfig(width=8))
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+    predicted = render_intensity(net, held_out)
+    mean = np.mean(np.concatenate([im.intensity[im.mask] for im in train]))
+    baseline = float(np.abs(held_out.intensity[held_out.mask] - mean).mean())
+    assert mean_abs_error(predicted, held_out) < 0.5 * baseline
+    assert np.all(predicted[~held_out.mask] == 0)
+    # geometry channels: ring channel 0 at the top, 1 at the bottom, empty pixels 0 elsewhere
+    g = geometry_channels(held_out)
+    assert g[5, 0, 0] == 0 and g[5, -1, 0] == 1 and np.all(g[:5][:, ~held_out.mask] == 0)
+    # checkpoint round trip and a foreign file
+    from domain_adapt.intensity import checkpoint_dict
+
+    torch.save(checkpoint_dict(net, "synthetic", 120, {}), tmp_path / "r.pt")
+    again = load_renderer(tmp_path / "r.pt")
+    assert np.array_equal(render_intensity(again, held_out), predicted)
+    torch.save({"kind": "other"}, tmp_path / "x.pt")
+    with pytest.raises(DataError, match="not an intensity renderer"):
+        load_renderer(tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="at least one real scan"):
+        train_renderer([])
+    with pytest.raises(ValueError, match="multiple of 4"):
+        train_renderer(train, crop_width=30)
+
+
+def _wall_scan(rng, width=2048, drop_dark=0.0, rings=4):
+    """Rings of returns off a wall at 10-20 m; dark stretches (intensity 0.02) drop with probability drop_dark."""
+    az = np.pi - (np.arange(width) + 0.5) / width * 2 * np.pi
+    pts, ring = [], []
+    for k in range(rings):
+        r = 10 + 10 * (np.arange(width) % 512) / 512
+        dark = (np.arange(width) // 256) % 2 == 1
+        inten = np.where(dark, 0.02, 0.6)
+        p = np.stack([r * np.cos(az), r * np.sin(az), np.full(width, -0.1 * k), inten], axis=1)
+        keep = ~(dark & (rng.random(width) < drop_dark))
+        pts.append(p[keep])
+        ring.append(np.full(keep.sum(), k))
+    return np.concatenate(pts).astype(np.float32), np.concatenate(ring)
+
+
+def test_ray_drop_model_learns_that_dark_surfaces_drop_and_applies_it():
+    rng = np.random.default_rng(3)
+    scans = [_wall_scan(rng, drop_dark=0.3) for _ in range(3)]
+    parts = [cell_features(*ring_intensity_image(p, r, rings=4)) for p, r in scans]
+    f, ring, dropped = (np.concatenate([x[i] for x in parts]) for i in range(3))
+    model = fit_ray_drop(f, ring, dropped, rings=4)
+    assert model.weights[4] < -2  # brighter neighbours: far fewer drops
+    p_dark = model.probability(np.array([[0.3, 0.55, 0.07, 1.0, 0.02]], np.float32), np.array([0]))[0]
+    p_bright = model.probability(np.array([[0.3, 0.55, 0.07, 1.0, 0.6]], np.float32), np.array([0]))[0]
+    assert p_dark > 0.15 and p_bright < 0.05
+    # a simulated scan without drops loses about 30% of its dark returns, almost none of the bright ones
+    sim, sim_ring = _wall_scan(np.random.default_rng(9), drop_dark=0.0)
+    keep = apply_ray_drop(sim, sim_ring, RayDropModel(model.weights, np.resize(model.ring_bias, 64)),
+                          np.random.default_rng(1))
+    dark = sim[:, 3] < 0.1
+    assert 0.15 < 1 - keep[dark].mean() < 0.45 and 1 - keep[~dark].mean() < 0.05
+    assert RayDropModel.from_dict(model.to_dict()).weights.tolist() == model.weights.tolist()
+    with pytest.raises(ValueError, match="not a ray-drop model"):
+        RayDropModel.from_dict({"kind": "x"})
+
+
+def test_cell_features_count_only_gaps_inside_one_surface():
+    ranges = np.zeros((1, 12), np.float32)
+    ranges[0, [0, 1, 3, 4, 9]] = [10, 10, 10.2, 10.2, 30]
+    intensity = np.where(ranges > 0, 0.5, 0).astype(np.float32)
+    feats, ring, dropped = cell_features(ranges, intensity)
+    # candidates: cell 2 (gap between 10 and 10.2: dropped), cells 1 and 3 (returns with close neighbours);
+    # cells 5-8 lie between 10.2 and 30 (two surfaces), 10-11 and 0 have no return on one side
+    assert dropped.tolist().count(True) == 1 and len(dropped) == 3
+    assert feats[dropped][0, 0] == pytest.approx(10.1 / 50)
