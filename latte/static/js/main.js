@@ -106,17 +106,14 @@ function applyDelta(box, delta) {
   out.yaw = wrapYaw(out.yaw);
   return out;
 }
-function addDelta(a, b) {
-  const out = { ...a };
-  for (const f of FIELDS) out[f] = (a[f] || 0) + (b[f] || 0);
-  return out;
-}
 /** The boxes as shown: the document plus the nudges not acknowledged yet (in flight, then not yet sent). */
 function displayBoxes() {
   if (!state.doc) return [];
   const drag = state.drag;
   return state.doc.boxes.map((b) => {
-    const shown = applyDelta(applyDelta(b, state.inflight.get(b.id)), state.pending.get(b.id));
+    let shown = b;
+    for (const d of state.inflight.get(b.id) || []) shown = applyDelta(shown, d);
+    shown = applyDelta(shown, state.pending.get(b.id));
     return drag && drag.id === b.id ? applyDelta(shown, drag) : shown;
   });
 }
@@ -195,7 +192,7 @@ function nudge(field, amount, fields = null) {
   for (const [f, v] of Object.entries(fields || { [field]: amount })) d[f] = (d[f] || 0) + v;
   state.pending.set(id, d);
   render({ list: false });
-  if (!nudgeTimer) nudgeTimer = setTimeout(() => { nudgeTimer = null; flushAllNudges(); }, NUDGE_FLUSH_MS);
+  if (!nudgeTimer) nudgeTimer = setTimeout(() => { nudgeTimer = null; flushAllNudges(false); }, NUDGE_FLUSH_MS);
 }
 
 // ---- mouse drags of the selected box in bird's-eye view (move; Shift: rotate), sent like a nudge on release
@@ -214,33 +211,44 @@ function onBoxDrag(dx, dy, dyaw, done) {
     nudge(null, null, dyaw ? { yaw: dyaw } : { x: dx, y: dy });
   } else render({ list: false });
 }
-function flushAllNudges() {
+/**
+ * Send the pending nudges. From the timer (force false) a box with an update in flight keeps accumulating (a held
+ * key makes one request per round trip); before any other action (force true) everything pending is queued, so an
+ * undo, a class change or a frame change comes after the moves the annotator made.
+ */
+function flushAllNudges(force = true) {
   clearTimeout(nudgeTimer);
   nudgeTimer = null;
   const fid = state.fid;
   for (const [id, delta] of [...state.pending]) {
-    if (state.inflight.has(id)) continue;  // sent when the one in flight comes back
+    const flying = state.inflight.get(id) || [];
+    if (!force && flying.length) continue;  // sent when the one in flight comes back
     state.pending.delete(id);
-    state.inflight.set(id, delta);
+    flying.push(delta);
+    state.inflight.set(id, flying);
     enqueue(async () => {
       try {
         const res = await editWithRetry(api, fid, await docOf(fid), (doc) => {
           const box = findBox(doc, id);
           return box ? { op: "update", box: applyDelta(box, delta) } : null;
         });
-        state.inflight.delete(id);
+        landed(id, delta);
         showDocument(res.document);
         if (res.dropped) toast("the box was deleted meanwhile", true);
       } catch (err) {
-        state.inflight.delete(id);
+        landed(id, delta);
         fail(err, "move");
-        render();
+        render({ list: false });
       }
-      if (state.pending.has(id)) flushAllNudges();
+      if (state.pending.has(id) && !nudgeTimer) flushAllNudges(false);
     });
   }
 }
-
+function landed(id, delta) {
+  const flying = (state.inflight.get(id) || []).filter((d) => d !== delta);
+  if (flying.length) state.inflight.set(id, flying);
+  else state.inflight.delete(id);
+}
 
 function drawClass() { return state.drawClass || "Car"; }
 function brushLabel() {
@@ -596,7 +604,7 @@ async function goto(i, { trackFrom = null, doc = null } = {}) {
     const pointsP = getPoints(fid);
     const payload = await api.frame(fid);
     const imageP = payload.image ? api.image(fid) : Promise.resolve(null);
-    let shownDoc = doc || payload.document;
+    let shownDoc = doc && doc.version >= payload.document.version ? doc : payload.document;
     let tracked = [];
     if (trackFrom) {
       // Through the queue: the previous frame's accepts are stored before its boxes are propagated.
