@@ -285,9 +285,12 @@ class Annotator:
         def run() -> np.ndarray:
             from latte.fusion import prelabel
 
-            names = prelabel(self.segmenter, self.geometry(fid).points)
+            names = np.asarray(prelabel(self.segmenter, self.geometry(fid).points), dtype=str)
+            if names.size == 0:
+                return np.zeros(0, np.uint8)
             lookup = {name: i for i, name in enumerate(POINT_CLASSES)}
-            return np.array([lookup.get(str(n).lower(), 0) for n in names], np.uint8)
+            unique, inverse = np.unique(names, return_inverse=True)  # a few names over ~120k points
+            return np.array([lookup.get(str(n).lower(), 0) for n in unique], np.uint8)[inverse.reshape(-1)]
 
         return self._memo(fid, "prelabel", run)
 
@@ -461,11 +464,13 @@ class Annotator:
             raise NothingToDo("no detector: start the server with --detector CHECKPOINT_OR_MODEL")
         from latte.fusion import frustum_proposals
 
-        image, calib = self.source.image(fid), self.source.calib(fid)
+        calib, image = self.source.calib(fid), self._image(fid)
         if image is None or calib is None:
             raise NothingToDo(f"frame {fid} has no camera image and calibration to detect on")
-        detections = self._memo(fid, "detections", lambda: self.detector.detect(image))
-        proposals = frustum_proposals(self.geometry(fid), calib, detections, tuple(self.detector.class_names))
+        # The detector sees the frame's image itself (not the JPEG sent to the browser); once per cached frame.
+        detections = self._memo(fid, "detections", lambda: self.detector.detect(self.source.image(fid)))
+        proposals = frustum_proposals(self.geometry(fid), calib, detections, tuple(self.detector.class_names),
+                                      image_size=(image["width"], image["height"]))
         with self._write_lock:
             doc = self.document(fid)
             existing = document_boxes(doc)

@@ -2,8 +2,9 @@
 
 Wiring: squeeze_suite/cli.py calls `add_latte_parser(subparsers)`. Building the parser imports only the standard
 library (every `--help` is instant); fastapi, uvicorn, torch, the model packages, deploy and the simulator are
-imported inside the run functions. This is the one latte module that may import squeezedet, squeezeseg, deploy
-and domain_adapt (tests/test_layering.py): it picks the predictors and writes the default simulated sequence.
+imported inside the run functions. This is the one latte module that may reach beyond squeeze
+(tests/test_layering.py): it loads the predictors (squeeze_suite.predictors: a checkpoint through the model
+package, an exported model through deploy) and writes the default simulated sequence (domain_adapt).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ LOOPBACK_NAMES = ("localhost",)
 DEFAULT_PORT = 8765
 SIM_FRAMES = 20
 SIM_SEED = 0
-TORCH_SUFFIXES = (".pt", ".pth")  # a training checkpoint; anything else goes to deploy's table of formats
 
 
 def default_cache() -> Path:
@@ -130,34 +130,6 @@ def open_data(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     return open_source(folder), cache / f"latte-sim-{args.seed}-{args.frames}.latte", True
 
 
-def load_detector(path: Path) -> Any:
-    """A squeeze.predictor.Detector from a SqueezeDet checkpoint or a deployed model."""
-    if path.suffix.lower() in TORCH_SUFFIXES:
-        from squeezedet.predict import load_model
-
-        return load_model(path).detector
-    from deploy.formats import load_predictor
-
-    predictor = load_predictor(path)
-    if not hasattr(predictor, "detect"):
-        raise ValueError(f"{path}: --detector needs a detection model; this one is a {type(predictor).__name__}")
-    return predictor
-
-
-def load_segmenter(path: Path) -> Any:
-    """A squeeze.predictor.Segmenter from a SqueezeSeg checkpoint or a deployed model."""
-    if path.suffix.lower() in TORCH_SUFFIXES:
-        from squeezeseg.predict import load_model
-
-        return load_model(path).segmenter
-    from deploy.formats import load_predictor
-
-    predictor = load_predictor(path)
-    if not hasattr(predictor, "segment"):
-        raise ValueError(f"{path}: --segmenter needs a segmentation model; this one is a {type(predictor).__name__}")
-    return predictor
-
-
 def is_loopback(host: str) -> bool:
     """Whether binding `host` only serves this machine (127.0.0.0/8, ::1, 'localhost')."""
     if host.lower() in LOOPBACK_NAMES:
@@ -213,6 +185,9 @@ def run_serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     source, state, simulated = open_data(args)
+    # One loader for checkpoints and exported models (squeeze_suite.predictors): by suffix, checking the task.
+    from squeeze_suite.predictors import load_detector, load_segmenter
+
     detector = load_detector(args.detector) if args.detector is not None else None
     segmenter = load_segmenter(args.segmenter) if args.segmenter is not None else None
 

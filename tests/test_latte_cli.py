@@ -85,6 +85,15 @@ def test_bad_paths_are_one_line_errors(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
 
 
+def test_a_missing_model_is_one_line_naming_it(sim_data, tmp_path):
+    model = tmp_path / "det.onnx"
+    out = squeeze("latte", "serve", str(sim_data), "--detector", str(model), "--db", str(tmp_path / "a.db"),
+                  "--no-browser", "--port", "0", timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert str(model) in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "a.db").exists()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

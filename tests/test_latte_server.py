@@ -453,3 +453,86 @@ def test_bad_bodies_are_422_naming_the_field(client):
 def test_fusion_without_a_detector_is_422(client):
     r = client.post("/api/frames/000000/fusion", json={"base_version": 0, "session": "s", "edit_id": "f1"})
     assert r.status_code == 422 and "detector" in r.json()["detail"]
+
+
+class TruthDetector:
+    """A squeeze.predictor.Detector that finds exactly the given cars: their 3D boxes projected into image_2."""
+
+    class_names = ("Car", "Pedestrian", "Cyclist")
+
+    def __init__(self, boxes_rect: np.ndarray, calib):
+        self.boxes_rect, self.calib = boxes_rect, calib
+        self.calls = 0
+
+    def detect(self, image: np.ndarray):
+        from squeeze.geometry import box3d_to_box2d
+        from squeeze.predictor import Detections2D
+
+        self.calls += 1
+        assert image.shape == (375, 1242, 3) and image.dtype == np.uint8
+        boxes = box3d_to_box2d(self.boxes_rect, self.calib.P2, (image.shape[1], image.shape[0]))
+        n = len(boxes)
+        return Detections2D(boxes.astype(np.float64), np.zeros(n, np.int64), np.full(n, 0.9, np.float32))
+
+
+class HalfSegmenter:
+    """A squeeze.predictor.Segmenter that calls every point on the left (y > 0) a pedestrian."""
+
+    class_names = ("background", "car", "pedestrian", "cyclist")
+
+    def segment(self, points: np.ndarray):
+        from squeeze.predictor import Segmentation
+
+        labels = np.where(points[:, 1] > 0, 2, 0).astype(np.int64)
+        return Segmentation(labels, np.ones(len(points), np.float32))
+
+
+def test_fusion_proposes_the_detected_car_once(sim_seq, tmp_path):
+    from squeeze.geometry import boxes_velo_to_rect
+
+    source = open_source(sim_seq)
+    store = Store(tmp_path / "f.db")
+    try:
+        probe = Annotator(source, store, import_labels=False)
+        truth, _ = best_car(probe, "000000")
+        detector = TruthDetector(boxes_velo_to_rect(truth.array[None], source.calib("000000")),
+                                 source.calib("000000"))
+        client = TestClient(create_app(Annotator(source, store, detector=detector, import_labels=False)))
+        assert client.get("/api/info").json()["detector"] is True
+        r = client.post("/api/frames/000000/fusion", json={"base_version": 0, "session": "s", "edit_id": "f1"})
+        assert r.status_code == 200, r.text
+        (box,) = r.json()["boxes"]
+        assert box["cls"] == "Car" and box["source"] == "fusion" and box["accepted"] is False
+        assert box["score"] == pytest.approx(0.9) and box["track_id"] == 0
+        assert bev_iou(np.array([box[k] for k in ("x", "y", "z", "l", "w", "h", "yaw")]), truth.array) >= 0.7
+        # again: the detection falls in the box already there, nothing is added; the detector ran once
+        r = client.post("/api/frames/000000/fusion", json={"base_version": 1, "session": "s", "edit_id": "f2"})
+        assert r.json()["boxes"] == [] and r.json()["document"]["version"] == 1 and detector.calls == 1
+    finally:
+        store.close()
+
+
+def test_segmenter_prelabels_fill_points_outside_boxes_and_brush(sim_seq, tmp_path):
+    source = open_source(sim_seq)
+    store = Store(tmp_path / "s.db")
+    try:
+        client = TestClient(create_app(Annotator(source, store, segmenter=HalfSegmenter(), import_labels=False)))
+        assert client.get("/api/info").json()["segmenter"] is True
+        points = source.points("000000")
+        left = np.flatnonzero(points[:, 1] > 0)
+        box = manual_box(x=float(points[left[0], 0]), y=float(points[left[0], 1]), z=float(points[left[0], 2]))
+        client.post("/api/frames/000000/edits", json=edit_body(0, {"op": "add", "box": box}))
+        brushed = int(left[-1])
+        client.post("/api/frames/000000/edits", json=edit_body(1, {"op": "brush", "indices": [brushed],
+                                                                   "label": "background"}, edit_id="e2"))
+        labels = np.frombuffer(client.get("/api/frames/000000/point_labels").content, np.uint8)
+        in_car = in_box(points, np.array([box[k] for k in ("x", "y", "z", "l", "w", "h", "yaw")]))
+        assert labels[left[0]] == 1 and (labels[in_car] == 1).all()  # the box wins over the segmenter
+        assert labels[brushed] == 0  # painted background is a person's word
+        rest = np.ones(len(points), bool)
+        rest[in_car] = False
+        rest[brushed] = False
+        expected = np.where(points[:, 1] > 0, 4, 0)  # POINT_CLASSES.index("pedestrian") == 4
+        np.testing.assert_array_equal(labels[rest], expected[rest])
+    finally:
+        store.close()

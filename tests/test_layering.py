@@ -25,10 +25,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     "squeeze_suite": frozenset(),  # the top package: checked against nothing (it imports everything)
 }
 SUITE = frozenset(ALLOWED)
-# Files with wider rights than their package: latte's command chooses a model package or a deploy runtime, and
-# writes the simulated sequence it opens when no data folder is given.
+# Files with wider rights than their package: latte's command chooses a model package or a deploy runtime (through
+# squeeze_suite.predictors, the one loader for both), and writes the simulated sequence it opens when no data folder
+# is given.
 FILE_ALLOWED: dict[str, frozenset[str]] = {
-    "latte/cli.py": frozenset({"squeeze", "deploy", "domain_adapt"}) | MODEL_PACKAGES,
+    "latte/cli.py": frozenset({"squeeze", "deploy", "domain_adapt", "squeeze_suite"}) | MODEL_PACKAGES,
 }
 # Only a package's commands and training recipes drive the trainer and its CLI options.
 TRAINER_MODULES = frozenset({"squeeze.train", "squeeze.train_cli"})
