@@ -127,12 +127,18 @@ def kitti_labels(boxes: Sequence[Box], calib: Calibration, points: np.ndarray | 
         return ObjectLabels()
     truncated = np.clip(1.0 - area_in / np.maximum(area_full, 1e-12), 0.0, 1.0)
     occluded = occlusion_levels(occluded_fractions(velo, calib, points, (width, height)))
-    ry = wrap_angle(cam[:, 6])
-    alpha = alpha_from_rotation_y(ry, cam[:, 0], cam[:, 2])
+    ry = np.asarray(wrap_angle(cam[:, 6]))
+    alpha = np.asarray(alpha_from_rotation_y(ry, cam[:, 0], cam[:, 2]))
     return ObjectLabels(
-        type=np.array([boxes[k].cls for k in keep], dtype="<U16"), truncated=truncated[keep],
-        occluded=occluded[keep], alpha=np.asarray(alpha)[keep], bbox=clipped[keep], dimensions=cam[keep, 3:6],
-        location=cam[keep, :3], rotation_y=np.asarray(ry)[keep])
+        type=np.array([boxes[k].cls for k in keep], dtype="<U16"), truncated=_written(truncated[keep]),
+        occluded=occluded[keep], alpha=_written(alpha[keep]), bbox=_written(clipped[keep]),
+        dimensions=_written(cam[keep, 3:6]), location=_written(cam[keep, :3]), rotation_y=_written(ry[keep]))
+
+
+def _written(values: np.ndarray) -> np.ndarray:
+    """`values` with those that KITTI's 2 decimals write as 0 set to +0: no "-0.00" (a heading of exactly -pi/2
+    leaves -6e-17 after the rotation)."""
+    return np.where(np.abs(values) < 0.005, 0.0, values)
 
 
 def occlusion_levels(fraction: np.ndarray) -> np.ndarray:
