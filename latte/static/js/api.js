@@ -30,7 +30,11 @@ export class Api {
     this.onBusy = () => {};
   }
 
-  async request(method, path, body = undefined, { binary = false, keepalive = false, retries = 2 } = {}) {
+  /**
+   * One request; JSON in and out, or with `as` = "arrayBuffer" | "blob" the body read as that and returned as
+   * {data, headers}. The body is read inside the busy window, so `busy` is 0 only when nothing is on the wire.
+   */
+  async request(method, path, body = undefined, { as = "json", keepalive = false, retries = 2 } = {}) {
     const headers = {};
     if (TOKEN) headers["X-Latte-Token"] = TOKEN;
     if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -46,7 +50,10 @@ export class Api {
           if (attempt < retries) { await sleep(300 * (attempt + 1)); continue; }
           throw new ApiError(0, `network error: ${err.message}`, null);
         }
-        if (res.ok) return binary ? res : (res.status === 204 ? null : await res.json());
+        if (res.ok) {
+          if (as === "json") return res.status === 204 ? null : await res.json();
+          return { data: await res[as](), headers: res.headers };
+        }
         let detail = res.statusText;
         let parsed = null;
         try { parsed = await res.json(); detail = parsed.detail || detail; } catch { /* not JSON */ }
@@ -72,9 +79,9 @@ export class Api {
 
   /** The scan: {n, xyzi: Float32Array(N*4), flags: Uint8Array(N)} from N*16 bytes of float32 then N flag bytes. */
   async points(fid) {
-    const res = await this.get(`/api/frames/${encodeURIComponent(fid)}/points`, { binary: true });
-    const buf = await res.arrayBuffer();
-    const n = Number(res.headers.get("X-Point-Count") ?? buf.byteLength / 17);
+    const { data: buf, headers } = await this.get(`/api/frames/${encodeURIComponent(fid)}/points`,
+                                                  { as: "arrayBuffer" });
+    const n = Number(headers.get("X-Point-Count") ?? buf.byteLength / 17);
     if (!Number.isInteger(n) || buf.byteLength !== n * 17) {
       throw new ApiError(500, `points of ${fid}: ${buf.byteLength} bytes do not hold ${n} points`, null);
     }
@@ -82,15 +89,15 @@ export class Api {
   }
 
   async pointLabels(fid) {
-    const res = await this.get(`/api/frames/${encodeURIComponent(fid)}/point_labels`, { binary: true });
-    return new Uint8Array(await res.arrayBuffer());
+    const { data } = await this.get(`/api/frames/${encodeURIComponent(fid)}/point_labels`, { as: "arrayBuffer" });
+    return new Uint8Array(data);
   }
 
   /** The camera image as an ImageBitmap, or null when the frame has none (404). */
   async image(fid) {
     try {
-      const res = await this.get(`/api/frames/${encodeURIComponent(fid)}/image`, { binary: true });
-      return await createImageBitmap(await res.blob());
+      const { data } = await this.get(`/api/frames/${encodeURIComponent(fid)}/image`, { as: "blob" });
+      return await createImageBitmap(data);
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) return null;
       throw err;

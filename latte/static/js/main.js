@@ -65,6 +65,7 @@ function flushLog(keepalive = false) {
 // ------------------------------------------------------------------------------------------------ edit queue
 // Edits run one after another so each one's base_version is the document the previous one returned.
 let queue = Promise.resolve();
+let navigating = 0;  // frame loads in progress (counted in latte.busy)
 let queued = 0;
 function enqueue(task) {
   queued += 1;
@@ -181,6 +182,7 @@ function select(id) {
   if (id !== state.selectedId) logEvent("select", { box_id: id });
   state.selectedId = id;
   render();
+  if (brush.active) updateLegend();
 }
 
 // ---- nudges (keyboard move / rotate / resize), coalesced
@@ -198,7 +200,7 @@ function nudge(field, amount, fields = null) {
 // ---- mouse drags of the selected box in bird's-eye view (move; Shift: rotate), sent like a nudge on release
 function canDrag(clientX, clientY) {
   const id = state.selectedId;
-  if (!id || viewer.pickBox(clientX, clientY) !== id) return null;
+  if (!id || !viewer.pickBoxes(clientX, clientY).includes(id)) return null;
   return displayBoxes().find((b) => b.id === id) || null;
 }
 function onBoxDrag(dx, dy, dyaw, done) {
@@ -333,6 +335,7 @@ const actions = {
     const id = state.selectedId;
     if (!id) {
       state.drawClass = cls;
+      updateLegend();
       toast(`new boxes${brush.active ? " and the brush" : ""}: ${cls}`);
       return;
     }
@@ -477,7 +480,28 @@ function setColorMode(mode) {
   if (mode === "label") refreshLabels();
   updateMode();
 }
+function updateLegend() {
+  let el = document.querySelector("#viewer .legend");
+  if (!el) {
+    el = document.createElement("div");
+    el.className = "legend";
+    $("viewer").append(el);
+  }
+  el.hidden = state.colorMode !== "label";
+  if (el.hidden) return;
+  const current = brush.active ? brushLabel() : null;
+  el.replaceChildren(...state.info.point_classes.map((name, k) => {
+    const item = document.createElement("span");
+    const rgb = k === 0 ? [95, 99, 106] : (state.info.colors[name] || [255, 255, 255]);
+    const chip = document.createElement("i");
+    chip.style.background = `rgb(${rgb.map(Number).join(",")})`;
+    item.append(chip, name);
+    if (name === current) item.className = "current";
+    return item;
+  }));
+}
 function updateMode() {
+  updateLegend();
   const el = $("mode");
   el.dataset.view = viewer.view;
   el.dataset.brush = brush.active ? "on" : "off";
@@ -578,7 +602,10 @@ function onViewerClick(ev) {
     oneClick(i);
     return;
   }
-  select(viewer.pickBox(ev.clientX, ev.clientY));
+  // Overlapping boxes: clicking again where the selected one is goes to the next box under the cursor.
+  const hits = viewer.pickBoxes(ev.clientX, ev.clientY);
+  const k = hits.indexOf(state.selectedId);
+  select(hits.length ? hits[(k + 1) % hits.length] : null);
 }
 
 // ------------------------------------------------------------------------------------------------ frames
@@ -600,6 +627,9 @@ async function goto(i, { trackFrom = null, doc = null } = {}) {
   const t0 = performance.now();
   flushAllNudges();
   flushLog();
+  navigating += 1;
+  const open = trackFrom && state.doc ? state.doc.boxes.filter((b) => !b.accepted).length : 0;
+  const note = open ? `${open} proposal${open > 1 ? "s" : ""} left unaccepted in ${trackFrom} (not tracked)` : "";
   try {
     const pointsP = getPoints(fid);
     const payload = await api.frame(fid);
@@ -641,7 +671,9 @@ async function goto(i, { trackFrom = null, doc = null } = {}) {
     state.loadMs = state.shownAt - t0;
     logEvent("frame_shown", { n_points: pts.n, boxes: shownDoc.boxes.length, load_ms: Math.round(state.loadMs) });
     for (const b of tracked) logEvent("box_created", { box_id: b.id, source: "tracked", seconds: 0 });
-    if (tracked.length) { select(tracked[0].id); toast(`${tracked.length} boxes tracked from ${trackFrom}`); }
+    if (tracked.length) select(tracked[0].id);
+    const told = tracked.length ? `${tracked.length} boxes tracked from ${trackFrom}` : "";
+    if (told || note) toast([told, note].filter(Boolean).join(" · "));
     if (state.colorMode === "label") refreshLabels();
     const url = new URL(window.location.href);
     url.searchParams.set("frame", fid);
@@ -650,6 +682,8 @@ async function goto(i, { trackFrom = null, doc = null } = {}) {
     if (i + 1 < state.frames.length) getPoints(state.frames[i + 1]);  // prefetch: N is the usual next key
   } catch (err) {
     fail(err, `frame ${fid}`);
+  } finally {
+    navigating -= 1;
   }
 }
 
@@ -683,7 +717,7 @@ async function start() {
     project: (x, y, z) => viewer.project(x, y, z),
     get selectedId() { return state.selectedId; },
     get points() { return state.points ? state.points.xyzi : null; },
-    get busy() { return api.busy + queued + state.pending.size + (nudgeTimer ? 1 : 0) + (labelTimer ? 1 : 0); },
+    get busy() { return api.busy + queued + navigating + state.pending.size + (nudgeTimer ? 1 : 0) + (labelTimer ? 1 : 0); },
     events: counters,
     get view() { return viewer ? viewer.view : null; },
     get loadMs() { return state.loadMs; },  // the last frame's load: request to shown, ms (tracking included)
@@ -728,6 +762,8 @@ async function start() {
                           ["export", actions.exportAll], ["help-button", actions.help]]) {
     $(id).addEventListener("click", (ev) => { counters.clicks += 1; ev.currentTarget.blur(); fn(); });
   }
+  $("mode").addEventListener("click", () => { counters.clicks += 1; actions.toggleView(); });
+  $("frame-status").addEventListener("click", () => { counters.clicks += 1; actions.setStatus("done"); });
   buildFrameList();
   updateMode();
   setInterval(() => flushLog(), LOG_FLUSH_MS);

@@ -366,14 +366,22 @@ export class Viewer {
 
   /** The id of the box under a client pixel (nearest hit of the box solids), or null. */
   pickBox(clientX, clientY) {
+    return this.pickBoxes(clientX, clientY)[0] ?? null;
+  }
+
+  /** The ids of every box under a client pixel, nearest first. */
+  pickBoxes(clientX, clientY) {
     const r = this.renderer.domElement.getBoundingClientRect();
     const ndc = new THREE.Vector2((clientX - r.left) / r.width * 2 - 1, 1 - (clientY - r.top) / r.height * 2);
     const ray = new THREE.Raycaster();
     ray.setFromCamera(ndc, this.camera);
     const solids = [];
     for (const g of this.boxObjects.values()) solids.push(g.userData.solid);
-    const hits = ray.intersectObjects(solids, false);
-    return hits.length ? hits[0].object.userData.boxId : null;
+    const ids = [];
+    for (const h of ray.intersectObjects(solids, false)) {
+      if (!ids.includes(h.object.userData.boxId)) ids.push(h.object.userData.boxId);
+    }
+    return ids;
   }
 
   // ---------------------------------------------------------------------------------------------- boxes
