@@ -35,6 +35,7 @@ import numpy as np
 from latte.boxes import ANNOTATION_CLASSES, POINT_CLASSES, Box, EditError, document_boxes
 from latte.one_click import FrameGeometry, one_click_box
 from squeeze.classes import color_of
+from squeeze.errors import DataError
 
 log = logging.getLogger("latte")
 
@@ -222,11 +223,15 @@ class Annotator:
             if fid in self._imported:
                 return
             if self.store.document(fid)["version"] == 0:
-                boxes = list(self.source.labels(fid))
+                try:
+                    boxes = list(self.source.labels(fid))
+                except (DataError, OSError) as e:  # the frame stays usable; its labels are not imported
+                    log.warning("frame %s: KITTI labels not imported: %s", fid, e)
+                    boxes = []
                 if boxes:
                     op = {"op": "batch", "ops": [{"op": "add", "box": b.to_dict()} for b in boxes]}
                     try:  # the edit id makes a second import of the same frame (another process) a no-op
-                        self.store.apply(fid, 0, op, IMPORT_SESSION, f"import-{fid}"[:64])
+                        self.store.apply(fid, 0, op, IMPORT_SESSION, f"import-{_box_id('import', fid)}")
                     except StaleWrite:  # someone edited it meanwhile: their document wins
                         pass
             self._imported.add(fid)
@@ -328,7 +333,32 @@ class Annotator:
         if not isinstance(op, Mapping):
             raise EditError("op: expected an object")
         self.document(fid)  # an import on first open comes before the client's first edit
-        return self.store.apply(fid, base_version, dict(op), session, edit_id)
+        with self._write_lock:
+            # A retry (same edit id) gets the track ids its first attempt got, so that the store recognises it.
+            stored = self.store.edit(edit_id)
+            op = self._with_new_tracks(op, _added_boxes(stored["op"]) if stored is not None else None)
+            return self.store.apply(fid, base_version, op, session, edit_id)
+
+    def _with_new_tracks(self, op: Mapping, first: list[dict] | None = None) -> dict:
+        """`op` with a new track id for every box it adds without one (a box drawn by hand): every object can be
+        tracked to the next frame and copied, like the boxes one-click and fusion create. `first`: the boxes the
+        same edit added when it was first stored (a retry reuses their track ids)."""
+        op = dict(op)
+        if op.get("op") == "batch" and isinstance(op.get("ops"), list):
+            op["ops"] = [dict(o) if isinstance(o, Mapping) else o for o in op["ops"]]
+        adds = _add_ops(op)
+        untracked = [k for k, o in enumerate(adds) if isinstance(o.get("box"), Mapping)
+                     and o["box"].get("track_id", -1) == -1]
+        if not untracked:
+            return op
+        if first is not None and len(first) == len(adds):
+            tracks = [first[k].get("track_id", -1) if isinstance(first[k], Mapping) else -1 for k in untracked]
+        else:
+            start = self._next_track_id()
+            tracks = list(range(start, start + len(untracked)))
+        for k, track in zip(untracked, tracks, strict=True):
+            adds[k]["box"] = {**adds[k]["box"], "track_id": track}
+        return op
 
     @staticmethod
     def _request(base_version: int | None, session: str, edit_id: str) -> None:
@@ -558,6 +588,20 @@ class Annotator:
         files = len(written["label_2"]) + len(written["label"]) + 1  # + annotations.json
         return {"out": str(self.export_dir), "files": files, "label_2": list(written["label_2"]),
                 "label": list(written["label"]), "json": written["json"], "no_label_2": list(written["no_label_2"])}
+
+
+def _add_ops(op: dict) -> list[dict]:
+    """The add ops of an op (itself, or the adds of a batch), in order; the same dict objects."""
+    if op.get("op") == "add":
+        return [op]
+    if op.get("op") == "batch" and isinstance(op.get("ops"), list):
+        return [o for o in op["ops"] if isinstance(o, dict) and o.get("op") == "add"]
+    return []
+
+
+def _added_boxes(op: Mapping) -> list:
+    """The boxes a stored op added, in order."""
+    return [o.get("box") for o in _add_ops(dict(op))]
 
 
 def _inside_bev(x: float, y: float, box: Box) -> bool:

@@ -290,6 +290,24 @@ def test_edit_stale_write_undo_redo(client):
     assert client.get("/api/frames/000002").json()["document"]["version"] == 5
 
 
+def test_hand_drawn_boxes_get_new_track_ids_and_retries_apply_once(client):
+    r = client.post("/api/frames/000000/edits", json=edit_body(0, {"op": "add", "box": manual_box(track_id=4)}))
+    assert r.json()["document"]["boxes"][0]["track_id"] == 4  # a track id given is kept
+    batch = {"op": "batch", "ops": [{"op": "add", "box": manual_box("b2", x=20.0)},
+                                    {"op": "add", "box": manual_box("b3", x=30.0)}]}
+    first = client.post("/api/frames/000000/edits", json=edit_body(1, batch, edit_id="e2"))
+    assert first.status_code == 200
+    assert [b["track_id"] for b in first.json()["document"]["boxes"]] == [4, 5, 6]
+    # the client retries after a lost answer: the same edit, applied once, the same track ids
+    again = client.post("/api/frames/000000/edits", json=edit_body(1, batch, edit_id="e2"))
+    assert again.status_code == 200 and again.json()["document"] == first.json()["document"]
+    # the same edit id for another edit is refused
+    other = {"op": "add", "box": manual_box("b4", x=40.0)}
+    r = client.post("/api/frames/000000/edits", json=edit_body(2, other, edit_id="e2"))
+    assert r.status_code == 422 and "edit_id" in r.json()["detail"]
+    assert client.get("/api/frames/000000").json()["document"]["version"] == 2
+
+
 def test_interaction_log(client, ann):
     events = [{"t": 1.5, "kind": "click", "x": 3}, {"t": 2.0, "kind": "key", "key": "Enter"}]
     assert client.post("/api/log", json={"frame_id": "000001", "session": "s1", "events": events}).json() == {
