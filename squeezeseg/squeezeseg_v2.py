@@ -185,6 +185,12 @@ class SqueezeSegV2(nn.Module):
         out = self.logits(inputs, mask)
         if not self.training:
             return predictions_from_logits(out, mask)
+        return self.losses(out, labels, mask)
+
+    def losses(self, logits: Tensor, labels: Tensor | None, mask: Tensor) -> dict[str, Tensor]:
+        """The training losses of `logits` (B, K, H, W) against labels (B, H, W) over the mask (domain adaptation
+        adds its own terms to the same logits)."""
+        out = logits
         check_labels(labels, mask, self.config.num_classes)
         c = self.config
         weights = torch.tensor(c.class_weights, dtype=out.dtype, device=out.device)
