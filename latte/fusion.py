@@ -16,8 +16,9 @@ holds whatever stands in front of the object and behind it, so the object's poin
    the car behind it, and the box of a car seen behind a pedestrian picks the car.
 3. Without a candidate (or a prior), the nearest dense cluster: the object is what the camera sees first.
 4. The box is fitted by one-click (latte.one_click.one_click_box, class size priors for partial views) seeded at
-   the cluster's point nearest its bird's-eye median; when one-click's cluster strays from the frustum cluster
-   (it holds less than half of it) the frustum cluster itself is fitted (FrameGeometry.fit_box).
+   the cluster's point that projects nearest the 2D box's centre; when one-click's cluster strays from the
+   detection (less than half of its points in view project into the 2D box, enlarged by STRAY_MARGIN), the
+   frustum cluster itself is fitted (FrameGeometry.fit_box).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ DENSE_FRACTION = 0.2  # of the largest (candidate) cluster's points: a pole edge
 # pedestrians with >= 5 frustum points; nearest-within-tolerance alone gave 80% / 88%, best match alone 95% / 83%.
 PRIOR_TOLERANCE = 1.25
 PRIOR_SLACK = 0.06
+STRAY_MARGIN = 0.1  # of the 2D box's width / height: one-click's cluster may reach this far beyond it
 EDGE_PX = 2.0  # a 2D box this close to the image's top or bottom edge is cut off: its height says nothing
 NEAR_PERCENTILE = 10  # the near face of a cluster: this percentile of its depths (robust to a stray point)
 
@@ -172,20 +174,36 @@ def frustum_proposals(geom, calib: Calibration, detections: Detections2D, class_
         if chosen is None:
             continue
         cluster = candidates[inside[chosen]]
-        box7 = _fit(geom, one_click_box, cluster, cls)
+        box7 = _fit(geom, one_click_box, calib, cluster, uv[inside[chosen]], box2d, cls, image_size)
         proposals.append(Box(id=f"fus-{k}", cls=cls, x=0, y=0, z=0, l=1, w=1, h=1, yaw=0, track_id=-1,
                              source="fusion", accepted=False, score=float(detections.scores[k])).with_array(box7))
     return proposals
 
 
-def _fit(geom, one_click_box, cluster: np.ndarray, cls: str) -> np.ndarray:
-    """(7,) box of a frustum cluster (step 4 of the module docstring)."""
-    xy = np.asarray(geom.points)[cluster, :2].astype(np.float64)
-    seed = cluster[int(np.argmin(np.linalg.norm(xy - np.median(xy, axis=0), axis=1)))]
-    found = one_click_box(geom, np.asarray(geom.points)[seed, :3].astype(np.float64), cls)
+def _fit(geom, one_click_box, calib: Calibration, cluster: np.ndarray, uv: np.ndarray, box2d: np.ndarray, cls: str,
+         image_size: tuple[int, int] | None) -> np.ndarray:
+    """(7,) box of a frustum cluster (step 4 of the module docstring). uv: (K, 2) pixels of the cluster's points."""
+    left, top, right, bottom = (float(v) for v in box2d)
+    width, height = max(right - left, 1.0), max(bottom - top, 1.0)
+    # The seed: the cluster's point nearest the 2D box's centre, where the object is (a neighbour at the same
+    # depth, a parked car beside a pedestrian, takes the box's edges).
+    off = ((uv[:, 0] - 0.5 * (left + right)) / width) ** 2 + ((uv[:, 1] - 0.5 * (top + bottom)) / height) ** 2
+    seed = cluster[int(np.argmin(off))]
+    points = np.asarray(geom.points)
+    found = one_click_box(geom, points[seed, :3].astype(np.float64), cls)
     if found is not None:
         box7, grown = found
-        if np.isin(cluster, grown).mean() >= 0.5:
+        # One-click's cluster stayed on the detected object when at least half of its points that the camera sees
+        # (in front of it, inside the image) project into the 2D box enlarged by STRAY_MARGIN of its size.
+        guv, depth = velo_to_image(points[grown], calib)
+        seen = depth > 0
+        if image_size is not None:
+            seen &= (guv[:, 0] >= 0) & (guv[:, 0] <= image_size[0] - 1) & (guv[:, 1] >= 0) & (
+                guv[:, 1] <= image_size[1] - 1)
+        mu, mv = STRAY_MARGIN * width, STRAY_MARGIN * height
+        inside = ((guv[seen, 0] >= left - mu) & (guv[seen, 0] <= right + mu) & (guv[seen, 1] >= top - mv)
+                  & (guv[seen, 1] <= bottom + mv))
+        if not seen.any() or inside.mean() >= 0.5:
             return np.asarray(box7, np.float64)
     return np.asarray(geom.fit_box(cluster), np.float64)
 
