@@ -442,7 +442,7 @@ export class Viewer {
       let mode = "click";
       let box = null;
       if (this.brush) mode = "brush";
-      else if (ev.ctrlKey && this.view === "bev") mode = "rect";
+      else if ((ev.ctrlKey || ev.metaKey) && this.view === "bev") mode = "rect";  // Cmd on macOS (Ctrl+click is a right click)
       else if (this.view === "bev" && (box = this.canDrag(ev.clientX, ev.clientY))) mode = "drag";
       down = { x: ev.clientX, y: ev.clientY, t: performance.now(), mode, erase: ev.shiftKey, moved: false,
                ctrl: ev.ctrlKey, shift: ev.shiftKey, alt: ev.altKey, box, start: this.groundAt(ev.clientX, ev.clientY) };
