@@ -35,6 +35,9 @@ def add_deploy_parser(subparsers) -> None:
     p.add_argument("--no-simplify", action="store_true", help="skip the onnxslim simplification")
     p.add_argument("--batch", type=int, default=None,
                    help="fix the batch size (default: a dynamic batch axis)")
+    p.add_argument("--fp16", action="store_true",
+                   help="float16 weights and arithmetic for GPUs (TensorRT, onnxruntime's CUDA provider), inputs "
+                        "and outputs kept float32 so pre- and post-processing are unchanged; half the file size")
     p.set_defaults(run=run_export)
 
     p = sub.add_parser("formats", help="the deployment formats, their runtimes and what is installed",
@@ -135,7 +138,7 @@ def run_export(args: argparse.Namespace) -> int:
     from deploy.export import export_onnx
 
     report = export_onnx(args.checkpoint, args.out, crf=not args.no_crf, opset=args.opset,
-                         simplify=not args.no_simplify, batch=args.batch)
+                         simplify=not args.no_simplify, batch=args.batch, fp16=args.fp16)
     print(report.summary())
     print(f"sidecar: {report.sidecar}")
     return 0

@@ -11,7 +11,11 @@ Steps of `export_onnx`:
    axis is dynamic unless `batch` fixes it;
 5. onnx.checker.check_model(full_check=True) (which runs strict shape inference), simplification with onnxslim,
    the checker again, and the TensorRT operator check (deploy.tensorrt_ops), which fails naming the operator;
-6. write the model atomically, then the sidecar beside it (model.onnx -> model.json).
+6. with `fp16`: weights and arithmetic in float16 for GPUs (onnxruntime.transformers.float16, the converter
+   onnxruntime keeps; ops it knows to be unsafe in half stay float32), the inputs and outputs kept float32 with
+   Casts at the graph's edges, so the runtimes' numpy pre- and post-processing is the same as for fp32; the nodes
+   topologically sorted again (onnx_ir: the converter appends its Casts at the end), checked and simplified again;
+7. write the model atomically, then the sidecar beside it (model.onnx -> model.json).
 
 Interface of the exported networks:
 - detection: input `image` (B, 3, H, W) float32, BGR pixels minus pixel_mean_bgr (squeeze.detection.preprocess_image);
@@ -37,7 +41,7 @@ from typing import Any
 
 from squeeze.errors import DataError
 
-__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "ExportReport", "export_onnx"]
+__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "ExportReport", "export_onnx", "to_fp16"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ class ExportReport:
     batch_norm_folded: int  # BatchNorm layers folded into convolutions
     batch_norm_remaining: int  # BatchNorm layers left as BatchNormalization nodes
     crf: bool  # the segmentation CRF is in the graph
+    precision: str = "fp32"  # "fp32", or "fp16" (float16 weights and arithmetic, float32 inputs and outputs)
 
     @property
     def ops(self) -> tuple[str, ...]:
@@ -75,18 +80,19 @@ class ExportReport:
         ops = ", ".join(f"{k} {v}" for k, v in sorted(self.op_counts.items(), key=lambda kv: (-kv[1], kv[0])))
         bn = f"; BatchNorm folded {self.batch_norm_folded}, left {self.batch_norm_remaining}" \
             if self.batch_norm_folded or self.batch_norm_remaining else ""
-        return (f"{self.path} ({self.model_name}, {self.task}{', CRF' if self.crf else ''}): "
+        return (f"{self.path} ({self.model_name}, {self.task}{', CRF' if self.crf else ''}, {self.precision}): "
                 f"{self.seconds:.2f} s, {self.size_bytes / 1e6:.2f} MB, opset {self.opset} ({self.exporter} exporter), "
                 f"{self.node_count} nodes, {len(self.op_counts)} op types{bn}\n  ops: {ops}")
 
 
 def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, crf: bool = True, opset: int = DEFAULT_OPSET,
-                simplify: bool = True, batch: int | None = None) -> ExportReport:
+                simplify: bool = True, batch: int | None = None, fp16: bool = False) -> ExportReport:
     """Export a detection or segmentation checkpoint to ONNX with its sidecar; see the module docstring.
 
     crf: keep SqueezeSeg's recurrent CRF in the graph (segmentation models that have one). opset: >= MIN_OPSET.
-    batch: None for a dynamic batch axis, else that fixed batch size. Raises DataError naming the checkpoint or
-    the output for bad options, a checkpoint that is not a model, or an operator TensorRT does not support.
+    batch: None for a dynamic batch axis, else that fixed batch size. fp16: float16 weights and arithmetic with
+    float32 inputs and outputs (for GPUs). Raises DataError naming the checkpoint or the output for bad options, a
+    checkpoint that is not a model, or an operator TensorRT does not support.
     """
     import onnx  # noqa: F401  (fail early, with the extra's name, before the slow part)
 
@@ -102,6 +108,8 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, crf: bool 
     net = _load_network(checkpoint_path, crf)
     model_proto, exporter = _trace(net, opset, batch)
     model_proto = _finish(model_proto, simplify, out_path)
+    if fp16:
+        model_proto = _finish(to_fp16(model_proto), simplify, out_path)
     data = model_proto.SerializeToString()
 
     from deploy.sidecar import write_sidecar
@@ -109,14 +117,15 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, crf: bool 
 
     atomic_write_bytes(out_path, data)
     sidecar = dataclasses.replace(
-        net.sidecar, model_file=out_path.name, inputs=_graph_inputs(model_proto),
+        net.sidecar, model_file=out_path.name, inputs=_graph_inputs(model_proto), precision="fp16" if fp16 else "fp32",
         output_names=tuple(o.name for o in model_proto.graph.output),
         export={"exporter": exporter, "opset": opset, "torch": _torch_version(), "checkpoint": checkpoint_path.name,
                 "batch_norm_folded": net.folded, "batch_norm_remaining": net.remaining})
     sidecar_file = write_sidecar(out_path, sidecar)
     counts = Counter(n.op_type for n in model_proto.graph.node)
     return ExportReport(out_path, sidecar_file, sidecar.task, sidecar.model_name, time.perf_counter() - started,
-                        len(data), dict(counts), exporter, opset, net.folded, net.remaining, net.crf)
+                        len(data), dict(counts), exporter, opset, net.folded, net.remaining, net.crf,
+                        "fp16" if fp16 else "fp32")
 
 
 # ------------------------------------------------------------------------------------------------------ steps
@@ -286,6 +295,21 @@ def _finish(proto: Any, simplify: bool, out_path: Path) -> Any:
     proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     check_tensorrt_ops(((n.domain, n.op_type) for n in proto.graph.node), str(out_path))
     return proto
+
+
+def to_fp16(proto: Any) -> Any:
+    """An fp32 ONNX model with float16 weights and arithmetic, its float32 inputs and outputs kept (a Cast after each
+    input and before each output), the nodes in topological order. Values beyond float16's range saturate at
+    +-65504 and weights below its smallest subnormal become 0 (the converter's defaults); the ops the converter
+    keeps float32 by default (DEFAULT_OP_BLOCK_LIST: Range, Resize, NonMaxSuppression, ...) get Casts around them."""
+    import onnx_ir
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    half = convert_float_to_float16(proto, keep_io_types=True)
+    # The converter appends the input Casts after the nodes that read them; sort (onnx_ir, onnxscript's IR).
+    model = onnx_ir.from_proto(half)
+    model.graph.sort()
+    return onnx_ir.to_proto(model)
 
 
 def _graph_inputs(proto: Any) -> tuple[Any, ...]:

@@ -46,7 +46,7 @@ FORMATS: tuple[Format, ...] = (
            "pip install 'squeeze-suite[deploy]'", ("fp32", "fp16", "int8"),
            "ONNX (opset >= 17) in onnxruntime: CPU, and CUDA / TensorRT execution providers where present"),
     Format("openvino", ".xml", "deploy.runtimes.openvino", "load_openvino", "openvino",
-           "pip install 'squeeze-suite[deploy]'", ("fp32", "int8"),
+           "pip install 'squeeze-suite[deploy]'", ("fp32", "fp16", "int8"),
            "OpenVINO IR (.xml + .bin; it also reads .onnx): Intel CPUs and iGPUs"),
     Format("tensorrt", ".engine", "deploy.runtimes.tensorrt", "load_tensorrt", "tensorrt",
            "JetPack on a Jetson, or pip install tensorrt on an x86 machine with an NVIDIA GPU; and pip install "

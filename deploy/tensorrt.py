@@ -155,7 +155,7 @@ def _tensorrt() -> Any | None:
 def build_engine(onnx_path: str | Path, precision: str | None = None, engine_path: str | Path | None = None,
                  workspace_mb: int = DEFAULT_WORKSPACE_MB, max_batch: int = 1) -> EngineBuild:
     """Build a TensorRT engine of `onnx_path` (with its sidecar) in `precision` (default: int8 for a QDQ model,
-    else fp32), written to `engine_path` (default model.PRECISION.engine beside the model).
+    fp16 for an fp16 export, else fp32), written to `engine_path` (default model.PRECISION.engine beside the model).
 
     DataError naming the file for an unsupported operator, a precision the model cannot take, or an engine path
     whose sidecar would overwrite the ONNX model's; NoTensorRTError (after writing the command file and the
@@ -173,7 +173,8 @@ def build_engine(onnx_path: str | Path, precision: str | None = None, engine_pat
     ops = [(n.domain, n.op_type) for n in graph.node]
     check_tensorrt_ops(ops, str(onnx_path))
     qdq = sidecar.precision == "int8" or any(op in QDQ_OPS for _, op in ops)
-    precision = precision or ("int8" if qdq else "fp32")
+    # An fp16 export builds as fp16 by default: its weights are half already, fp32 kernels would only cast them.
+    precision = precision or ("int8" if qdq else "fp16" if sidecar.precision == "fp16" else "fp32")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "int8" and not qdq:
