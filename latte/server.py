@@ -11,6 +11,7 @@ Errors are JSON {"detail": "..."}: 404 unknown frame or nothing to undo, 409 sta
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -141,32 +142,75 @@ def _validation_detail(exc: RequestValidationError) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ middleware
-class _TokenAndTiming:
-    """Pure ASGI middleware: /api/* needs the token header when a token is set (hmac.compare_digest); every
-    response carries a Server-Timing header with the server's own time (ms), so clients and benches can tell
-    server work from transfer."""
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
-    def __init__(self, app: Any, token: str | None):
+
+def _host_name(value: str) -> str:
+    """'127.0.0.1:8765' -> '127.0.0.1', '[::1]:8765' -> '::1', 'Example.org' -> 'example.org'."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def _is_loopback_ip(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Guard:
+    """Pure ASGI middleware in front of every route.
+
+    - With a token, /api/* needs the X-Latte-Token header (hmac.compare_digest: no timing leak).
+    - Without one (a loopback server), the Host header must name a loopback address: a web page whose domain is
+      re-bound to 127.0.0.1 (DNS rebinding) cannot read or edit the annotations through the visitor's browser.
+    - /api/* requests from another origin (an Origin header naming another host) are refused, and POST bodies
+      must be application/json: a cross-site page cannot submit an edit as a "simple" request that skips CORS.
+    - Every response carries Server-Timing (the server's own time, ms), so clients and benches can tell server
+      work from transfer.
+    """
+
+    def __init__(self, app: Any, token: str | None, allowed_hosts: frozenset[str] = LOOPBACK_HOSTS):
         self.app = app
         self.token = token.encode() if token else None
+        self.allowed_hosts = allowed_hosts
+
+    @staticmethod
+    async def _refuse(send: Any, status: int, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _problem(self, scope: dict) -> tuple[int, str] | None:
+        headers = {k.lower(): v for k, v in scope.get("headers", ())}
+        host = _host_name(headers.get(b"host", b"").decode("latin-1"))
+        if self.token is None and host not in self.allowed_hosts and not _is_loopback_ip(host):
+            return 403, f"host {host[:80]!r} refused: this server answers loopback addresses only"
+        if not scope["path"].startswith("/api/"):
+            return None
+        if self.token is not None and not hmac.compare_digest(headers.get(b"x-latte-token", b""), self.token):
+            return 403, f"missing or wrong {TOKEN_HEADER} header"
+        origin = headers.get(b"origin")
+        authority = headers.get(b"host", b"").strip().lower()
+        if origin is not None and origin.split(b"://", 1)[-1].rstrip(b"/").lower() != authority:
+            return 403, "cross-origin request refused"
+        if scope["method"] == "POST":
+            kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if kind != b"application/json":
+                return 415, "expected a JSON body (Content-Type: application/json)"
+        return None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.token is not None and scope["path"].startswith("/api/"):
-            given = b""
-            for name, value in scope.get("headers", ()):
-                if name == b"x-latte-token":
-                    given = value
-                    break
-            if not hmac.compare_digest(given, self.token):
-                body = json.dumps({"detail": f"missing or wrong {TOKEN_HEADER} header"}).encode()
-                await send({"type": "http.response.start", "status": 403,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
-                return
+        problem = self._problem(scope)
+        if problem is not None:
+            await self._refuse(send, *problem)
+            return
         t0 = time.perf_counter()
 
         async def timed_send(message: dict) -> None:
@@ -180,8 +224,10 @@ class _TokenAndTiming:
 
 
 # ------------------------------------------------------------------------------------------------ the app
-def create_app(annotator: Annotator, token: str | None = None, static_root: Path = STATIC_ROOT) -> FastAPI:
-    """The FastAPI app over `annotator`; with `token`, every /api/* request needs the X-Latte-Token header."""
+def create_app(annotator: Annotator, token: str | None = None, static_root: Path = STATIC_ROOT,
+               allowed_hosts: frozenset[str] = LOOPBACK_HOSTS) -> FastAPI:
+    """The FastAPI app over `annotator`. With `token`, every /api/* request needs the X-Latte-Token header; without
+    one, only requests whose Host is one of `allowed_hosts` (loopback names) are answered (see _Guard)."""
     app = FastAPI(title="LATTE", docs_url=None, redoc_url=None, openapi_url=None)
     ann = annotator
 
@@ -307,5 +353,5 @@ def create_app(annotator: Annotator, token: str | None = None, static_root: Path
             raise EditError("export takes no parameters: the export folder is fixed when the server starts")
         return ann.export()
 
-    app.add_middleware(_TokenAndTiming, token=token)
+    app.add_middleware(_Guard, token=token, allowed_hosts=frozenset(allowed_hosts))
     return app

@@ -24,6 +24,7 @@ from latte.server import create_app, static_file  # noqa: E402
 from latte.store import Store  # noqa: E402
 
 TOKEN = "s3cret-token"
+BASE = "http://127.0.0.1:8765"  # a loopback Host header: a server without a token answers no other
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
@@ -46,7 +47,7 @@ def ann(sim_seq, tmp_path) -> Annotator:
 
 @pytest.fixture
 def client(ann) -> TestClient:
-    return TestClient(create_app(ann))
+    return TestClient(create_app(ann), base_url=BASE)
 
 
 def bev_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -279,13 +280,13 @@ def test_edit_stale_write_undo_redo(client):
     assert [b["id"] for b in r.json()["document"]["boxes"]] == ["b1"]
     r = client.post("/api/frames/000002/edits", json=edit_body(1, {"op": "status", "status": "done"}, edit_id="e2"))
     assert r.json()["document"]["status"] == "done"
-    undo = client.post("/api/sessions/s1/undo")
+    undo = client.post("/api/sessions/s1/undo", json={})
     assert undo.status_code == 200 and undo.json()["document"]["status"] == "todo"
-    undo = client.post("/api/sessions/s1/undo").json()["document"]
+    undo = client.post("/api/sessions/s1/undo", json={}).json()["document"]
     assert undo["boxes"] == [] and undo["version"] == 4
-    redo = client.post("/api/sessions/s1/redo").json()["document"]
+    redo = client.post("/api/sessions/s1/redo", json={}).json()["document"]
     assert [b["id"] for b in redo["boxes"]] == ["b1"] and redo["version"] == 5
-    r = client.post("/api/sessions/nobody/undo")
+    r = client.post("/api/sessions/nobody/undo", json={})
     assert r.status_code == 404 and r.json()["detail"] == "nothing to undo"
     assert client.get("/api/frames/000002").json()["document"]["version"] == 5
 
@@ -348,7 +349,7 @@ def test_kitti_labels_are_imported_on_first_open(sim_seq, tmp_path):
     store = Store(tmp_path / "a.db")
     try:
         source = open_source(sim_seq)
-        client = TestClient(create_app(Annotator(source, store, import_labels=True)))
+        client = TestClient(create_app(Annotator(source, store, import_labels=True)), base_url=BASE)
         doc = client.get("/api/frames/000000").json()["document"]
         expected = source.labels("000000")
         assert len(doc["boxes"]) == len(expected) > 0 and doc["version"] == 1
@@ -356,7 +357,7 @@ def test_kitti_labels_are_imported_on_first_open(sim_seq, tmp_path):
         assert all(b["accepted"] for b in doc["boxes"])
         # a frame whose document exists is not imported again (here: after a deletion, by a new server)
         client.post("/api/frames/000000/edits", json=edit_body(1, {"op": "delete", "id": doc["boxes"][0]["id"]}))
-        again = TestClient(create_app(Annotator(source, store, import_labels=True)))
+        again = TestClient(create_app(Annotator(source, store, import_labels=True)), base_url=BASE)
         assert len(again.get("/api/frames/000000").json()["document"]["boxes"]) == len(expected) - 1
     finally:
         store.close()
@@ -364,7 +365,7 @@ def test_kitti_labels_are_imported_on_first_open(sim_seq, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ refusals
 def test_token_is_required_on_the_api_when_set(ann):
-    client = TestClient(create_app(ann, token=TOKEN))
+    client = TestClient(create_app(ann, token=TOKEN), base_url=BASE)
     assert client.get("/api/info").status_code == 403
     assert client.get("/api/info", headers={"X-Latte-Token": "wrong"}).status_code == 403
     assert client.get("/api/frames/000000/points", headers={"X-Latte-Token": TOKEN[:-1]}).status_code == 403
@@ -376,10 +377,36 @@ def test_token_is_required_on_the_api_when_set(ann):
     assert client.get("/static/vendor/three/LICENSE").status_code == 200
 
 
+def test_other_hosts_origins_and_body_types_are_refused(ann):
+    """DNS rebinding (a foreign Host on a server without a token), cross-origin API calls, and POSTs that are not
+    JSON (what a cross-site form or no-cors fetch can send without a CORS preflight) never reach the annotator."""
+    client = TestClient(create_app(ann), base_url=BASE)
+    assert client.get("/api/info").status_code == 200
+    for host in ("localhost:8765", "[::1]:8765", "127.0.0.2"):
+        assert client.get("/api/info", headers={"Host": host}).status_code == 200, host
+    r = client.get("/api/info", headers={"Host": "evil.example:8765"})
+    assert r.status_code == 403 and "loopback" in r.json()["detail"]
+    assert client.get("/", headers={"Host": "evil.example"}).status_code == 403
+    r = client.get("/api/info", headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403 and "cross-origin" in r.json()["detail"]
+    assert client.get("/api/info", headers={"Origin": "http://127.0.0.1:8765"}).status_code == 200
+    assert client.get("/api/info", headers={"Origin": "http://127.0.0.1:3000"}).status_code == 403
+    body = json.dumps(edit_body(0, {"op": "add", "box": manual_box()})).encode()
+    for headers in ({}, {"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"}):
+        r = client.post("/api/frames/000000/edits", content=body, headers=headers)
+        assert r.status_code == 415, headers
+    assert client.post("/api/frames/000000/edits", content=body,
+                       headers={"Content-Type": "application/json; charset=utf-8"}).status_code == 200
+    # with a token (a server on a LAN address) any Host name is fine; the token is the key
+    tokened = TestClient(create_app(ann, token=TOKEN), base_url="http://annotation-box.lan:8765")
+    assert tokened.get("/api/info", headers={"X-Latte-Token": TOKEN}).status_code == 200
+
+
 async def _raw_get(app, path: str) -> tuple[int, bytes]:
     """GET with `path` exactly as given (no client-side normalisation of '..'), straight into the ASGI app."""
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"127.0.0.1:8765")],
              "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5000)}
     sent: list[dict] = []
 
@@ -397,7 +424,7 @@ async def _raw_get(app, path: str) -> tuple[int, bytes]:
 def test_paths_outside_the_roots_are_refused(ann, tmp_path):
     secret = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_bytes()
     app = create_app(ann)
-    client = TestClient(app)
+    client = TestClient(app, base_url=BASE)
     for fid in ("..%2Fx", "%2e%2e%2fetc", "..", "%2e%2e", "000000%00", "/etc/passwd", "%2Fetc%2Fpasswd"):
         r = client.get(f"/api/frames/{fid}")
         assert r.status_code == 404, fid
@@ -410,7 +437,7 @@ def test_paths_outside_the_roots_are_refused(ann, tmp_path):
     for raw in ("/static/../../pyproject.toml", "/static/../../../pyproject.toml", "/static//etc/passwd",
                 "/static/vendor/three/../../../../pyproject.toml", "/api/frames/../../pyproject.toml"):
         status, body = asyncio.run(_raw_get(app, raw))
-        assert status in (403, 404) and secret not in body, raw
+        assert status == 404 and secret not in body, raw
     root = Path(__file__).resolve().parents[1] / "latte" / "static"
     for rel in ("../../pyproject.toml", "..", ".", "/etc/passwd", "vendor/../../cli.py", "vendor\\three", "",
                 "vendor/three/LICENSE\0"):
@@ -429,7 +456,7 @@ def test_symlinks_out_of_the_static_folder_are_refused(ann, tmp_path):
     os.symlink(outside / "secret.txt", static / "link.txt")
     os.symlink(outside, static / "linked_dir")
     os.symlink(static / "js" / "app.js", static / "inside_link.js")  # even a link inside: links are not served
-    client = TestClient(create_app(ann, static_root=static))
+    client = TestClient(create_app(ann, static_root=static), base_url=BASE)
     assert client.get("/").text.startswith("<!doctype html>")
     r = client.get("/static/js/app.js")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
@@ -515,7 +542,8 @@ def test_fusion_proposes_the_detected_car_once(sim_seq, tmp_path):
         truth, _ = best_car(probe, "000000")
         detector = TruthDetector(boxes_velo_to_rect(truth.array[None], source.calib("000000")),
                                  source.calib("000000"))
-        client = TestClient(create_app(Annotator(source, store, detector=detector, import_labels=False)))
+        app = create_app(Annotator(source, store, detector=detector, import_labels=False))
+        client = TestClient(app, base_url=BASE)
         assert client.get("/api/info").json()["detector"] is True
         r = client.post("/api/frames/000000/fusion", json={"base_version": 0, "session": "s", "edit_id": "f1"})
         assert r.status_code == 200, r.text
@@ -534,7 +562,8 @@ def test_segmenter_prelabels_fill_points_outside_boxes_and_brush(sim_seq, tmp_pa
     source = open_source(sim_seq)
     store = Store(tmp_path / "s.db")
     try:
-        client = TestClient(create_app(Annotator(source, store, segmenter=HalfSegmenter(), import_labels=False)))
+        app = create_app(Annotator(source, store, segmenter=HalfSegmenter(), import_labels=False))
+        client = TestClient(app, base_url=BASE)
         assert client.get("/api/info").json()["segmenter"] is True
         points = source.points("000000")
         left = np.flatnonzero(points[:, 1] > 0)
