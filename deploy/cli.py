@@ -40,6 +40,20 @@ def add_deploy_parser(subparsers) -> None:
                         "and outputs kept float32 so pre- and post-processing are unchanged; half the file size")
     p.set_defaults(run=run_export)
 
+    p = sub.add_parser(
+        "convert", help="ONNX model -> OpenVINO IR (.xml + .bin) with its sidecar",
+        description="Convert an exported (fp32, fp16 or int8) ONNX model to OpenVINO's IR: model.xml and model.bin, "
+                    "and the sidecar beside them (model.json; an IR beside the ONNX file under the same name shares "
+                    "its sidecar). The IR loads faster than the ONNX file and gives the same outputs; "
+                    "`squeeze seg|det predict --model model.xml` and load_predictor run it in OpenVINO. TensorRT "
+                    "engines are built on the target instead (squeeze deploy trt).")
+    p.add_argument("model", type=Path, help=".onnx model with its sidecar (squeeze deploy export / quantize)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="IR file to write (.xml; the .bin goes beside it)")
+    p.add_argument("--precision", choices=("f32", "f16"), default="f32",
+                   help="weights as they are (f32; the default, for parity with the ONNX model) or compressed to "
+                        "float16 (f16: half the .bin, for GPUs; OpenVINO's CPU plugin decompresses them at load)")
+    p.set_defaults(run=run_convert)
+
     p = sub.add_parser("formats", help="the deployment formats, their runtimes and what is installed",
                        description="The table of formats: file suffix, precisions, runtime module, whether it is "
                                    "installed here, and how to install it.")
@@ -141,6 +155,29 @@ def run_export(args: argparse.Namespace) -> int:
                          simplify=not args.no_simplify, batch=args.batch, fp16=args.fp16)
     print(report.summary())
     print(f"sidecar: {report.sidecar}")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    import time
+
+    from squeeze.errors import DataError
+
+    fmt = format_of_path(args.out)
+    if fmt.name != "openvino":
+        raise DataError(args.out, f"convert writes OpenVINO IR (.xml); a {fmt.name} model ({fmt.suffix}) comes from "
+                                  f"{'squeeze deploy export' if fmt.name == 'onnx' else 'squeeze deploy trt'}")
+    if not fmt.present:
+        raise DataError(args.out, f"writing OpenVINO IR needs the {fmt.package} package ({fmt.install})")
+    from deploy.runtimes.openvino import convert_to_ir
+    from deploy.sidecar import sidecar_path
+
+    started = time.perf_counter()
+    xml = convert_to_ir(args.model, args.out, precision=args.precision)
+    size = xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+    print(f"wrote {xml} and {xml.with_suffix('.bin').name} ({args.precision} weights, {size / 1e6:.2f} MB, "
+          f"{time.perf_counter() - started:.1f} s)")
+    print(f"sidecar: {sidecar_path(xml)}")
     return 0
 
 

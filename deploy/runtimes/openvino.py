@@ -28,7 +28,8 @@ from deploy.runtimes.common import NetworkDetector, NetworkSegmenter
 from deploy.sidecar import Sidecar, read_sidecar
 from squeeze.errors import DataError
 
-__all__ = ["PRECISIONS", "OpenVinoDetector", "OpenVinoNetwork", "OpenVinoSegmenter", "convert_to_ir", "load_openvino"]
+__all__ = ["IR_PRECISIONS", "PRECISIONS", "OpenVinoDetector", "OpenVinoNetwork", "OpenVinoSegmenter", "convert_to_ir",
+           "load_openvino"]
 
 PRECISIONS = ("f32", "bf16")  # INFERENCE_PRECISION_HINT values offered; f32 is the default (see module doc)
 MODEL_SUFFIXES = (".onnx", ".xml")
@@ -118,27 +119,51 @@ class OpenVinoSegmenter(NetworkSegmenter):
         super().__init__(OpenVinoNetwork(model_path, sidecar, precision, threads, device), model_path)
 
 
-def convert_to_ir(model_path: str | Path, xml_path: str | Path) -> Path:
-    """An .onnx model (with its sidecar) -> OpenVINO IR (model.xml + model.bin) and a copy of the sidecar beside it.
+IR_PRECISIONS = ("f32", "f16")  # weight precisions the IR writer offers (squeeze deploy convert --precision)
 
-    Weights keep their precision: ov.save_model's default would compress fp32 weights to fp16, which moves the
-    logits by ~1e-2 (the parity bar is 1e-4). The IR loads faster than the ONNX file and runs the same.
+
+def convert_to_ir(model_path: str | Path, xml_path: str | Path, precision: str = "f32") -> Path:
+    """An .onnx model (with its sidecar) -> OpenVINO IR (model.xml + model.bin) and its sidecar beside it.
+
+    precision "f32" keeps the weights as they are: ov.save_model's default would compress fp32 weights to fp16,
+    which moves the logits by ~1e-2 (the parity bar is 1e-4). "f16" stores float weights as float16 (half the .bin;
+    OpenVINO's CPU plugin decompresses them at load and computes at its precision hint, a GPU plugin in f16). The
+    IR loads faster than the ONNX file and runs the same.
+
+    The sidecar: the ONNX model's, with model_file set to the IR (and precision "fp16" for f16 weights of an fp32
+    model). When the IR sits beside the ONNX file under the same name (seg.onnx -> seg.xml) both have one sidecar,
+    seg.json: it is left as it is when the IR needs no other, and the conversion is refused (DataError) when it
+    would (f16 weights of an fp32 model). DataError naming the file for a bad suffix or a model OpenVINO cannot read.
     """
     import dataclasses
 
-    from deploy.sidecar import write_sidecar
+    from deploy.sidecar import sidecar_path, write_sidecar
 
     model_path, xml_path = Path(model_path), Path(xml_path)
     if xml_path.suffix != ".xml":
         raise DataError(xml_path, "an OpenVINO IR file ends in .xml")
+    if model_path.suffix != ".onnx":
+        raise DataError(model_path, "the IR is converted from an exported .onnx model (squeeze deploy export)")
+    if precision not in IR_PRECISIONS:
+        raise ValueError(f"IR precision must be one of {IR_PRECISIONS}, got {precision!r}")
+    if not model_path.is_file():
+        raise DataError(model_path, "no such model file")
     sidecar = read_sidecar(model_path)
+    ir_precision = "fp16" if precision == "f16" and sidecar.precision == "fp32" else sidecar.precision
+    shared = sidecar_path(xml_path).resolve() == sidecar_path(model_path).resolve()
+    if shared and ir_precision != sidecar.precision:
+        raise DataError(xml_path, f"its sidecar would be the ONNX model's ({sidecar_path(model_path).name}), which "
+                                  f"says {sidecar.precision}: write the {ir_precision} IR under another name or "
+                                  f"folder, e.g. {model_path.stem}_{precision}.xml")
     ov = _openvino()
     try:
         model = ov.convert_model(str(model_path))
     except Exception as e:  # OpenVINO raises its own OpConversionFailure / GeneralFailure types
         raise DataError(model_path, f"OpenVINO cannot convert this model: {str(e).strip().splitlines()[0]}") from None
-    ov.save_model(model, str(xml_path), compress_to_fp16=False)
-    write_sidecar(xml_path, dataclasses.replace(sidecar, model_file=xml_path.name))
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(xml_path), compress_to_fp16=precision == "f16")
+    if not shared:
+        write_sidecar(xml_path, dataclasses.replace(sidecar, model_file=xml_path.name, precision=ir_precision))
     return xml_path
 
 
