@@ -88,11 +88,16 @@ FIT_CELL = 0.03  # m; points are deduplicated on this bird's-eye grid before the
 # vertical face would otherwise weigh that face by the number of rings)
 PRIOR_SEARCH = math.radians(20.0)  # with a prior heading, search this far either side of it
 OVERSIZE = 1.25  # a cluster longer or wider than this times its class size (+0.3 m) holds more than one object
+OVERSIZE_WIDTH = 1.15  # the same across (+0.15 m): widths vary less than lengths (a car is 1.4-1.9 m wide)
 SPLIT_SCALES = (0.75, 0.5, 0.35, 0.25)  # neighbourhood scales tried, coarsest first, to split such a cluster
 LINE_HYPOTHESES = 128  # RANSAC line hypotheses when looking for a facade in an oversize cluster
 LINE_INLIER = 0.06  # m from the line: a facade's or fence's bird's-eye thickness
 LINE_GAP = 0.3  # m; a straight structure with no gap longer than this along it is one structure
 MAX_LINES = 3  # straight structures removed at most (a corner of two walls, a fence)
+ACROSS_COS = math.cos(math.radians(50.0))  # an axis within 40 degrees of square to the line of sight runs across it
+END_BAND = 0.3  # m: the points this close to an end of the box axis are that end's
+OCCLUSION_BIN = math.radians(0.25)  # azimuth bins of the occlusion profile (KITTI's HDL-64 steps ~0.09 deg)
+OCCLUSION_SPAN = math.radians(3.0)  # how far past an object's angular edge an occluder is looked for
 KEEP_FRACTION = 0.8  # an observed extent below this fraction of the class size counts as a partial view
 
 CRITERION_NOTE = (
@@ -209,6 +214,26 @@ def _plane_cells(xyz: np.ndarray, plane: np.ndarray, origin: np.ndarray, rows: i
         if d >= -DEEP_OUTLIER and d < lowest[c]:
             lowest[c] = d
     return above, cells, lowest
+
+
+@njit(cache=True)
+def _range_profile(xyz: np.ndarray, height: np.ndarray, objects: np.ndarray, step: float
+                   ) -> np.ndarray:  # pragma: no cover - jitted
+    """(round(2 pi / step),) the smallest bird's-eye range of the points `objects` between CLUSTER_MIN_HEIGHT
+    and 2.5 m above the ground per azimuth bin (bin k holds azimuths [k step, (k + 1) step) mod 2 pi); inf
+    where none."""
+    n = int(round(2.0 * math.pi / step))
+    out = np.full(n, np.inf)
+    for k in range(objects.shape[0]):
+        i = objects[k]
+        if height[i] < CLUSTER_MIN_HEIGHT or height[i] > 2.5:
+            continue
+        x, y = xyz[i, 0], xyz[i, 1]
+        b = int(math.floor(math.atan2(y, x) / step)) % n
+        r = math.sqrt(x * x + y * y)
+        if r < out[b]:
+            out[b] = r
+    return out
 
 
 @njit(cache=True)
@@ -350,6 +375,17 @@ class FrameGeometry:
         self._objects = np.flatnonzero(~self.ground.mask)  # (M,) indices of the non-ground points
         # Bird's-eye KD-tree; unbalanced, uncompacted nodes build ~2x faster and query as fast on LiDAR scans.
         self._tree = cKDTree(xyz[self._objects, :2], balanced_tree=False, compact_nodes=False)
+        self._profile: np.ndarray | None = None  # (bins,) nearest return per azimuth bin, see nearest_return
+
+    def nearest_return(self, az0: float, az1: float) -> float:
+        """The range (m) of the nearest non-ground return between 0.3 and 2.5 m above the ground with an
+        azimuth in [az0, az1] (radians, az0 <= az1, any turn); inf when none. Built on first use."""
+        if self._profile is None:
+            self._profile = _range_profile(self._xyz, self.height, self._objects, OCCLUSION_BIN)
+        n = len(self._profile)
+        a = int(math.floor(az0 / OCCLUSION_BIN))
+        b = int(math.floor(az1 / OCCLUSION_BIN))
+        return float(self._profile[np.arange(a, b + 1) % n].min())
 
     def ground_z(self, xy: np.ndarray) -> np.ndarray:
         """(M, 2) bird's-eye positions -> (M,) z of the local ground there."""
@@ -549,22 +585,55 @@ def fit_box_l_shape(xy: np.ndarray, prior_yaw: float | None = None) -> tuple[flo
 
 # ------------------------------------------------------------------------------------------------ priors
 def _complete_axis(lo: float, hi: float, size: float, sensor: float, keep: float | None,
-                   inset: float = 0.0) -> tuple[float, float]:
+                   inset: float = 0.0, hidden: tuple[bool, bool] = (False, False)) -> tuple[float, float]:
     """Extent [lo, hi] of the points along one box axis -> (centre, size) of the box along it.
 
     An extent of at least `keep` x `size` is taken as seen whole (keep None: the box keeps `size`, centred on
-    the extent). A shorter one is a partial view: the box gets `size` and grows away from the sensor (at
-    coordinate `sensor` on this axis) from the face it sees; when the sensor is level with the extent (it sees
-    the face along this axis, hiding neither end) it grows both ways.
+    the extent). A shorter one is a partial view: the box gets `size` and grows from the end it sees whole
+    towards the one it does not. `hidden` says whether something nearer the sensor hides the view just past
+    the lo / hi end; without that, the end nearer the sensor (at coordinate `sensor` on this axis) is the one
+    seen, so the box grows away from the sensor; when the sensor is level with the extent (it sees the face
+    along this axis, hiding neither end) it grows both ways.
     """
     seen = hi - lo
     if seen >= (1.0 if keep is None else keep) * size:
         return 0.5 * (lo + hi), (size if keep is None else seen)
-    if sensor <= lo:
+    grow_up = sensor <= lo  # from lo towards hi
+    grow_down = sensor >= hi
+    if hidden[0] != hidden[1]:  # one end hidden by an occluder: the other end is the object's true end
+        grow_up, grow_down = hidden[1], hidden[0]
+    if grow_up:
         return lo - inset + 0.5 * size, size
-    if sensor >= hi:
+    if grow_down:
         return hi + inset - 0.5 * size, size
     return 0.5 * (lo + hi), size
+
+
+def _end_hidden(geom: FrameGeometry, end: np.ndarray, xy: np.ndarray) -> bool:
+    """Whether the view just past one end of a cluster is blocked by something nearer the sensor.
+
+    end: (E, 2) the cluster's points at that end; xy: (M, 2) all its points. Only an end at the cluster's
+    angular edge (seen from the sensor) can be cut by an occluder; there the scan's nearest non-ground return
+    in the OCCLUSION_SPAN past the edge is compared with the end's range.
+    """
+    if len(end) == 0:
+        return False
+    centre = float(np.arctan2(xy[:, 1].mean(), xy[:, 0].mean()))
+    rel = (np.arctan2(xy[:, 1], xy[:, 0]) - centre + math.pi) % (2 * math.pi) - math.pi
+    rel_end = (np.arctan2(end[:, 1], end[:, 0]) - centre + math.pi) % (2 * math.pi) - math.pi
+    tol = math.radians(0.5)
+    end_range = float(np.hypot(end[:, 0], end[:, 1]).min())
+    at_max = abs(float(rel_end.max()) - float(rel.max())) <= tol
+    at_min = abs(float(rel_end.min()) - float(rel.min())) <= tol
+    if at_max == at_min:  # the end spans the cluster's whole angle (a face seen head-on) or neither edge
+        return False
+    for edge, side in ((rel.max(), 1.0), (rel.min(), -1.0)):
+        if (at_max if side > 0 else at_min):
+            start = centre + edge + side * 2 * OCCLUSION_BIN
+            stop = centre + edge + side * OCCLUSION_SPAN
+            if geom.nearest_return(min(start, stop), max(start, stop)) < end_range - 0.5:
+                return True
+    return False
 
 
 def _assign_length(theta: float, ru: np.ndarray, rv: np.ndarray, centre: np.ndarray, length: float,
@@ -591,9 +660,11 @@ def _assign_length(theta: float, ru: np.ndarray, rv: np.ndarray, centre: np.ndar
 
 
 def _prior_box(xy: np.ndarray, cls: str | None, prior_yaw: float | None,
-               sizes: tuple[float, float] | None, keep: float | None) -> np.ndarray:
+               sizes: tuple[float, float] | None, keep: float | None,
+               geom: FrameGeometry | None = None) -> np.ndarray:
     """Bird's-eye box [cx, cy, 0, l, w, 0, yaw] of points xy (M, 2), completed with the class's (or the given
-    (l, w)) sizes along the axes seen partially; the plain L-shape fit when neither is given."""
+    (l, w)) sizes along the axes seen partially; the plain L-shape fit when neither is given. With `geom`, an
+    end of an axis whose view is hidden by something nearer (FrameGeometry.hidden_beyond) is grown towards."""
     if cls is None and sizes is None:
         cx, cy, length, width, yaw = fit_box_l_shape(xy, prior_yaw)
         return np.array([cx, cy, 0.0, length, width, 0.0, yaw])
@@ -602,6 +673,16 @@ def _prior_box(xy: np.ndarray, cls: str | None, prior_yaw: float | None,
     e1 = np.array([math.cos(theta), math.sin(theta)])
     e2 = np.array([-math.sin(theta), math.cos(theta)])
     centre = 0.5 * (ru[0] + ru[1]) * e1 + 0.5 * (rv[0] + rv[1]) * e2
+    hu = hv = (False, False)
+    if geom is not None:
+        # Only along the axis running across the line of sight are the box's ends the cluster's angular edges.
+        ray = centre / max(float(np.linalg.norm(centre)), 1e-6)
+        if abs(float(e1 @ ray)) < ACROSS_COS:
+            u = xy @ e1
+            hu = (_end_hidden(geom, xy[u <= ru[0] + END_BAND], xy), _end_hidden(geom, xy[u >= ru[1] - END_BAND], xy))
+        if abs(float(e2 @ ray)) < ACROSS_COS:
+            v = xy @ e2
+            hv = (_end_hidden(geom, xy[v <= rv[0] + END_BAND], xy), _end_hidden(geom, xy[v >= rv[1] - END_BAND], xy))
     if prior_yaw is not None:
         length_on_e1 = abs(math.cos(theta - prior_yaw)) >= abs(math.sin(theta - prior_yaw))
     else:
@@ -609,8 +690,8 @@ def _prior_box(xy: np.ndarray, cls: str | None, prior_yaw: float | None,
     size_u, size_v = (length, width) if length_on_e1 else (width, length)
     # The sensor is the origin: its coordinate along each axis is 0.
     inset = FACE_INSET.get(cls, 0.0) if cls is not None else 0.0
-    cu, su = _complete_axis(float(ru[0]), float(ru[1]), size_u, 0.0, keep, inset)
-    cv, sv = _complete_axis(float(rv[0]), float(rv[1]), size_v, 0.0, keep, inset)
+    cu, su = _complete_axis(float(ru[0]), float(ru[1]), size_u, 0.0, keep, inset, hu)
+    cv, sv = _complete_axis(float(rv[0]), float(rv[1]), size_v, 0.0, keep, inset, hv)
     c = cu * e1 + cv * e2
     out_l, out_w = (su, sv) if length_on_e1 else (sv, su)
     yaw = _pick_heading(theta, length_on_e1, prior_yaw)
@@ -637,7 +718,7 @@ def one_click_box(geom: FrameGeometry, click_xyz, cls: str | None = None) -> tup
         return None
     if cls is not None:
         idx = _split_oversize(geom, idx, click, cls)
-    box = _prior_box(geom._xyz[idx, :2], cls, None, None, KEEP_FRACTION)
+    box = _prior_box(geom._xyz[idx, :2], cls, None, None, KEEP_FRACTION, geom)
     return geom._vertical(idx, box), idx
 
 
@@ -646,7 +727,7 @@ def _oversize(xy: np.ndarray, cls: str) -> bool:
     _, ru, rv = _l_shape_axes(xy, None)
     big, small = sorted((float(ru[1] - ru[0]), float(rv[1] - rv[0])), reverse=True)
     length, width = CLASS_SIZES[cls][:2]
-    return big > OVERSIZE * length + 0.3 or small > OVERSIZE * max(width, 0.5 * length) + 0.3
+    return big > OVERSIZE * length + 0.3 or small > OVERSIZE_WIDTH * max(width, 0.5 * length) + 0.15
 
 
 def _long_lines(geom: FrameGeometry, xy: np.ndarray, longer_than: float, taller_than: float,
@@ -747,7 +828,7 @@ def refit_near(geom: FrameGeometry, predicted_box7: np.ndarray, cls: str | None 
     members = _grow(geom._xyz[idx, :2], geom.height[idx], geom._xyz[start, :2], reach, idx)
     if len(members) < MIN_CLUSTER:
         return None
-    box = _prior_box(geom._xyz[members, :2], cls, float(pred[6]), (float(pred[3]), float(pred[4])), keep=None)
+    box = _prior_box(geom._xyz[members, :2], cls, float(pred[6]), (float(pred[3]), float(pred[4])), None, geom)
     box = geom._vertical(members, box)
     if box[5] < 0.6 * pred[5]:
         box[2] += 0.5 * (pred[5] - box[5])

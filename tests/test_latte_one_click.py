@@ -222,6 +222,20 @@ def test_car_seen_from_behind_grows_away_from_the_sensor():
     assert abs(box[1]) < 0.05
 
 
+def test_car_whose_near_end_is_hidden_grows_towards_the_sensor():
+    # A car side-on at y = 10 m, x in [2, 6]; something 5 m out hides its near metre (azimuth > 71.8 deg).
+    car = np.array([4.0, 10.0, -SENSOR_HEIGHT + 0.75, 4.0, 1.7, 1.5, 0.0])
+    pts = box_surface(car)
+    seen = pts[np.degrees(np.arctan2(pts[:, 1], pts[:, 0])) < 71.8]
+    ox, oz = np.meshgrid(np.arange(0.9, 1.7, 0.03), np.arange(-SENSOR_HEIGHT + 0.3, 0.6, 0.05))
+    occluder = np.stack([ox.ravel(), np.full(ox.size, 5.0), oz.ravel()], 1)
+    geom = FrameGeometry(scan(ground_grid(), seen, occluder))
+    box, _ = one_click_box(geom, seen[len(seen) // 2], "Car")
+    assert 2.9 < 6.0 - seen[:, 0].min() < 3.1  # the part seen: 3 m of the side, short of a car's length
+    assert abs(box[0] + box[3] / 2 - 6.0) < 0.05  # the far end is the one seen whole: the box grows forwards
+    assert velo_bev_iou(box, car) > 0.85
+
+
 def test_pedestrian_prior_and_bad_class():
     body = box_surface(np.array([9.0, -2.0, -SENSOR_HEIGHT + 0.88, 0.4, 0.5, 1.75, 0.0]), step=0.03)
     geom = FrameGeometry(scan(ground_grid(), body))
