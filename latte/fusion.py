@@ -18,7 +18,7 @@ holds whatever stands in front of the object and behind it, so the object's poin
 4. The box is fitted by one-click (latte.one_click.one_click_box, class size priors for partial views) seeded at
    the cluster's point that projects nearest the 2D box's centre; when one-click's cluster strays from the
    detection (less than half of its points in view project into the 2D box, enlarged by STRAY_MARGIN), the
-   frustum cluster itself is fitted (FrameGeometry.fit_box).
+   frustum cluster itself is fitted (FrameGeometry.fit_box) and grown to the class's size where it is partial.
 """
 
 from __future__ import annotations
@@ -205,7 +205,24 @@ def _fit(geom, one_click_box, calib: Calibration, cluster: np.ndarray, uv: np.nd
                   & (guv[seen, 1] <= bottom + mv))
         if not seen.any() or inside.mean() >= 0.5:
             return np.asarray(box7, np.float64)
-    return np.asarray(geom.fit_box(cluster), np.float64)
+    return complete_to_class(np.asarray(geom.fit_box(cluster), np.float64), cls)
+
+
+def complete_to_class(box7: np.ndarray, cls: str) -> np.ndarray:
+    """A box fitted to a partial view, grown to the class's mean length / width (latte.one_click.CLASS_SIZES) along
+    each axis that is shorter than KEEP_FRACTION of it; the face the sensor sees stays, the centre moves away
+    from the sensor (a far car seen as a few points of its back is still 3.9 m long)."""
+    from latte.one_click import CLASS_SIZES, KEEP_FRACTION
+
+    box = np.asarray(box7, np.float64).copy()
+    c, s = math.cos(box[6]), math.sin(box[6])
+    for k, axis in ((3, np.array([c, s])), (4, np.array([-s, c]))):
+        size = CLASS_SIZES[cls][k - 3]
+        if box[k] < KEEP_FRACTION * size:
+            away = 1.0 if float(axis @ box[:2]) >= 0 else -1.0
+            box[:2] += away * axis * 0.5 * (size - box[k])
+            box[k] = size
+    return box
 
 
 def prelabel(segmenter, points: np.ndarray) -> list[str]:

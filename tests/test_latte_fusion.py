@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from latte.boxes import Box, boxes_array
-from latte.fusion import depth_clusters, expected_depth, frustum_proposals, pick_cluster, prelabel
+from latte.fusion import (
+    complete_to_class,
+    depth_clusters,
+    expected_depth,
+    frustum_proposals,
+    pick_cluster,
+    prelabel,
+)
 from latte.one_click import FrameGeometry
 from squeeze.errors import DataError
 from squeeze.geometry import bev_iou, box3d_to_box2d, boxes_velo_to_rect
@@ -119,6 +126,18 @@ def test_expected_depth_from_the_ground_and_from_the_height():
     assert expected_depth(np.array([550.0, 0.0, 650.0, 359.0]), "Car", CALIB, plane, 360) is None  # both cut
     above_horizon = np.array([550.0, 100.0, 650.0, 170.0])  # the ray never meets the road ahead: height prior
     assert expected_depth(above_horizon, "Pedestrian", CALIB, plane, 360) == pytest.approx(700 * 1.76 / 70)
+
+
+def test_partial_fits_grow_to_the_class_size_away_from_the_sensor():
+    # a car's back seen 20 m ahead: 1 m deep, full width -> 3.88 m long (one_click.CLASS_SIZES), the seen back
+    # face (x = 19.5) kept
+    grown = complete_to_class(np.array([20.0, 0.0, -1.0, 1.0, 1.63, 1.5, 0.0]), "Car")
+    np.testing.assert_allclose(grown, [19.5 + 3.88 / 2, 0.0, -1.0, 3.88, 1.63, 1.5, 0.0])
+    # behind the sensor and turned by 90 degrees: the length axis is velodyne y, the width axis -x
+    grown = complete_to_class(np.array([-10.0, 0.0, -1.0, 3.9, 0.5, 1.5, math.pi / 2]), "Car")
+    np.testing.assert_allclose(grown, [-10.0 - (1.63 - 0.5) / 2, 0.0, -1.0, 3.9, 1.63, 1.5, math.pi / 2], atol=1e-12)
+    whole = np.array([5.0, 5.0, -1.0, 0.84, 0.66, 1.76, 0.3])
+    np.testing.assert_array_equal(complete_to_class(whole, "Pedestrian"), whole)
 
 
 class FixedSegmenter:

@@ -238,3 +238,18 @@ def test_import_export_round_trip_on_a_simulated_frame(sim_folder, tmp_path):
     np.testing.assert_allclose(again.alpha, original.alpha, atol=0.015)
     # occlusion is estimated from points and boxes, the simulator's from its render: most levels agree
     assert np.mean(again.occluded == np.minimum(original.occluded, 2)) >= 0.6
+
+
+def test_round_trip_on_real_kitti(kitti_mini, tmp_path):
+    src = open_source(kitti_mini)
+    docs = {fid: _document(fid, import_labels(src, fid)) for fid in src.frame_ids()}
+    result = export_frames(src, docs, tmp_path / "out")
+    assert result["label_2"] == [f"label_2/{fid}.txt" for fid in src.frame_ids()]
+    for fid in src.frame_ids():
+        original = read_labels(kitti_mini / "training" / "label_2" / f"{fid}.txt")
+        original = original.select(original.type != "DontCare")
+        again = read_labels(tmp_path / "out" / "label_2" / f"{fid}.txt")
+        assert again.type.tolist() == original.type.tolist()
+        np.testing.assert_allclose(again.boxes3d, original.boxes3d, atol=0.0051)  # the written precision
+        # KITTI's 2D boxes were drawn by people; the projected ones agree to a few pixels
+        assert np.abs(again.bbox - original.bbox).max() < 12
