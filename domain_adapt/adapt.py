@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,14 +179,17 @@ class AdaptedRun:
 
 def train_adapted(model_name: str, model_config: Any, data_config: SegDataConfig, source: RangeDataset,
                   target: RangeDataset | None, out: str | Path, config: TrainConfig, align_weight: float = 0.0,
-                  calibrate: bool = False) -> AdaptedRun:
+                  calibrate: bool = False, init_state: Mapping[str, Tensor] | None = None) -> AdaptedRun:
     """Train a segmenter on `source` (with correlation alignment against `target` when align_weight > 0), then
-    optionally run progressive domain calibration on `target`; write out/adapted.pt."""
+    optionally run progressive domain calibration on `target`; write out/adapted.pt. `init_state`: weights to
+    start from (fine-tuning), else a fresh initialisation."""
     from squeezeseg.models import MODELS
 
     out = Path(out)
     torch.manual_seed(config.seed)
     segmenter = MODELS[model_name][1](model_config)
+    if init_state is not None:
+        segmenter.load_state_dict(init_state)
     wrapped = CorrelationAligned(segmenter, align_weight)
     dataset: Dataset = source
     if align_weight > 0:

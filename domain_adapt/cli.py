@@ -82,7 +82,113 @@ def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     c.add_argument("--max-scans", type=_int_at_least(1), default=None, metavar="N",
                    help="measure only the first N scans by name (default: all)")
     c.set_defaults(run=run_calibrate_sensor)
+
+    i = sub.add_parser("intensity", help="learned intensity rendering: train on real scans, apply to simulated",
+                       description="SqueezeSegV2's learned intensity rendering: a network predicts each return's "
+                                   "intensity from its geometry (x, y, z, range, mask, laser ring), trained on real "
+                                   "scans with the hybrid loss (10 bins classified + offset regressed).")
+    isub = i.add_subparsers(dest="intensity_command", metavar="ACTION", required=True)
+    it = isub.add_parser("train", help="train a renderer on real scans (the last scan by name is held out)",
+                         description="Train an intensity renderer on real scans (any layout `calibrate-sensor` "
+                                     "reads); the last scan by name is held out and its error reported.")
+    it.add_argument("real_dir", type=Path, metavar="REAL_DIR", help="folder of real scans")
+    it.add_argument("-o", "--out", type=Path, required=True, metavar="PT", help="renderer checkpoint to write")
+    it.add_argument("--steps", type=_int_at_least(1), default=400, help="training steps (default: %(default)s)")
+    it.add_argument("--max-scans", type=_int_at_least(2), default=None, metavar="N",
+                    help="use only the first N scans by name (default: all)")
+    it.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default: %(default)s)")
+    it.set_defaults(run=run_intensity_train)
+    ia = isub.add_parser("apply", help="replace the intensity of a range-image folder's scans",
+                         description="Write a copy of a labelled scan folder (range-image .npy or KITTI/simulated "
+                                     "object folder) as range images whose intensity channel the renderer predicts.")
+    ia.add_argument("renderer", type=Path, metavar="RENDERER", help="checkpoint from `squeeze da intensity train`")
+    ia.add_argument("source_dir", type=Path, metavar="SOURCE_DIR", help="labelled scans to render")
+    ia.add_argument("-o", "--out", type=Path, required=True, metavar="DIR", help="range-image folder to write")
+    ia.set_defaults(run=run_intensity_apply)
+
+    r = sub.add_parser("run", help="the sim-to-real ablation: every adaptation step alone and together",
+                       description="Train the ablation rows (none / +profile / +intensity / +ray-drop / +alignment / "
+                                   "+calibration / all, SqueezeSegV2; SqueezeSeg all) on labelled SOURCE scans, "
+                                   "adapting to unlabelled TARGET scans, and evaluate each on labelled real "
+                                   "EVAL scans. Writes table.md, results.json and ablation.png.")
+    r.add_argument("--source", type=Path, required=True, metavar="SIM",
+                   help="labelled source scans (a `squeeze sim` folder or a range-image folder)")
+    r.add_argument("--target", type=Path, required=True, metavar="REAL", help="unlabelled real scans")
+    r.add_argument("--eval", type=Path, required=True, metavar="REAL_LABELLED",
+                   help="labelled real scans (range-image .npy with labels, or KITTI object with label_2)")
+    r.add_argument("-o", "--out", type=Path, required=True, metavar="DIR", help="output folder")
+    r.add_argument("--rows", nargs="+", default=None, metavar="ROW",
+                   help="rows to run (default: all: none +profile +intensity +ray-drop +alignment +calibration "
+                        "all 'SqueezeSeg all')")
+    r.add_argument("--init", type=Path, default=None, metavar="CKPT",
+                   help="source-trained SqueezeSegV2 every V2 row fine-tunes from (default: the bundled "
+                        "squeezeseg_v2_sim.pt)")
+    r.add_argument("--minutes-per-row", type=float, default=9.0, help="fine-tuning minutes per row (default: "
+                                                                      "%(default)s)")
+    r.add_argument("--source-frames", type=_int_at_least(1), default=400, metavar="N",
+                   help="source frames to train on (default: %(default)s)")
+    r.add_argument("--renderer-steps", type=_int_at_least(1), default=400, help="(default: %(default)s)")
+    r.add_argument("--align-weight", type=float, default=1.0, help="correlation alignment weight (default: "
+                                                                   "%(default)s)")
+    r.add_argument("--threads", type=_int_at_least(1), default=2, help="torch threads (default: %(default)s)")
+    r.set_defaults(run=run_experiment_command)
     return p
+
+
+def run_intensity_train(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from domain_adapt.intensity import checkpoint_dict, mean_abs_error, render_intensity, ring_images, train_renderer
+    from domain_adapt.readers import find_scans, read_scan
+
+    files = find_scans(args.real_dir)
+    files = files[: args.max_scans] if args.max_scans else files
+    if len(files) < 2:
+        raise ValueError(f"{args.real_dir}: need at least 2 scans (one is held out), found {len(files)}")
+    images = ring_images([read_scan(f) for f in files])
+    train, held = images[:-1], images[-1]
+    net, losses = train_renderer(train, steps=args.steps, seed=args.seed, progress=True)
+    mean = float(np.mean(np.concatenate([im.intensity[im.mask] for im in train])))
+    metrics = {"held_out_scan": files[-1].name, "held_out_mae": mean_abs_error(render_intensity(net, held), held),
+               "mean_baseline_mae": float(np.abs(held.intensity[held.mask] - mean).mean()),
+               "final_loss": float(np.mean(losses[-20:]))}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint_dict(net, str(args.real_dir), args.steps, metrics), args.out)
+    print(f"held-out scan {files[-1].name}: MAE {metrics['held_out_mae']:.4f} against "
+          f"{metrics['mean_baseline_mae']:.4f} for the training mean (ratio "
+          f"{metrics['held_out_mae'] / metrics['mean_baseline_mae']:.2f}); wrote {args.out}")
+    return 0
+
+
+def run_intensity_apply(args: argparse.Namespace) -> int:
+    from domain_adapt.adapt import SourceTransform, transform_source
+    from domain_adapt.intensity import load_renderer
+    from squeezeseg.data import RangeDataset
+
+    net = load_renderer(args.renderer)
+    out = transform_source(RangeDataset(args.source_dir), args.out, SourceTransform(renderer=net), progress=True)
+    print(f"wrote rendered range images to {out}")
+    return 0
+
+
+def run_experiment_command(args: argparse.Namespace) -> int:
+    from domain_adapt.experiment import ROW_NAMES, ExperimentConfig, run_experiment
+
+    init = args.init
+    if init is None:
+        from importlib.resources import files
+
+        init = Path(str(files("squeezeseg") / "weights" / "squeezeseg_v2_sim.pt"))
+    config = ExperimentConfig(minutes_per_row=args.minutes_per_row, source_frames=args.source_frames,
+                              renderer_steps=args.renderer_steps, align_weight=args.align_weight,
+                              threads=args.threads)
+    results = run_experiment(args.source, args.target, args.eval, args.out, tuple(args.rows or ROW_NAMES), init,
+                             config)
+    print((args.out / "table.md").read_text())
+    print(f"wrote {args.out / 'table.md'}, {args.out / 'results.json'}, {args.out / 'ablation.png'} "
+          f"({len(results)} rows)")
+    return 0
 
 
 def run_calibrate_sensor(args: argparse.Namespace) -> int:

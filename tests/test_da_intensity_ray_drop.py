@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from domain_adapt.intensity import (
-    IntensityNet,
     IntensityNetConfig,
     decode_intensity,
     geometry_channels,
@@ -32,7 +31,12 @@ def test_hybrid_loss_and_decoding_hand_computed():
     mask = torch.ones(1, 1, 1, dtype=torch.bool)
     ce = -torch.log_softmax(out[0, :bins, 0, 0], 0)[3]
     assert hybrid_loss(out, intensity, mask, bins).item() == pytest.approx(ce.item(), abs=1e-5)
-    assert decode_intensity(out, bins).item() == pytest.approx(0.37, abs=1e-6)
+    assert decode_intensity(out, bins, "mode").item() == pytest.approx(0.37, abs=1e-6)
+    # median: with all mass in bin 3 spread evenly, the median is its middle
+    assert decode_intensity(out, bins).item() == pytest.approx(0.35, abs=1e-3)
+    two = torch.full((1, 2 * bins, 1, 1), -30.0)
+    two[0, [1, 6]] = 0.0  # half the mass in bin 1, half in bin 6: the median is the top of bin 1
+    assert decode_intensity(two, bins).item() == pytest.approx(0.2, abs=1e-3)
     # a wrong offset costs its L1; masked pixels cost nothing
     assert hybrid_loss(out, torch.tensor([[[0.32]]]), mask, bins).item() == pytest.approx(ce.item() + 0.5, abs=1e-5)
     assert hybrid_loss(out, intensity, torch.zeros_like(mask), bins).item() == 0.0
