@@ -4,7 +4,8 @@ Issue 12's bars: on simulated frames, for cars with >= 50 points inside their tr
 points gives a BEV IoU >= 0.7 with the truth in >= 90% of clicks; pedestrians and cyclists >= 0.5 in >= 80%.
 On the real kitti_mini frames the same figures are reported for every labelled object with >= 30 points.
 Server time <= 100 ms on a ~120k-point scan: the per-frame work (fit_ground, the FrameGeometry build) and each
-one_click_box are timed separately (medians after a warm-up).
+one_click_box are timed separately (medians after a warm-up), wall and CPU time; first_click = FrameGeometry
+build + one click (a click on a frame not cached yet). The bars hold the wall times.
 
 Clicks: CLICKS random points of each object (fixed seed) among its points inside the true box and at least
 0.25 m above its bottom (a person clicks the object, not the road under it). Each click is tried with the
@@ -87,23 +88,31 @@ def kitti_truth(folder: KittiObjectFolder, fid: str) -> list[tuple[str, np.ndarr
     return list(zip([str(t) for t in labels.type], boxes, strict=True))
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up: numba kernels loaded, caches hot
-    times = []
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """Median wall and CPU milliseconds of fn() over `repeats` calls after a warm-up (numba kernels loaded).
+
+    CPU time (this process) is reported beside wall time: on a shared machine the wall time includes waiting
+    for a core, the CPU time is the work itself.
+    """
+    fn()
+    wall, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return 1e3 * statistics.median(wall), 1e3 * statistics.median(cpu)
 
 
 def evaluate(name: str, folder: KittiObjectFolder, truth_of, min_points: int, rng: np.random.Generator,
              repeats: int, results: dict, timings: dict) -> None:
     for fid in folder.frame_ids:
         points = folder.load(fid, parts=("velodyne",)).points
-        timings.setdefault(f"fit_ground_ms_{name}", []).append(median_ms(lambda p=points: fit_ground(p), repeats))
-        timings.setdefault(f"frame_geometry_ms_{name}", []).append(
-            median_ms(lambda p=points: FrameGeometry(p), repeats))
+        for key, fn in (("fit_ground", lambda p=points: fit_ground(p)),
+                        ("frame_geometry", lambda p=points: FrameGeometry(p))):
+            wall, cpu = timed(fn, repeats)
+            timings.setdefault(f"{key}_ms_{name}", []).append(wall)
+            timings.setdefault(f"{key}_cpu_ms_{name}", []).append(cpu)
         timings.setdefault(f"n_points_{name}", []).append(len(points))
         geom = FrameGeometry(points)
         xyz = points[:, :3].astype(np.float64)
@@ -118,9 +127,10 @@ def evaluate(name: str, folder: KittiObjectFolder, truth_of, min_points: int, rn
             for k in picks:
                 for given in (True, False):
                     use = cls if given and cls != "DontCare" else None
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     out = one_click_box(geom, xyz[k], use)
                     timings.setdefault(f"one_click_ms_{name}", []).append(1e3 * (time.perf_counter() - t))
+                    timings.setdefault(f"one_click_cpu_ms_{name}", []).append(1e3 * (time.process_time() - c))
                     iou = 0.0 if out is None else velo_bev_iou(out[0], box)
                     results.setdefault((name, cls, given), []).append(iou)
 
@@ -162,16 +172,24 @@ def main(argv: list[str] | None = None) -> int:
         emit(name=f"one_click_iou_{data}_{cls.lower()}{'' if given else '_noclass'}", value=round(frac, 4),
              unit=f"fraction of clicks with BEV IoU >= {thr}", bar=bar, ok=ok, clicks=len(ious),
              median_iou=round(float(np.median(ious)), 4), class_given=given)
+    for data in ("sim", "kitti"):
+        # A first click on a frame not cached yet: the FrameGeometry build, then the click.
+        if f"frame_geometry_ms_{data}" in timings:
+            for unit in ("ms", "cpu_ms"):
+                timings[f"first_click_{unit}_{data}"] = [
+                    float(np.median(timings[f"frame_geometry_{unit}_{data}"])
+                          + np.median(timings[f"one_click_{unit}_{data}"]))]
     for key, vals in timings.items():
         if key.startswith("n_points"):
             emit(name=key, value=round(float(np.median(vals))), unit="points (median over frames)")
             continue
         med = float(np.median(vals))
-        ok = med <= TIME_BAR_MS
-        if not ok:
+        wall = "_cpu_" not in key
+        ok = med <= TIME_BAR_MS if wall else None
+        if ok is False:
             failed.append(key)
-        emit(name=key, value=round(med, 2), unit="ms (median)", bar=TIME_BAR_MS, ok=ok,
-             p90=round(float(np.percentile(vals, 90)), 2))
+        emit(name=key, value=round(med, 2), unit="ms (median)" if wall else "ms CPU time (median)",
+             bar=TIME_BAR_MS if wall else None, ok=ok, p90=round(float(np.percentile(vals, 90)), 2))
     if failed:
         print(f"bars missed: {', '.join(failed)}", file=sys.stderr)
         return 1
