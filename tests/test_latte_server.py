@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,60 @@ def test_point_labels_follow_boxes_and_brush(client, ann):
     rest = ~car
     rest[[0, 1]] = False
     assert (labels[rest] == 0).mean() > 0.97  # points outside the box stay background (its border may differ)
+
+
+class CountingSource:
+    """A frame source that counts the scans read (to see the geometry cache at work)."""
+
+    def __init__(self, source):
+        self._source, self.reads = source, []
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+    def points(self, fid):
+        self.reads.append(fid)
+        time.sleep(0.05)  # long enough for the other threads to arrive while the first one builds
+        return self._source.points(fid)
+
+
+def test_geometry_is_built_once_per_frame_and_kept_for_a_few_frames(sim_seq, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    source = CountingSource(open_source(sim_seq))
+    store = Store(tmp_path / "c.db")
+    try:
+        ann = Annotator(source, store, cache_frames=2, prefetch=False)
+        with ThreadPoolExecutor(8) as pool:
+            geoms = list(pool.map(ann.geometry, ["000000"] * 8 + ["000001"] * 4))
+        assert sorted(source.reads) == ["000000", "000001"]  # 12 requests, one build per frame
+        assert all(g is geoms[0] for g in geoms[:8]) and geoms[8] is not geoms[0]
+        ann.geometry("000002")  # the LRU holds two frames: 000000 (least recently used) goes
+        ann.geometry("000001")
+        assert source.reads[2:] == ["000002"]
+        ann.geometry("000000")
+        assert source.reads[3:] == ["000000"]
+        with pytest.raises(KeyError, match="unknown frame"):
+            ann.geometry("../000000")
+    finally:
+        store.close()
+
+
+def test_the_next_frame_is_prepared_in_the_background(sim_seq, tmp_path):
+    source = CountingSource(open_source(sim_seq))
+    store = Store(tmp_path / "p.db")
+    try:
+        ann = Annotator(source, store, import_labels=False)
+        ann.frame("000001")
+        deadline = time.time() + 20
+        while "000002" not in source.reads and time.time() < deadline:
+            time.sleep(0.02)
+        ann.close()
+        assert source.reads == ["000001", "000002"]
+        ann.geometry("000002")  # ready: not read again
+        assert source.reads == ["000001", "000002"]
+    finally:
+        store.close()
 
 
 # ------------------------------------------------------------------------------------------------ one-click, tracking
