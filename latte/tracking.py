@@ -79,6 +79,7 @@ class TrackObservation:
 
     t: float
     box_world: np.ndarray  # (7,) float64 [x, y, z, l, w, h, yaw], world frame
+    std: float | None = None  # m, centre accuracy; None: TrackingConfig.position_std (a box a person placed)
 
 
 # ------------------------------------------------------------------------------------------------ frames
@@ -157,9 +158,15 @@ class ConstantVelocityKalman:
         self.config = config
         self.t = float(first.t)
         self.mean = np.array([box[0], box[1], 0.0, 0.0])  # (4,) x, y, vx, vy
-        p, v = config.position_std ** 2, config.init_speed_std ** 2
+        p, v = self._variance(first), config.init_speed_std ** 2
         self.cov = np.diag([p, p, v, v])  # (4, 4)
         self.last = TrackObservation(self.t, box)  # yaw, z and sizes of the newest accepted box
+
+    def _variance(self, obs: TrackObservation) -> float:
+        std = self.config.position_std if obs.std is None else float(obs.std)
+        if not (math.isfinite(std) and std > 0):
+            raise DataError("obs.std", f"expected a positive centre accuracy (m), got {obs.std}")
+        return std ** 2
 
     def _transition(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
         F = np.eye(4)
@@ -186,7 +193,7 @@ class ConstantVelocityKalman:
         box = _check_box(obs.box_world, "obs.box_world")
         self.mean, self.cov = self.predict(obs.t)
         self.t = float(obs.t)
-        self.mean, self.cov, _ = kalman_update(self.mean, self.cov, box[:2], self.config.position_std ** 2)
+        self.mean, self.cov, _ = kalman_update(self.mean, self.cov, box[:2], self._variance(obs))
         self.last = TrackObservation(self.t, box)
 
 
@@ -319,7 +326,8 @@ def propagate_boxes(prev: Sequence[Box], histories: Mapping[int, Sequence[TrackO
 
     prev: the previous frame's boxes (velodyne frame of pose_prev); unaccepted or track_id -1 boxes are skipped.
     histories: track id -> that track's accepted observations (world boxes) from frames before the next one; the
-        observations at or after the previous frame's time are replaced by the prev box itself (the freshest word).
+        observations at or after the previous frame's time are replaced by the prev box itself (the freshest word;
+        an observation at exactly t_prev lends it its `std`).
     t_next / t_prev: frame times (s). t_prev defaults to the time of the track's newest observation, or
         t_next - FRAME_PERIOD for a track without history. DataError unless t_next > t_prev.
     pose_next / pose_prev: (4, 4) world_from_velo of the two frames; None means the identity (no ego motion).
@@ -347,7 +355,9 @@ def propagate_boxes(prev: Sequence[Box], histories: Mapping[int, Sequence[TrackO
             tp = max(o.t for o in past) if past else t_next - config.frame_period
         if not t_next > tp:
             raise DataError("t_next", f"{t_next} s is not after the previous frame's time {tp} s")
-        history = [o for o in past if o.t < tp] + [TrackObservation(tp, box_to_world(box.array, T_prev))]
+        same = [o.std for o in past if o.t == tp]  # the prev box's own observation: keep its accuracy
+        history = [o for o in past if o.t < tp] + [TrackObservation(tp, box_to_world(box.array, T_prev),
+                                                                    same[0] if same else None)]
         kf = filter_history(history, config)
         pred_world, cov = _predicted_world(kf, t_next)
         fit_world = None

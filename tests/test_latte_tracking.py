@@ -277,3 +277,17 @@ def test_bev_iou_of_velodyne_boxes_by_hand():
     assert bev_iou_velo(long_, turned)[0, 0] == pytest.approx(1 / 3)
     assert bev_iou_velo(sq, along_y)[0, 0] == pytest.approx(1 / 3)
     assert bev_iou_velo(np.zeros((0, 7)), sq).shape == (0, 1)
+
+
+def test_observation_accuracy_weighs_the_measurement():
+    # 10 m/s along x for three boxes, then a fourth 0.5 m ahead of the motion: a person's box (0.1 m) is believed,
+    # a proposal accepted unchanged (std 1 m) hardly moves the estimate off the motion.
+    track = [TrackObservation(0.1 * i, np.array([float(i), 0.0, 0.0, 4.0, 2.0, 1.5, 0.0])) for i in range(3)]
+    odd = np.array([3.5, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0])
+    sure = filter_history(track + [TrackObservation(0.3, odd)])
+    vague = filter_history(track + [TrackObservation(0.3, odd, std=1.0)])
+    assert sure.mean[0] > 3.3
+    assert 3.0 < vague.mean[0] < 3.1
+    assert vague.cov[0, 0] > sure.cov[0, 0]
+    with pytest.raises(DataError, match="positive"):
+        filter_history([track[0], TrackObservation(0.1, track[1].box_world, std=0.0)])
