@@ -258,7 +258,7 @@ def occluded_fractions(boxes: np.ndarray, calib: Calibration, points: np.ndarray
 
 
 # ------------------------------------------------------------------------------------------------ point labels
-def _inside_velodyne_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def points_in_velodyne_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """(N, >=3) velodyne points, (B, 7) velodyne boxes -> (N, B) bool, faces inside.
 
     Reuses squeeze.geometry's point-in-box kernel through the proper rotation (x, y, z) -> (x, -z, y), which turns
@@ -290,7 +290,7 @@ def point_labels(points: np.ndarray, boxes: Iterable[Box], brush: Mapping | None
     semantic = np.zeros(n, np.uint16)
     instance = np.zeros(n, np.uint16)
     if boxes and n:
-        inside = _inside_velodyne_boxes(points, boxes_array(boxes))
+        inside = points_in_velodyne_boxes(points, boxes_array(boxes))
         top = max((b.track_id for b in boxes), default=-1)
         untracked = 0
         for k, box in enumerate(boxes):

@@ -165,7 +165,7 @@ def test_prelabel_names_every_point():
 def test_fusion_on_simulated_frames_with_true_2d_boxes(tmp_path):
     """Truth 2D boxes as detections on 4 simulated frames: cars with >= 50 points get BEV IoU >= 0.7 mostly."""
     from domain_adapt.sim.writer import simulate
-    from latte.kitti_io import _inside_velodyne_boxes
+    from latte.kitti_io import points_in_velodyne_boxes
     from latte.scene import open_source
     from squeeze.kitti import read_labels
 
@@ -181,7 +181,7 @@ def test_fusion_on_simulated_frames_with_true_2d_boxes(tmp_path):
         detections = Detections2D(labels.bbox, np.array([names.index(t) for t in labels.type]),
                                   np.ones(len(labels), np.float32))
         proposals = {int(p.id[4:]): p for p in frustum_proposals(geom, src.calib(fid), detections, names, (1242, 375))}
-        counts = _inside_velodyne_boxes(geom.points, boxes_array(truth)).sum(axis=0)
+        counts = points_in_velodyne_boxes(geom.points, boxes_array(truth)).sum(axis=0)
         for k, t in enumerate(truth):
             if t.cls == "Car" and counts[k] >= 50:
                 p = proposals.get(k)
