@@ -170,7 +170,7 @@ def test_static_symlink_out_of_the_root_is_refused(tmp_path):
     secret.write_text("LATTE-SECRET")
     (root / "leak.txt").symlink_to(secret)
     (root / "js" / "dir").symlink_to(tmp_path)
-    client = TestClient(create_app(None, static_root=root))
+    client = TestClient(create_app(None, static_root=root), base_url="http://127.0.0.1")  # a loopback Host
     assert client.get("/static/index.html").text == "<html>ok</html>"
     for path in ("/static/leak.txt", "/static/js/dir/secret.txt", "/static/js/dir/static/index.html"):
         r = client.get(path)
