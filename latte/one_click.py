@@ -84,11 +84,13 @@ MIN_CLUSTER = 3  # points; fewer is noise, not an object
 COARSE_STEP = math.radians(1.0)  # L-shape search, Zhang et al. use 1 degree
 FINE_STEP = math.radians(0.05)  # then refined around the best coarse heading
 CLOSENESS_D0 = 0.05  # m; Zhang et al.'s d0 (they use 0.01 m), raised to the noise of a real scan's surfaces
+EDGE_QUANTILE = 0.01  # of the points beyond each edge the closeness criterion ignores
 FIT_CELL = 0.03  # m; points are deduplicated on this bird's-eye grid before the search (stacked rings of one
 # vertical face would otherwise weigh that face by the number of rings)
 PRIOR_SEARCH = math.radians(20.0)  # with a prior heading, search this far either side of it
 OVERSIZE = 1.25  # a cluster longer or wider than this times its class size (+0.3 m) holds more than one object
 OVERSIZE_WIDTH = 1.15  # the same across (+0.15 m): widths vary less than lengths (a car is 1.4-1.9 m wide)
+SPLIT_GAP = 0.25  # m; the last resort cuts an oversize cluster at bird's-eye gaps wider than this
 SPLIT_SCALES = (0.75, 0.5, 0.35, 0.25)  # neighbourhood scales tried, coarsest first, to split such a cluster
 LINE_HYPOTHESES = 128  # RANSAC line hypotheses when looking for a facade in an oversize cluster
 LINE_INLIER = 0.06  # m from the line: a facade's or fence's bird's-eye thickness
@@ -501,9 +503,16 @@ def _grow(xy: np.ndarray, height: np.ndarray, click: np.ndarray, radius: float, 
 
 # ------------------------------------------------------------------------------------------------ L-shape
 def _closeness(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Zhang et al. 2017 closeness score per heading: u, v (A, M) point coordinates along the two axes."""
-    du = np.minimum(u.max(axis=1, keepdims=True) - u, u - u.min(axis=1, keepdims=True))
-    dv = np.minimum(v.max(axis=1, keepdims=True) - v, v - v.min(axis=1, keepdims=True))
+    """Zhang et al. 2017 closeness score per heading: u, v (A, M) point coordinates along the two axes.
+
+    The edges are the EDGE_QUANTILE / 1 - EDGE_QUANTILE quantiles rather than the extremes, so that a few
+    stray points (a mirror, a leaf) do not move every distance at once and flip the heading.
+    """
+    m = u.shape[1]
+    k = min(int(EDGE_QUANTILE * m), (m - 1) // 2)
+    us, vs = np.partition(u, (k, m - 1 - k), axis=1), np.partition(v, (k, m - 1 - k), axis=1)
+    du = np.minimum(us[:, m - 1 - k, None] - u, u - us[:, k, None])
+    dv = np.minimum(vs[:, m - 1 - k, None] - v, v - vs[:, k, None])
     return (1.0 / np.maximum(np.minimum(du, dv), CLOSENESS_D0)).sum(axis=1)
 
 
@@ -718,7 +727,9 @@ def one_click_box(geom: FrameGeometry, click_xyz, cls: str | None = None) -> tup
         return None
     if cls is not None:
         idx = _split_oversize(geom, idx, click, cls)
-    box = _prior_box(geom._xyz[idx, :2], cls, None, None, KEEP_FRACTION, geom)
+    # Misc holds anything (trailers, carts, bins): its mean size says nothing about one object's hidden side.
+    prior_cls = None if cls == "Misc" else cls
+    box = _prior_box(geom._xyz[idx, :2], prior_cls, None, None, KEEP_FRACTION, geom)
     return geom._vertical(idx, box), idx
 
 
@@ -791,8 +802,43 @@ def _split_oversize(geom: FrameGeometry, idx: np.ndarray, click: np.ndarray, cls
             break
         idx = part
         if not _oversize(geom._xyz[idx, :2], cls):
+            return idx
+    # Too sparse to re-cluster finer (a far car joined along the line of sight to a post behind it): cut the
+    # cluster at its gaps along each axis that is too long, keeping the run around the click that fits.
+    xy = geom._xyz[idx, :2]
+    theta, ru, rv = _l_shape_axes(xy, None)
+    length, width = CLASS_SIZES[cls][:2]
+    long_on_e1 = ru[1] - ru[0] >= rv[1] - rv[0]
+    keep = np.ones(len(idx), dtype=bool)
+    for axis, along in ((np.array([math.cos(theta), math.sin(theta)]), long_on_e1),
+                        (np.array([-math.sin(theta), math.cos(theta)]), not long_on_e1)):
+        allowed = OVERSIZE * length + 0.3 if along else OVERSIZE_WIDTH * max(width, 0.5 * length) + 0.15
+        keep &= _run_around(xy @ axis, float(click[:2] @ axis), allowed)
+    return idx[keep] if int(keep.sum()) >= MIN_CLUSTER else idx
+
+
+def _run_around(t: np.ndarray, at: float, allowed: float) -> np.ndarray:
+    """(M,) bool: the points of `t` (M,) coordinates along an axis in the longest run around `at` no longer
+    than `allowed`, runs being split at gaps over SPLIT_GAP and joined across the smallest gaps first."""
+    if float(np.ptp(t)) <= allowed:
+        return np.ones(len(t), dtype=bool)
+    order = np.sort(t)
+    gaps = np.diff(order)
+    cuts = np.flatnonzero(gaps > SPLIT_GAP)  # a cut between order[c] and order[c + 1]
+    starts = np.concatenate([[order[0]], order[cuts + 1]])
+    ends = np.concatenate([order[cuts], [order[-1]]])
+    i = int(np.clip(np.searchsorted(ends, at), 0, len(starts) - 1))  # the run holding (or next to) `at`
+    lo = hi = i
+    while True:
+        left = gaps[cuts[lo - 1]] if lo > 0 and ends[hi] - starts[lo - 1] <= allowed else None
+        right = gaps[cuts[hi]] if hi < len(ends) - 1 and ends[hi + 1] - starts[lo] <= allowed else None
+        if left is None and right is None:
             break
-    return idx
+        if right is None or (left is not None and left <= right):
+            lo -= 1
+        else:
+            hi += 1
+    return (t >= starts[lo]) & (t <= ends[hi])
 
 
 def refit_near(geom: FrameGeometry, predicted_box7: np.ndarray, cls: str | None = None) -> np.ndarray | None:
