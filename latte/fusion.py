@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from latte.boxes import ANNOTATION_CLASSES, POINT_CLASSES, Box
+from latte.one_click import CLASS_SIZES, KEEP_FRACTION, FrameGeometry, one_click_box
 from squeeze.classes import segmentation_class_names
 from squeeze.errors import DataError
 from squeeze.geometry import velo_to_image
@@ -133,7 +134,7 @@ def expected_depth(box: np.ndarray, cls: str, calib: Calibration, ground_plane: 
     return float(calib.P2[1, 1]) * CLASS_HEIGHTS[cls] / height_px
 
 
-def frustum_proposals(geom, calib: Calibration, detections: Detections2D, class_names: Sequence[str],
+def frustum_proposals(geom: FrameGeometry, calib: Calibration, detections: Detections2D, class_names: Sequence[str],
                       image_size: tuple[int, int] | None = None) -> list[Box]:
     """One 3D box proposal per 2D detection with enough LiDAR points (module docstring), in detection order.
 
@@ -144,8 +145,6 @@ def frustum_proposals(geom, calib: Calibration, detections: Detections2D, class_
     Each Box: id "fus-K" (K = the detection's index), cls from the detector, score = the detection's, source
     "fusion", accepted False, track_id -1. No detections or no points in front of the camera give [].
     """
-    from latte.one_click import one_click_box
-
     if len(detections) == 0:
         return []
     boxes2d = np.asarray(detections.boxes, np.float64)
@@ -155,7 +154,8 @@ def frustum_proposals(geom, calib: Calibration, detections: Detections2D, class_
     if classes.min() < 0 or classes.max() >= len(class_names):
         raise DataError("detections.classes", f"class index outside 0..{len(class_names) - 1}")
     points = np.asarray(geom.points)
-    candidates = np.flatnonzero(~np.asarray(geom.ground.mask, bool) & (points[:, 0] > 0))
+    ahead = points[:, :3].astype(np.float64) @ calib.velo_to_rect[2, :3] + calib.velo_to_rect[2, 3] > 0
+    candidates = np.flatnonzero(~np.asarray(geom.ground.mask, bool) & ahead)  # only these need projecting
     uv, depth = velo_to_image(points[candidates], calib)
     front = depth > 0
     candidates, uv, depth = candidates[front], uv[front], depth[front]
@@ -174,13 +174,13 @@ def frustum_proposals(geom, calib: Calibration, detections: Detections2D, class_
         if chosen is None:
             continue
         cluster = candidates[inside[chosen]]
-        box7 = _fit(geom, one_click_box, calib, cluster, uv[inside[chosen]], box2d, cls, image_size)
+        box7 = _fit(geom, calib, cluster, uv[inside[chosen]], box2d, cls, image_size)
         proposals.append(Box(id=f"fus-{k}", cls=cls, x=0, y=0, z=0, l=1, w=1, h=1, yaw=0, track_id=-1,
                              source="fusion", accepted=False, score=float(detections.scores[k])).with_array(box7))
     return proposals
 
 
-def _fit(geom, one_click_box, calib: Calibration, cluster: np.ndarray, uv: np.ndarray, box2d: np.ndarray, cls: str,
+def _fit(geom: FrameGeometry, calib: Calibration, cluster: np.ndarray, uv: np.ndarray, box2d: np.ndarray, cls: str,
          image_size: tuple[int, int] | None) -> np.ndarray:
     """(7,) box of a frustum cluster (step 4 of the module docstring). uv: (K, 2) pixels of the cluster's points."""
     left, top, right, bottom = (float(v) for v in box2d)
@@ -212,8 +212,6 @@ def complete_to_class(box7: np.ndarray, cls: str) -> np.ndarray:
     """A box fitted to a partial view, grown to the class's mean length / width (latte.one_click.CLASS_SIZES) along
     each axis that is shorter than KEEP_FRACTION of it; the face the sensor sees stays, the centre moves away
     from the sensor (a far car seen as a few points of its back is still 3.9 m long)."""
-    from latte.one_click import CLASS_SIZES, KEEP_FRACTION
-
     box = np.asarray(box7, np.float64).copy()
     c, s = math.cos(box[6]), math.sin(box[6])
     for k, axis in ((3, np.array([c, s])), (4, np.array([-s, c]))):

@@ -225,7 +225,7 @@ def occluded_fractions(boxes: np.ndarray, calib: Calibration, points: np.ndarray
     if points is None or len(points) == 0:
         return frac
     xyz = np.asarray(points, np.float64)[:, :3]
-    xyz = xyz[xyz[:, 0] > 0]  # the camera looks along velodyne +x: the points behind it need no projecting
+    xyz = xyz[xyz @ calib.velo_to_rect[2, :3] + calib.velo_to_rect[2, 3] > 0]  # behind the camera: not projected
     uv, depth = velo_to_image(xyz, calib)
     shown = np.flatnonzero((depth > 0) & (uv[:, 0] >= 0) & (uv[:, 0] <= width - 1) & (uv[:, 1] >= 0)
                            & (uv[:, 1] <= height - 1))
