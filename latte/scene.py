@@ -87,6 +87,8 @@ class _Frames:
     root: Path
 
     def _set_ids(self, ids: list[str], where: Path) -> None:
+        if not ids:
+            raise DataError(where, "holds no scans (*.bin): nothing to annotate")
         for fid in ids:
             check_frame_id(fid, where)
         self._ids = sorted(ids)

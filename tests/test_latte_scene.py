@@ -115,6 +115,9 @@ def test_open_source_refuses_other_folders(tmp_path):
         open_source(tmp_path / "empty")
     with pytest.raises(DataError, match="not a KITTI object folder"):
         KittiObjectSource(tmp_path / "empty")
+    (tmp_path / "empty" / "velodyne").mkdir()
+    with pytest.raises(DataError, match=r"velodyne: holds no scans"):
+        open_source(tmp_path / "empty")
 
 
 def test_bad_pose_objects_and_labels_name_the_file(tmp_path):
