@@ -818,27 +818,21 @@ def _split_oversize(geom: FrameGeometry, idx: np.ndarray, click: np.ndarray, cls
 
 
 def _run_around(t: np.ndarray, at: float, allowed: float) -> np.ndarray:
-    """(M,) bool: the points of `t` (M,) coordinates along an axis in the longest run around `at` no longer
-    than `allowed`, runs being split at gaps over SPLIT_GAP and joined across the smallest gaps first."""
-    if float(np.ptp(t)) <= allowed:
-        return np.ones(len(t), dtype=bool)
+    """(M,) bool: the points of `t` (M,) coordinates along an axis in the run around `at` left when the
+    points are split top-down at their widest gap (single linkage), keeping the side of `at`, until the run
+    is no longer than `allowed` or no gap is wider than SPLIT_GAP."""
     order = np.sort(t)
     gaps = np.diff(order)
-    cuts = np.flatnonzero(gaps > SPLIT_GAP)  # a cut between order[c] and order[c + 1]
-    starts = np.concatenate([[order[0]], order[cuts + 1]])
-    ends = np.concatenate([order[cuts], [order[-1]]])
-    i = int(np.clip(np.searchsorted(ends, at), 0, len(starts) - 1))  # the run holding (or next to) `at`
-    lo = hi = i
-    while True:
-        left = gaps[cuts[lo - 1]] if lo > 0 and ends[hi] - starts[lo - 1] <= allowed else None
-        right = gaps[cuts[hi]] if hi < len(ends) - 1 and ends[hi + 1] - starts[lo] <= allowed else None
-        if left is None and right is None:
+    lo, hi = 0, len(order) - 1
+    while order[hi] - order[lo] > allowed and hi > lo:
+        j = lo + int(np.argmax(gaps[lo:hi]))  # the widest gap, between order[j] and order[j + 1]
+        if gaps[j] <= SPLIT_GAP:
             break
-        if right is None or (left is not None and left <= right):
-            lo -= 1
+        if at <= 0.5 * (order[j] + order[j + 1]):
+            hi = j
         else:
-            hi += 1
-    return (t >= starts[lo]) & (t <= ends[hi])
+            lo = j + 1
+    return (t >= order[lo]) & (t <= order[hi])
 
 
 def refit_near(geom: FrameGeometry, predicted_box7: np.ndarray, cls: str | None = None) -> np.ndarray | None:
