@@ -101,7 +101,10 @@ class _Frames:
         """`frame_id` if it is one of the source's frames; UnknownFrameError otherwise (nothing read for it)."""
         if not isinstance(frame_id, str):
             raise UnknownFrameError(self.root, f"frame id must be a string, got {type(frame_id).__name__}")
-        check_frame_id(frame_id, self.root)
+        try:
+            check_frame_id(frame_id, self.root)
+        except DataError as e:  # a path in disguise is an unknown frame too (HTTP 404), never joined into a path
+            raise UnknownFrameError(self.root, e.fault) from None
         if frame_id not in self._index:
             raise UnknownFrameError(self.root, f"no frame {frame_id[:60]!r} in this source")
         return frame_id

@@ -98,7 +98,7 @@ def test_unknown_and_hostile_frame_ids(tmp_path):
         src.points("000009")
     assert isinstance(err.value, KeyError) and isinstance(err.value, DataError)
     for bad in ("../training/velodyne/000000", "/etc/passwd", "..", "", "a\0b"):
-        with pytest.raises(DataError):
+        with pytest.raises(UnknownFrameError, match="frame id"):
             src.points(bad)
     with pytest.raises(DataError):
         src.labels(7)  # type: ignore[arg-type]
