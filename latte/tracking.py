@@ -1,8 +1,9 @@
 """Tracking for LATTE: carry accepted boxes to the next frame, and fill frames between two keyframes.
 
 The original LATTE (Wang, Wu et al., ITSC 2019; its released code) re-ran the one-click fit on the next frame's
-points inside the *old* box footprint: constant position, no ego motion, no filter, so a box drifts off any car
-that moves relative to the sensor (which, with a moving ego, is every car). Here each track is followed in the
+points inside the *old* box footprint: constant position, no ego motion, no filter, so it finds a car only while
+the old footprint still overlaps it, and a parked car seen from a moving ego "moves" as much as a driving one (the
+fit on a partial view then lands wherever the completion puts it). Here each track is followed in the
 *world* frame (the velodyne frame moved by the frame's pose, world_from_velo, from the simulator or OXTS):
 
 1. the track's accepted history (world boxes with times) runs through a constant-velocity Kalman filter in the
