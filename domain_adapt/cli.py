@@ -162,8 +162,8 @@ def run_intensity_train(args: argparse.Namespace) -> int:
 
 
 def run_intensity_apply(args: argparse.Namespace) -> int:
-    from domain_adapt.adapt import SourceTransform, transform_source
     from domain_adapt.intensity import load_renderer
+    from domain_adapt.train import SourceTransform, transform_source
     from squeezeseg.data import RangeDataset
 
     net = load_renderer(args.renderer)

@@ -117,8 +117,8 @@ def run_experiment(source: Path, target: Path, evaluation: Path, out: Path, rows
     """Run the ablation rows; write table.md, results.json and ablation.png into `out`; return the results."""
     import torch
 
-    from domain_adapt.adapt import SourceTransform, target_dataset, train_adapted, transform_source
     from domain_adapt.readers import find_scans, read_scan
+    from domain_adapt.train import SourceTransform, target_dataset, train_adapted, transform_source
     from squeeze.config import named_config
     from squeeze.train import TrainConfig
     from squeezeseg.data import RangeDataset, SegDataConfig

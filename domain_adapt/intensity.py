@@ -24,18 +24,46 @@ from torch import Tensor, nn
 
 from squeeze.range_image import RangeImage
 
-GEOMETRY_CHANNELS = ("x", "y", "z", "range", "mask", "ring")
+GEOMETRY_CHANNELS = ("x", "y", "z", "range", "mask", "ring", "normal_x", "normal_y", "normal_z", "cos_incidence")
 # Fixed scales (not data statistics) so a model applies to any data set as it is: metres over a typical extent.
-_SCALE = np.array([50.0, 50.0, 3.0, 50.0, 1.0, 1.0], np.float32)
+_SCALE = np.array([50.0, 50.0, 3.0, 50.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], np.float32)
+
+
+def surface_normals(image: RangeImage) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) unit surface normals (facing the sensor) and (H, W) cosine of the incidence angle, from the
+    cross product of the horizontal and vertical neighbour differences; 0 where a neighbour is missing.
+
+    The surface's orientation to the beam is what the returned energy depends on besides material and range
+    (Lambert: cos incidence), and it tells a road (normal up) from a wall or a car side."""
+    xyz, m = image.xyz.astype(np.float64), image.mask
+    h_ok = np.zeros_like(m)
+    h_ok[:, 1:-1] = m[:, :-2] & m[:, 2:]
+    v_ok = np.zeros_like(m)
+    v_ok[1:-1] = m[:-2] & m[2:]
+    dh = np.zeros_like(xyz)
+    dh[:, 1:-1] = xyz[:, 2:] - xyz[:, :-2]
+    dv = np.zeros_like(xyz)
+    dv[1:-1] = xyz[2:] - xyz[:-2]
+    n = np.cross(dh, dv)
+    norm = np.linalg.norm(n, axis=2, keepdims=True)
+    ok = m & h_ok & v_ok & (norm[..., 0] > 1e-9)
+    n = np.where(ok[..., None], n / np.maximum(norm, 1e-12), 0.0)
+    ray = np.where(m[..., None], xyz / np.maximum(np.linalg.norm(xyz, axis=2, keepdims=True), 1e-12), 0.0)
+    cos = np.sum(n * ray, axis=2)
+    n = np.where((cos > 0)[..., None], -n, n)  # face the sensor
+    return n.astype(np.float32), np.abs(cos).astype(np.float32)
 
 
 def geometry_channels(image: RangeImage) -> np.ndarray:
-    """(6, H, W) float32 network input of a ring-ordered range image: x, y, z, range (scaled), mask, and the ring
-    as row / (H - 1) (0 at the top laser). Empty pixels are 0 in every channel but the ring's."""
+    """(10, H, W) float32 network input of a ring-ordered range image: x, y, z, range (scaled), mask, the ring as
+    row / (H - 1) (0 at the top laser), the surface normal and the cosine of the incidence angle. Empty pixels are
+    0 in every channel but the ring's."""
     h, w = image.shape
     ring = np.broadcast_to((np.arange(h, dtype=np.float32) / max(h - 1, 1))[:, None], (h, w))
+    normals, cos = surface_normals(image)
     stacked = np.stack([image.xyz[..., 0], image.xyz[..., 1], image.xyz[..., 2], image.range,
-                        image.mask.astype(np.float32), ring]).astype(np.float32)
+                        image.mask.astype(np.float32), ring, normals[..., 0], normals[..., 1], normals[..., 2],
+                        cos]).astype(np.float32)
     return stacked / _SCALE[:, None, None]
 
 
@@ -66,7 +94,7 @@ class IntensityNet(nn.Module):
         self.head = nn.Conv2d(c, 2 * k, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, 6, H, W) -> (B, 2 * bins, H, W): bin logits, then offset logits. W must be divisible by 4."""
+        """(B, 10, H, W) -> (B, 2 * bins, H, W): bin logits, then offset logits. W must be divisible by 4."""
         s0 = self.stem(x)
         s1 = self.down1(s0)
         s2 = self.down2(s1)
@@ -203,7 +231,8 @@ def train_renderer(images: list[RangeImage], steps: int = 600, batch: int = 8, c
             x, y, m = inputs[i][..., cols], targets[i][:, cols], masks[i][:, cols]
             if rng.random() < 0.5:
                 x = x.flip(-1).clone()
-                x[1] = -x[1]
+                x[1] = -x[1]  # y
+                x[7] = -x[7]  # the normal's y
                 y, m = y.flip(-1), m.flip(-1)
             xs.append(x)
             ys.append(y)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from domain_adapt.adapt import (
+from domain_adapt.sensor_profile import QUANTILES, SensorProfile
+from domain_adapt.train import (
     CorrelationAligned,
     PairedDataset,
     SourceTransform,
@@ -17,7 +18,6 @@ from domain_adapt.adapt import (
     transform_range_image,
     transform_source,
 )
-from domain_adapt.sensor_profile import QUANTILES, SensorProfile
 from squeeze.config import named_config
 from squeeze.range_image import ProjectionConfig, read_range_npy
 from squeeze.train import TrainConfig

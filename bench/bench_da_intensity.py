@@ -1,0 +1,65 @@
+"""Learned intensity rendering on real scans (issue 13: held-out MAE <= 0.7 x that of the training mean).
+
+Leave-one-out over the real scans of a folder (default: kitti_mini's three): train the renderer on the others,
+render the held-out scan's intensity from its geometry, and compare its mean absolute error with predicting the
+training scans' mean intensity (and, for information, per-laser-ring and per-ring-and-range medians). Prints one
+JSON object per line; exits 1 when a fold misses the bar.
+
+    .venv/bin/python bench/bench_da_intensity.py [--real DIR] [--steps 500] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from domain_adapt.intensity import IntensityNetConfig, mean_abs_error, render_intensity, ring_images, train_renderer
+from domain_adapt.readers import find_scans, read_scan
+
+BAR = 0.7
+DEFAULT_REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_mini"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--real", type=Path, default=DEFAULT_REAL, help="folder of real scans (default: kitti_mini)")
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--width", type=int, default=16, help="renderer width (channels of its first stage)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-scans", type=int, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    files = find_scans(args.real)[: args.max_scans]
+    images = ring_images([read_scan(f) for f in files])
+    ok = True
+    for hold, name in enumerate(f.name for f in files):
+        train = [im for j, im in enumerate(images) if j != hold]
+        test = images[hold]
+        t0 = time.perf_counter()
+        net, _ = train_renderer(train, steps=args.steps, crop_width=128, config=IntensityNetConfig(width=args.width))
+        seconds = time.perf_counter() - t0
+        values = np.concatenate([im.intensity[im.mask] for im in train])
+        y = test.intensity[test.mask]
+        rows = np.nonzero(test.mask)[0]
+        ring_median = np.array([np.median(np.concatenate([im.intensity[k][im.mask[k]] for im in train]))
+                                for k in range(test.shape[0])])
+        mae = mean_abs_error(render_intensity(net, test), test)
+        baseline = float(np.abs(y - values.mean()).mean())
+        ratio = mae / baseline
+        ok &= ratio <= BAR
+        print(json.dumps({"name": "intensity_rendering_mae_ratio", "held_out": name, "value": round(ratio, 4),
+                          "unit": "x training-mean MAE", "bar": BAR, "mae": round(mae, 4),
+                          "mean_baseline_mae": round(baseline, 4),
+                          "ring_median_mae": round(float(np.abs(y - ring_median[rows]).mean()), 4),
+                          "train_seconds": round(seconds, 1), "steps": args.steps}), flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
