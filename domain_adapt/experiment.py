@@ -118,9 +118,8 @@ def run_experiment(source: Path, target: Path, evaluation: Path, out: Path, rows
     import torch
 
     from domain_adapt.readers import find_scans, read_scan
-    from domain_adapt.train import SourceTransform, target_dataset, train_adapted, transform_source
+    from domain_adapt.train import SourceTransform, fine_tune_config, target_dataset, train_adapted, transform_source
     from squeeze.config import named_config
-    from squeeze.train import TrainConfig
     from squeezeseg.data import RangeDataset, SegDataConfig
     from squeezeseg.models import MODELS
     from squeezeseg.predict import evaluate, load_model
@@ -161,10 +160,7 @@ def run_experiment(source: Path, target: Path, evaluation: Path, out: Path, rows
             transform_source(source_set, data_dir, transform, seed=config.seed, progress=True)
         train_set = RangeDataset(data_dir, None, data_config, train=True)
         target_set = target_dataset(target, data_config) if (row.alignment or row.calibration) else None
-        train_config = TrainConfig(optimizer="adamw", lr=config.lr, schedule="cosine", schedule_clock="time",
-                                   time_limit_s=config.minutes_per_row * 60, max_steps=10**6,
-                                   batch_size=config.batch_size, checkpoint_every=10**6, eval_every=10**6,
-                                   log_every=20, seed=config.seed, tensorboard=False, device="cpu")
+        train_config = fine_tune_config(config.minutes_per_row, config.batch_size, config.lr, config.seed)
         run = train_adapted(row.model, model_config, data_config, train_set, target_set, row_dir, train_config,
                             align_weight=config.align_weight if row.alignment else 0.0,
                             calibrate=row.calibration, init_state=start_state)

@@ -170,6 +170,13 @@ def target_dataset(target: str | Path, data_config: SegDataConfig, split: str | 
     return RangeDataset(Path(target), split, dataclasses.replace(data_config, point_drop=0.0), train=True)
 
 
+def fine_tune_config(minutes: float, batch_size: int = 4, lr: float = 5e-4, seed: int = 0) -> TrainConfig:
+    """A fine-tuning run on the clock: AdamW, cosine decay over `minutes` of training, no checkpoints between."""
+    return TrainConfig(optimizer="adamw", lr=lr, schedule="cosine", schedule_clock="time", time_limit_s=minutes * 60,
+                       max_steps=10**6, batch_size=batch_size, checkpoint_every=10**6, eval_every=10**6,
+                       log_every=20, seed=seed, tensorboard=False, device="cpu")
+
+
 @dataclass(frozen=True)
 class AdaptedRun:
     model: nn.Module  # the plain segmenter, eval mode
