@@ -67,7 +67,10 @@ RANSAC_INLIER = 0.15  # m point-to-plane distance of an inlier
 MAX_GROUND_TILT = math.radians(15.0)  # the ground plane's normal is within this of +z (KITTI's steepest ramps ~8 deg)
 GRID_CELL = 1.0  # m, elevation grid of the local ground
 GRID_WINDOW = 5  # cells: the local ground is the lowest cell within +-2 m, wider than any road user is half-wide
+SUSPECT_GROUND = 0.15  # m above the plane: a window's lowest point this high may be a car's underside, not road
+LOCAL_GRADE = 0.06  # how fast (m per m) the ground may rise from the nearest road seen, where none is near
 MAX_GRADE = 0.1  # the steepest road grade followed away from the sensor (KITTI's ramps stay under ~8%)
+LOW_RANK = 3  # a cell's ground level is its 3rd-lowest point (1-2 stray returns below the road are ignored)
 DEEP_OUTLIER = 1.0  # m below the plane: multipath returns (reflections through glass, puddles) are not ground level
 
 BEV_CELL = 0.1  # m, grid of the clustering
@@ -197,12 +200,13 @@ class Ground:
 def _plane_cells(xyz: np.ndarray, plane: np.ndarray, origin: np.ndarray, rows: int, cols: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - jitted
     """One pass over the scan: each point's signed distance to `plane` (N,), its GRID_CELL cell (N,) (-1 outside
-    the rows x cols grid at `origin`) and each cell's lowest distance not below -DEEP_OUTLIER (rows*cols,),
-    +inf where none."""
+    the rows x cols grid at `origin`) and each cell's LOW_RANK-th lowest distance not below -DEEP_OUTLIER
+    (rows*cols,), +inf where the cell has fewer such points. Not the lowest: a real scan has stray returns
+    below the road (multipath through glass, puddles) that would sink the ground around them."""
     n = xyz.shape[0]
     above = np.empty(n)
     cells = np.empty(n, np.int64)
-    lowest = np.full(rows * cols, np.inf)
+    low = np.full((rows * cols, LOW_RANK), np.inf)  # per cell, its LOW_RANK lowest values in increasing order
     for k in range(n):
         d = xyz[k, 0] * plane[0] + xyz[k, 1] * plane[1] + xyz[k, 2] * plane[2] + plane[3]
         above[k] = d
@@ -213,9 +217,14 @@ def _plane_cells(xyz: np.ndarray, plane: np.ndarray, origin: np.ndarray, rows: i
             continue
         c = i * cols + j
         cells[k] = c
-        if d >= -DEEP_OUTLIER and d < lowest[c]:
-            lowest[c] = d
-    return above, cells, lowest
+        if d < -DEEP_OUTLIER or d >= low[c, LOW_RANK - 1]:
+            continue
+        r = LOW_RANK - 1
+        while r > 0 and low[c, r - 1] > d:
+            low[c, r] = low[c, r - 1]
+            r -= 1
+        low[c, r] = d
+    return above, cells, low[:, LOW_RANK - 1].copy()
 
 
 @njit(cache=True)
@@ -338,7 +347,22 @@ def _fit_ground_model(xyz: np.ndarray) -> tuple[_GroundModel, np.ndarray]:
     # opening (erosion then dilation, Zhang et al. 2003's morphological filter), whose dilation would lift the
     # ground into a car from the empty shadow behind it. The price is a bias on a grade change relative to the
     # plane: grade x ~3 m, under GROUND_THRESHOLD up to ~5% (a single plane fails at ~1% over 20 m).
-    local = ndimage.minimum_filter(lowest.reshape(rows, cols), size=GRID_WINDOW, mode="constant", cval=np.inf)
+    low = lowest.reshape(rows, cols)
+    # The plane is the ground under the sensor, where the scan has no returns (the blind circle around it).
+    si, sj = int(math.floor(-lo[0] / GRID_CELL)), int(math.floor(-lo[1] / GRID_CELL))
+    low[max(si - 1, 0):si + 2, max(sj - 1, 0):sj + 2] = np.minimum(low[max(si - 1, 0):si + 2, max(sj - 1, 0):sj + 2],
+                                                                    0.0)
+    local = ndimage.minimum_filter(low, size=GRID_WINDOW, mode="constant", cval=np.inf)
+    # Where the window holds no road (a car close behind the sensor fills it) its lowest point sits high above
+    # the plane; there the ground rises from the nearest road seen farther away by at most LOCAL_GRADE per
+    # metre (a slope-limited lower envelope). Only there: a true step down nearby (a ditch, a lower lot) must
+    # not sink a road seen in the window.
+    envelope = np.full_like(local, np.inf)
+    for half in (4, 8, 16):
+        wider = ndimage.minimum_filter(low, size=2 * half + 1, mode="constant", cval=np.inf)
+        envelope = np.minimum(envelope, wider + LOCAL_GRADE * GRID_CELL * (half - GRID_WINDOW // 2))
+    high = local > SUSPECT_GROUND
+    local[high] = np.minimum(local[high], envelope[high])
     # Cells with no point within the window sit at the plane. The ground leaves the plane at most by a steep
     # road's grade times the distance from the sensor (where the plane was fitted): a local ground higher than
     # that is a flat roof or a truck's bed seen without the road beside it, not ground.
