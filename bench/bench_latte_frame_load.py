@@ -98,16 +98,22 @@ class Server:
             self.proc.kill()
 
 
-def load_frame(server: Server, fid: str, image: bool) -> tuple[float, int]:
-    """(ms for payload + points + image, points received)."""
+def load_frame(server: Server, fid: str, image: bool) -> tuple[float, int, float]:
+    """(ms for payload + points + image, points received, the server's own ms over the three requests)."""
     t0 = time.perf_counter()
-    payload = json.loads(server.get(f"/api/frames/{fid}"))
-    points = server.get(f"/api/frames/{fid}/points")
-    if image:
-        server.get(f"/api/frames/{fid}/image")
+    own = 0.0
+    paths = [f"/api/frames/{fid}", f"/api/frames/{fid}/points"] + ([f"/api/frames/{fid}/image"] if image else [])
+    bodies = []
+    for path in paths:
+        status, body, headers = server.request("GET", path)
+        if status != 200:
+            raise RuntimeError(f"GET {path}: {status} {body[:200]!r}")
+        bodies.append(body)
+        own += server_ms(headers)
     ms = (time.perf_counter() - t0) * 1000
-    assert len(points) == payload["n_points"] * 17
-    return ms, payload["n_points"]
+    payload = json.loads(bodies[0])
+    assert len(bodies[1]) == payload["n_points"] * 17
+    return ms, payload["n_points"], own
 
 
 def server_ms(headers: dict) -> float:
@@ -137,7 +143,7 @@ def bench_data(name: str, data: Path, repeats: int, rounds: int, rng: np.random.
     from latte.scene import open_source
 
     source = open_source(data)
-    cold, warm, counts, srv, rtt = [], [], [], [], []
+    cold, warm, counts, srv, rtt, cold_own = [], [], [], [], [], []
     for round_ in range(rounds):
         with tempfile.TemporaryDirectory(prefix="latte-bench-") as work:
             server = Server(data, Path(work))
@@ -148,9 +154,10 @@ def bench_data(name: str, data: Path, repeats: int, rounds: int, rng: np.random.
                 # The server prepares the first frame before it prints its URL and, after each frame, the next one
                 # in the background; opening the frames last to second (first excluded) defeats both: all cold.
                 for fid in reversed(fids[1:]):
-                    ms, n = load_frame(server, fid, has_image)
+                    ms, n, own = load_frame(server, fid, has_image)
                     cold.append(ms)
                     counts.append(n)
+                    cold_own.append(own)
                     for _ in range(repeats if round_ == 0 else 0):
                         warm.append(load_frame(server, fid, has_image)[0])
                 if round_ == 0:
@@ -175,8 +182,9 @@ def bench_data(name: str, data: Path, repeats: int, rounds: int, rng: np.random.
     results = []
     for label, values in (("cold", cold), ("warm", warm)):
         med, p90 = float(np.median(values)), float(np.percentile(values, 90))
+        extra = {"server_median_ms": round(float(np.median(cold_own)), 3)} if label == "cold" else {}
         emit(f"latte_frame_load_{label}_median", med, "ms", p90_ms=round(p90, 3), n=len(values),
-             bar_ms=FRAME_LOAD_BAR_MS, **common)
+             bar_ms=FRAME_LOAD_BAR_MS, **extra, **common)
         results.append((f"{name} frame load {label}", med, FRAME_LOAD_BAR_MS))
     if srv:
         med = float(np.nanmedian(srv))
