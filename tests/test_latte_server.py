@@ -254,8 +254,8 @@ def test_one_click_on_a_car_point_fits_the_car(client, ann):
 
 def test_one_click_on_empty_ground_is_422_and_stale_is_409(client):
     r = client.post("/api/frames/000000/one_click",
-                    json={"x": 300.0, "y": 300.0, "z": 0.0, "base_version": 0, "session": "s1", "edit_id": "oc1"})
-    assert r.status_code == 422 and "no object" in r.json()["detail"]
+                    json={"x": 300, "y": 300, "z": 0, "base_version": 0, "session": "s1", "edit_id": "oc1"})
+    assert r.status_code == 422 and "no object" in r.json()["detail"]  # (integers are numbers: JSON.stringify(5.0))
     r = client.post("/api/frames/000000/one_click",
                     json={"x": 5.0, "y": 0.0, "z": 0.0, "cls": "Bus", "base_version": 0, "session": "s1",
                           "edit_id": "oc2"})
