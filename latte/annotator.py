@@ -43,6 +43,7 @@ _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # One-click and fusion boxes are new objects: their ids are derived from the request's edit id (uuid5), so a
 # retried request names the same box and the store's edit-id idempotency returns it instead of adding a twin.
 _BOX_NAMESPACE = uuid.UUID("6f1d3c52-8a57-4d7e-9a43-2f3b1f6c0e11")
+AUTOMATIC_SOURCES = frozenset({"one_click", "fusion", "tracked", "interpolated", "copied"})  # boxes a machine placed
 IMPORT_SESSION = "import"  # the session KITTI label import is stored under (never undone by an annotator)
 TRACK_HISTORY = 10  # frames of accepted boxes before the previous frame that feed a track's Kalman filter
 JPEG_QUALITY = 90
@@ -437,7 +438,7 @@ class Annotator:
         """Propagate the accepted, tracked boxes of `from_fid` into `fid` (latte.tracking: constant-velocity
         Kalman filter in the world frame over the tracks' earlier accepted boxes, re-fitted to the points).
         Tracks already in `fid` are skipped. Returns (document, the new proposal dicts) — one batch edit."""
-        from latte.tracking import TrackObservation, propagate_boxes
+        from latte.tracking import DEFAULT_CONFIG, TrackObservation, propagate_boxes
 
         fid, from_fid = self.frame_id(fid), self.frame_id(from_fid)
         self._request(base_version, session, edit_id)
@@ -468,9 +469,15 @@ class Annotator:
             hdoc = self.store.document(hid) if hid != from_fid else self.document(hid)
             pose = self.source.pose(hid)
             t = t_of(hid)
-            for b in document_boxes(hdoc):
-                if b.accepted and b.track_id in wanted:
-                    histories.setdefault(b.track_id, []).append(TrackObservation(t, _world(b.array, pose)))
+            observed = [b for b in document_boxes(hdoc) if b.accepted and b.track_id in wanted]
+            # A proposal accepted exactly as the machine placed it is a re-fit, not a person's placement: it
+            # enters the filter with the re-fit's accuracy (latte.tracking.TrackingConfig.refit_position_std).
+            placed = self._added_geometry(hid) if any(b.source in AUTOMATIC_SOURCES for b in observed) else {}
+            for b in observed:
+                first = placed.get(b.id)
+                unchanged = b.source in AUTOMATIC_SOURCES and first is not None and np.array_equal(first, b.array)
+                std = DEFAULT_CONFIG.refit_position_std if unchanged else None
+                histories.setdefault(b.track_id, []).append(TrackObservation(t, _world(b.array, pose), std=std))
         geom = self.geometry(fid)
         proposals = propagate_boxes(prev, histories, t_of(fid), self.source.pose(fid), geom, self.source.pose(from_fid),
                                     t_prev=t_of(from_fid))
@@ -482,6 +489,20 @@ class Annotator:
         doc = self.store.apply(fid, base_version, op, session, edit_id)
         ids = {b.id for b in boxes}
         return doc, [b for b in doc["boxes"] if b["id"] in ids]
+
+    def _added_geometry(self, fid: str) -> dict[str, np.ndarray]:
+        """{box id: (7,) box as its add edit placed it} for the boxes added to a frame through the store."""
+        placed: dict[str, np.ndarray] = {}
+        for e in self.store.edits(frame_id=fid):
+            if e["kind"] != "edit":
+                continue
+            for box in _added_boxes(e["op"]):
+                if isinstance(box, Mapping) and box.get("id") not in placed:
+                    try:
+                        placed[box["id"]] = Box.from_dict(box).array
+                    except EditError:
+                        continue
+        return placed
 
     # ------------------------------------------------------------------------------------------ fusion
     def fusion(self, fid: str, base_version: int, session: str, edit_id: str) -> tuple[dict, list]:

@@ -286,6 +286,33 @@ def test_track_proposes_the_accepted_box_in_the_next_frame(client, ann):
     assert again["boxes"] == [] and again["document"]["version"] == 1
 
 
+def test_proposals_accepted_unchanged_enter_the_tracker_as_refits(client, monkeypatch):
+    """A machine's box a person accepted as it was is as accurate as a re-fit; a moved one is a person's placement
+    (latte.tracking: TrackObservation.std)."""
+    import latte.tracking
+    from latte.tracking import DEFAULT_CONFIG
+
+    seen = {}
+
+    def capture(prev, histories, *args, **kwargs):
+        seen.update({k: [o.std for o in v] for k, v in histories.items()})
+        return []
+
+    monkeypatch.setattr(latte.tracking, "propagate_boxes", capture)
+    a = manual_box("a", x=10.0, track_id=1, source="one_click", accepted=False)
+    b = manual_box("b", x=20.0, track_id=2, source="tracked", accepted=False)
+    c = manual_box("c", x=30.0, track_id=3)  # drawn by hand
+    batch = {"op": "batch", "ops": [{"op": "add", "box": box} for box in (a, b, c)]}
+    client.post("/api/frames/000000/edits", json=edit_body(0, batch))
+    accept = {"op": "batch", "ops": [{"op": "update", "box": a | {"accepted": True}},
+                                     {"op": "update", "box": b | {"accepted": True, "x": 20.1}}]}
+    assert client.post("/api/frames/000000/edits", json=edit_body(1, accept, edit_id="e2")).status_code == 200
+    r = client.post("/api/frames/000001/track", json={"from": "000000", "base_version": 0, "session": "s1",
+                                                      "edit_id": "tr1"})
+    assert r.status_code == 200 and r.json()["boxes"] == []
+    assert seen == {1: [DEFAULT_CONFIG.refit_position_std], 2: [None], 3: [None]}
+
+
 def test_copy_next_and_interpolate(client, ann):
     box = manual_box(track_id=7)
     client.post("/api/frames/000000/edits", json=edit_body(0, {"op": "add", "box": box}))
