@@ -24,7 +24,10 @@ OpenVINO and TensorRT's explicit quantisation all consume):
 
 Two targets, since the runtimes want different Q/DQ graphs (deploy.formats.TARGETS):
 - "cpu" (default): the recipe above, for onnxruntime and OpenVINO on a CPU: uint8 asymmetric activations, int32
-  biases, Q/DQ on every quantised op's inputs and outputs (onnxruntime fuses DQ -> Conv -> Q into QLinearConv).
+  biases, Q/DQ on every quantised op's inputs and outputs (onnxruntime fuses DQ -> Conv -> Q into QLinearConv), and
+  the ReLUs, max-pools and concats quantised too, so each ReLU folds into its conv's uint8 range and the chain
+  stays int8 (with the weighted ops alone a float ReLU sat between every DQ and Q: SqueezeSeg's int8 ran 1.6x slower
+  in onnxruntime than the issue's hand export, quantised with every op type).
 - "tensorrt": what TensorRT's explicit quantisation builds (its guide's "Q/DQ layer placement"): int8 activations,
   symmetric (zero point 0: TensorRT takes no other), per-channel int8 weights, float biases (TensorRT quantises
   biases itself; it refuses int32 ones), and Q/DQ on the inputs of the weighted ops only, so a Conv's ReLU stays
@@ -46,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from deploy.formats import get_target
+from deploy.formats import WEIGHTED_OPS, get_target
 from deploy.sidecar import Sidecar, read_sidecar, write_sidecar
 from squeeze.detection import preprocess_image
 from squeeze.errors import DataError
@@ -68,7 +71,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")  # the ops whose float time dominates these networks
+QUANTIZED_OPS = WEIGHTED_OPS  # the layers: their weights are int8; keep_float and the sensitivity name these
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
@@ -185,6 +188,28 @@ def resolve_layers(model: Any, names: Sequence[str], source: str | Path) -> list
     return nodes
 
 
+def float_successors(model: Any, nodes: Sequence[str], ops: Sequence[str]) -> list[str]:
+    """Names of the non-weighted nodes of type `ops` (ReLU, pool, concat) that lie between one of `nodes` (layers
+    kept in float) and the next weighted layers, in graph order: they stay float too, so a layer kept in float
+    hands its float output on as it did before those ops were quantised (only its producers' outputs carry Q/DQ)."""
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    by_name = {n.name: n for n in model.graph.node}
+    found: set[str] = set()
+    todo = [by_name[n] for n in nodes if n in by_name]
+    while todo:
+        node = todo.pop()
+        for out in node.output:
+            for nxt in consumers.get(out, []):
+                if nxt.op_type in WEIGHTED_OPS or nxt.name in found:
+                    continue
+                found.add(nxt.name)
+                todo.append(nxt)
+    return [n.name for n in model.graph.node if n.name in found and n.op_type in ops]
+
+
 # -------------------------------------------------------------------------------------------------- quantise
 @dataclass(frozen=True)
 class QuantizeResult:
@@ -196,7 +221,7 @@ class QuantizeResult:
 
 
 def _quantize(src: Path, out: Path, feeds: Sequence[dict[str, np.ndarray]], cache: Path,
-              exclude: Sequence[str] = (), include: Sequence[str] | None = None, method: str = "minmax",
+              exclude: Sequence[str] = (), method: str = "minmax",
               target: str = "cpu") -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -217,14 +242,15 @@ def _quantize(src: Path, out: Path, feeds: Sequence[dict[str, np.ndarray]], cach
         str(src), str(out), _Reader(feeds) if not cache.is_file() else None,
         quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=methods[method], op_types_to_quantize=list(QUANTIZED_OPS),
-        nodes_to_exclude=list(exclude), nodes_to_quantize=list(include) if include is not None else None,
+        calibrate_method=methods[method], op_types_to_quantize=list(t.ops),
+        nodes_to_exclude=list(exclude),
         calibration_cache_path=str(cache), extra_options=extra)
 
 
 def _prepared(model_path: Path, tmp: Path) -> Path:
     """The model as one file (external data inlined) with ONNX shape inference and onnxruntime's graph
-    optimisations applied (quant_pre_process: folds what can be folded before ranges are measured)."""
+    optimisations applied (quant_pre_process: folds what can be folded before ranges are measured), every node
+    named (the quantiser excludes nodes by name; an unnamed one would match every other)."""
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -233,6 +259,16 @@ def _prepared(model_path: Path, tmp: Path) -> Path:
     onnx.save(model, str(whole), save_as_external_data=False)
     prepared = tmp / "prepared.onnx"
     quant_pre_process(str(whole), str(prepared), skip_symbolic_shape=True)
+    model = onnx.load(str(prepared))
+    taken = {n.name for n in model.graph.node}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type.lower()}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+    onnx.save(model, str(prepared))
     return prepared
 
 
@@ -256,7 +292,9 @@ def quantize_model(model_path: str | Path, out: str | Path, feeds: Sequence[dict
     with tempfile.TemporaryDirectory(prefix="squeeze-quant-") as tmp_name:
         tmp = Path(tmp_name)
         prepared = _prepared(model_path, tmp)
-        exclude = resolve_layers(onnx.load(str(prepared)), keep_float, model_path) if keep_float else []
+        graph = onnx.load(str(prepared))
+        exclude = resolve_layers(graph, keep_float, model_path) if keep_float else []
+        exclude += float_successors(graph, exclude, t.ops)
         staged = tmp / "int8.onnx"
         _quantize(prepared, staged, feeds, tmp / "ranges.json", exclude=exclude, method=method, target=t.name)
         quantized = onnx.load(str(staged))
@@ -311,8 +349,10 @@ def output_error(task: str) -> Callable[[dict[str, np.ndarray], list[np.ndarray]
 def layer_sensitivity(model_path: str | Path, feeds: Sequence[dict[str, np.ndarray]], frames: int = 4,
                       sidecar: Sidecar | None = None, progress: bool = False, target: str = "cpu"
                       ) -> list[LayerSensitivity]:
-    """Each quantisable layer's error (output_error) when it ALONE is quantised, on the first `frames` feeds,
-    worst first. Ranges are measured once on all feeds (a calibration cache) and reused for every layer."""
+    """Each quantisable layer's error (output_error) when it is the only int8 layer, on the first `frames` feeds,
+    worst first: the model `quantize_model` writes with every other layer in keep_float (so the ReLUs, pools and
+    concats the target quantises are int8 wherever no float layer precedes them, as there). Ranges are measured
+    once on all feeds (a calibration cache) and reused for every layer."""
     import onnxruntime as ort
     from tqdm import tqdm
 
@@ -332,13 +372,17 @@ def layer_sensitivity(model_path: str | Path, feeds: Sequence[dict[str, np.ndarr
         prepared = _prepared(model_path, tmp)
         import onnx
 
-        layers = layer_names(onnx.load(str(prepared)))
+        graph = onnx.load(str(prepared))
+        layers = layer_names(graph)
         reference = outputs(prepared)
         cache = tmp / "ranges.json"
         result = []
+        ops = get_target(target).ops
         for node, layer in tqdm(layers.items(), desc="sensitivity", unit="layer", disable=not progress):
             one = tmp / "one.onnx"
-            _quantize(prepared, one, feeds, cache, include=[node], target=target)
+            others = [n for n in layers if n != node]
+            _quantize(prepared, one, feeds, cache, exclude=others + float_successors(graph, others, ops),
+                      target=target)
             got = outputs(one)
             errors = [measure(f, r, g) for f, r, g in zip(test, reference, got, strict=True)]
             result.append(LayerSensitivity(node, layer, float(np.mean(errors))))

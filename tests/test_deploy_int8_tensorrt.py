@@ -138,8 +138,9 @@ def test_the_tensorrt_graph_is_symmetric_int8_with_float_biases_and_qdq_on_weigh
 
 
 def test_onnxruntime_runs_the_tensorrt_graph_close_to_fp32(quantized):
-    """As close to fp32 as the CPU flavour: measured 98.5 % equal labels (CPU flavour 98.3 %), mean |error| 3.5 % of
-    the mean |logit| (3.6 %), on frames not used for calibration."""
+    """About as close to fp32 as the CPU flavour, on frames not used for calibration: measured 98.5 % equal labels
+    (CPU flavour 98.6 %), mean |error| 3.5 % of the mean |logit| (CPU 2.6 %: uint8 gives a ReLU's output 8 bits,
+    symmetric int8 7)."""
     images = range_images(12, seed=99)
     feeds = _feeds(images)
     mask = feeds["mask"]
@@ -155,7 +156,29 @@ def test_onnxruntime_runs_the_tensorrt_graph_close_to_fp32(quantized):
                            float(np.abs(ref - got).mean() / np.abs(ref).mean()))
     (agree, err), (cpu_agree, cpu_err) = figures["tensorrt"], figures["cpu"]
     assert agree >= 0.97 and 1e-3 < err < 0.06, figures  # > 1e-3: it really is quantised
-    assert agree >= cpu_agree - 0.01 and err <= 1.25 * cpu_err, figures
+    assert agree >= cpu_agree - 0.01 and err <= 1.6 * cpu_err, figures
+
+
+def test_the_cpu_graph_folds_relus_into_uint8_and_keeps_the_float_path_of_a_float_layer(quantized, tmp_path):
+    """CPU target: ReLUs, pools and concats are quantised, so every ReLU is folded into its conv's uint8 range
+    (onnxruntime then chains QLinearConvs). A layer kept in float keeps its ReLU and the concat after it float: no
+    Q/DQ between it and the next weighted layer."""
+    q = onnx.load(str(quantized["cpu"]))
+    ops = [n.op_type for n in q.graph.node]
+    assert "Relu" not in ops and ops.count("Conv") == 3 and ops.count("ConvTranspose") == 1
+    quantised_inputs = {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
+    concats = [n for n in q.graph.node if n.op_type == "Concat"]
+    assert all(c.output[0] in quantised_inputs for c in concats[1:])  # the skip concat's output is int8
+    model = quantized["fp32"]
+    feeds = calibration_inputs(read_sidecar(model), _calib_folder(tmp_path / "data", count=4))
+    kept = onnx.load(str(quantize_model(model, tmp_path / "kept.onnx", feeds, keep_float=["deconv3"]).path))
+    producer = {o: n for n in kept.graph.node for o in n.output}
+    deconv = next(n for n in kept.graph.node if n.op_type == "ConvTranspose")
+    relu = next(n for n in kept.graph.node if n.op_type == "Relu")  # the deconv's, kept
+    assert relu.input[0] == deconv.output[0] and deconv.input[1] not in producer  # its weight a float initializer
+    quantised = {n.input[0] for n in kept.graph.node if n.op_type == "QuantizeLinear"}
+    assert deconv.output[0] not in quantised and relu.output[0] not in quantised  # float up to the concat
+    assert [n.op_type for n in kept.graph.node].count("Relu") == 1  # the other two still fold
 
 
 def test_targets_are_one_table_linked_to_the_formats():
