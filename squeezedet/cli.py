@@ -67,14 +67,16 @@ def add_det_parser(subparsers, load_detector: Callable[..., Any] | None = None) 
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--results", type=Path, help="result folder: <frame>.txt files, or a data/ folder of them")
     src.add_argument("--checkpoint", type=Path, help="detector checkpoint to run on DATA's images")
+    src.add_argument("--model", type=Path, metavar="FILE",
+                     help="exported detector to run on DATA's images instead: .onnx, .xml (OpenVINO IR), .engine")
     p.add_argument("--split", default=None, help="ImageSets list name (default: every labelled frame)")
     p.add_argument("--out", type=Path, required=True, help="folder for metrics.json, pr_curves.png (and results)")
     p.add_argument("--classes", nargs="+", default=["Car", "Pedestrian", "Cyclist"], help="object types evaluated")
     p.add_argument("--squeezedet-devkit", action="store_true",
                    help="squeezeDet's copy of the devkit: detections shorter than the height limit are not ignored")
     p.add_argument("--nms", choices=["standard", "reference", "soft"], default=None,
-                   help="with --checkpoint: " + NMS_HELP + " (default: the checkpoint's)")
-    p.set_defaults(run=run_eval)
+                   help="with --checkpoint or --model: " + NMS_HELP + " (default: the model's)")
+    p.set_defaults(run=run_eval, load_detector=load_detector)
 
     p = sub.add_parser("predict", help="detect objects in images: KITTI result files and drawn pictures",
                        description="Run a detector on image files or folders. Writes OUT/data/<name>.txt in KITTI "
@@ -215,6 +217,21 @@ def run_eval(args: argparse.Namespace) -> int:
         results = args.out / "data"
         _write_results(results, ids, dets)
         frame_ids = ids
+    elif args.model is not None:  # an exported model: frame by frame through the Detector protocol
+        from tqdm import tqdm
+
+        from squeeze.kitti import read_image
+        from squeezedet.data import DetectionDataset
+        from squeezedet.predict import detections_to_labels
+
+        detector = _detector(args, nms=args.nms)
+        dataset = DetectionDataset(args.data, args.split)
+        ids = list(dataset.frame_ids)
+        dets = [detections_to_labels(detector.detect(read_image(dataset.folder.path("image_2", f))),
+                                     detector.class_names) for f in tqdm(ids, desc="detect", unit="image")]
+        results = args.out / "data"
+        _write_results(results, ids, dets)
+        frame_ids = ids
     result = evaluate_folders(_label_dir(args.data), results, frame_ids, classes=tuple(args.classes),
                               ignore_short_detections=not args.squeezedet_devkit)
     print(format_table(result), end="")
@@ -241,7 +258,7 @@ def _write_results(folder: Path, frame_ids, detections) -> None:
 def _detector(args: argparse.Namespace, **overrides) -> Any:
     """The Detector `predict` runs: --model or the checkpoint (not both), through the loader the command root gave
     (checkpoints and exported models), else as a checkpoint; the bundled weights when neither is given."""
-    if args.model is not None and args.checkpoint is not None:
+    if args.model is not None and getattr(args, "checkpoint", None) is not None:
         raise ValueError("give the checkpoint or --model, not both")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     path = args.model if args.model is not None else args.checkpoint

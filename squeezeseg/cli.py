@@ -50,13 +50,16 @@ def add_seg_parser(subparsers, load_segmenter: Callable[..., Any] | None = None)
                        description="Per-class IoU / precision / recall with TP, FP, FN summed over the set, on valid "
                                    "pixels (SqueezeSeg's protocol) and on points; writes metrics.json and confusion "
                                    "matrix PNGs.")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                   help="segmentation checkpoint, or an exported model as with --model")
     p.add_argument("data", type=Path, help="folder to evaluate on")
+    p.add_argument("--model", type=Path, default=None, metavar="FILE",
+                   help="an exported model instead of the checkpoint: .onnx, .xml (OpenVINO IR) or .engine")
     p.add_argument("--split", default=None, help="split list name (default: every frame)")
     p.add_argument("--out", type=Path, required=True, help="folder for metrics.json and pictures")
     p.add_argument("--max-frames", type=int, default=None, help="evaluate the first N frames (default: all)")
     p.add_argument("--batch-size", type=int, default=8, help="frames per forward pass")
-    p.set_defaults(run=run_eval)
+    p.set_defaults(run=run_eval, load_segmenter=load_segmenter)
 
     p = sub.add_parser("predict", help="segment scans: .bin, .npy or .pcd -> per-point .label and PNGs",
                        description="Segment LiDAR scans. Writes, per input, a SemanticKITTI-style .label (one uint32 "
@@ -134,26 +137,34 @@ def check_max_frames(max_frames: int | None) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from squeeze.kitti import atomic_write_text
-    from squeezeseg.data import RangeDataset
+    from squeezeseg.data import RangeDataset, SegDataConfig
     from squeezeseg.metrics import plot_confusion
     from squeezeseg.predict import evaluate, load_model
 
     check_max_frames(args.max_frames)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    loaded = load_model(args.checkpoint)
-    dataset = RangeDataset(args.data, args.split, loaded.data_config)
-    result = evaluate(loaded.model, dataset, batch_size=args.batch_size, max_frames=args.max_frames, progress=True)
+    if (args.model is None) == (args.checkpoint is None):
+        raise ValueError("give a segmentation checkpoint or --model FILE (one of them) before the data folder")
+    if args.model is None:
+        loaded = load_model(args.checkpoint)
+        model, class_names, data_config = loaded.model, loaded.class_names, loaded.data_config
+    else:  # an exported model: the segmenter its loader gives, with the projection and classes it was trained on
+        model = _segmenter(args, args.model)
+        class_names = model.class_names
+        data_config = SegDataConfig(projection=model.projection, class_names=class_names)
+    dataset = RangeDataset(args.data, args.split, data_config)
+    result = evaluate(model, dataset, batch_size=args.batch_size, max_frames=args.max_frames, progress=True)
     args.out.mkdir(parents=True, exist_ok=True)
     print("pixels (valid pixels of the range images):")
     print(result.pixels.table())
-    plot_confusion(result.pixels.confusion, loaded.class_names, args.out / "confusion_pixels.png")
-    report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "frames": len(dataset)
+    plot_confusion(result.pixels.confusion, class_names, args.out / "confusion_pixels.png")
+    report = {"checkpoint": str(args.model or args.checkpoint), "data": str(args.data), "frames": len(dataset)
               if args.max_frames is None else min(args.max_frames, len(dataset)), "pixels": result.pixels.as_dict()}
     if result.points is not None:
         print("points (in the field of view; hidden points take their pixel's class):")
         print(result.points.table())
-        plot_confusion(result.points.confusion, loaded.class_names, args.out / "confusion_points.png")
+        plot_confusion(result.points.confusion, class_names, args.out / "confusion_points.png")
         report["points"] = result.points.as_dict()
     from squeeze.jsonio import dumps  # strict JSON: an undefined IoU (no labelled point of a class) is null
 

@@ -142,15 +142,16 @@ class Evaluation:
     points: SegMetrics | None  # over the points in the field of view, each taking its pixel's prediction
 
 
-def evaluate(model: nn.Module, dataset: RangeDataset, batch_size: int = 8, max_frames: int | None = None,
+def evaluate(model: nn.Module | Any, dataset: RangeDataset, batch_size: int = 8, max_frames: int | None = None,
              progress: bool = False) -> Evaluation:
     """Per-class IoU / precision / recall with TP, FP, FN summed over the set, on pixels and on points.
 
-    The network runs through TorchSegmenter, on the device of the model's parameters.
+    A torch model runs through TorchSegmenter, on the device of its parameters; anything else is taken as a
+    segmenter with `segment_pixels` (an exported one: deploy's runtimes).
     """
     from tqdm import tqdm
 
-    segmenter = TorchSegmenter(model, dataset.config)
+    segmenter = TorchSegmenter(model, dataset.config) if isinstance(model, nn.Module) else model
     k = len(dataset.config.class_names)
     pix_conf = np.zeros((k, k), np.int64)
     pt_conf = np.zeros((k, k), np.int64)

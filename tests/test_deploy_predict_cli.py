@@ -99,7 +99,7 @@ def assert_same_kitti_results(a: Path, b: Path) -> None:
     """The same result files: the same objects in the same order, the same class words, boxes and scores as
     written (2 decimals for boxes; a last-digit difference from float rounding is allowed: 0.01 px, 1e-4 score)."""
     ra, rb = result_lines(a), result_lines(b)
-    assert list(ra) == list(rb) == ["a.txt", "b.txt"]
+    assert list(ra) == list(rb) and len(ra) == 2
     assert sum(len(v) for v in ra.values()) > 0
     for name in ra:
         assert len(ra[name]) == len(rb[name]), name
@@ -113,6 +113,7 @@ def test_det_predict_with_model_writes_the_checkpoints_results(models, inputs, t
     assert main(["det", "predict", str(models["det"]), *common, "--out", str(tmp_path / "torch")]) == 0
     assert main(["det", "predict", "--model", str(models["det_onnx"]), *common, "--out", str(tmp_path / "onnx")]) == 0
     assert_same_kitti_results(tmp_path / "torch" / "data", tmp_path / "onnx" / "data")
+    assert sorted(p.name for p in (tmp_path / "onnx" / "data").iterdir()) == ["a.txt", "b.txt"]
     assert sorted(p.name for p in (tmp_path / "onnx" / "images").iterdir()) == ["a.png", "b.png"]
     # The positional argument takes an exported model too (the loader picks by suffix), with the same options.
     assert main(["det", "predict", str(models["det_onnx"]), *common, "--nms", "soft", "--out",
@@ -193,6 +194,43 @@ def test_loaders_pick_by_suffix_and_refuse_the_other_task(models, tmp_path, caps
     assert "give a segmentation checkpoint (or --model FILE)" in capsys.readouterr().err
     assert main(["seg", "predict", "--model", str(models["det_onnx"]), str(tmp_path / "one.bin"), "--out", out]) == 2
     assert "det.onnx: this is a detection model, not a segmenter" in capsys.readouterr().err
+
+
+def test_eval_with_model_gives_the_checkpoints_metrics(models, inputs, tmp_path):
+    from squeeze.kitti import read_image
+
+    # detection: a KITTI folder of two labelled images (the inputs' pictures)
+    root = tmp_path / "kitti" / "training"
+    (root / "image_2").mkdir(parents=True)
+    (root / "label_2").mkdir()
+    for i, name in enumerate(("a", "b")):
+        write_image(root / "image_2" / f"{i:06d}.png", read_image(inputs["images"] / f"{name}.png"))
+        (root / "label_2" / f"{i:06d}.txt").write_text(
+            "Car 0.00 0 -1.57 40.00 30.00 160.00 90.00 1.50 1.60 3.90 -3.00 1.70 20.00 -1.60\n")
+    data = str(tmp_path / "kitti")
+    assert main(["det", "eval", data, "--checkpoint", str(models["det"]), "--out", str(tmp_path / "e1")]) == 0
+    assert main(["det", "eval", data, "--model", str(models["det_onnx"]), "--out", str(tmp_path / "e2")]) == 0
+    a, b = (json.loads((tmp_path / e / "metrics.json").read_text()) for e in ("e1", "e2"))
+    assert a["ap11"] == b["ap11"] and a["ap40"] == b["ap40"] and a["frames"] == b["frames"] == 2
+    assert_same_kitti_results(tmp_path / "e1" / "data", tmp_path / "e2" / "data")
+    assert sorted(p.name for p in (tmp_path / "e2" / "data").iterdir()) == ["000000.txt", "000001.txt"]
+    # segmentation: a folder of labelled 16 x 64 range images
+    folder = tmp_path / "seg" / "lidar_2d"
+    folder.mkdir(parents=True)
+    image = np.load(inputs["range"])
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        frame = image.copy()
+        frame[..., 5] = np.where(frame[..., 4] > 0, rng.integers(0, 4, frame.shape[:2]), 0)
+        np.save(folder / f"{i:06d}.npy", frame)
+    seg_data = str(tmp_path / "seg")
+    assert main(["seg", "eval", str(models["seg"]), seg_data, "--out", str(tmp_path / "s1")]) == 0
+    assert main(["seg", "eval", "--model", str(models["seg_onnx"]), seg_data, "--out", str(tmp_path / "s2")]) == 0
+    a, b = (json.loads((tmp_path / e / "metrics.json").read_text()) for e in ("s1", "s2"))
+    assert a["frames"] == b["frames"] == 3
+    for key, value in a["pixels"].items():
+        if isinstance(value, float):
+            assert b["pixels"][key] == pytest.approx(value, abs=2e-3), key  # a label or two may flip on a tie
 
 
 TORCH_BLOCKED = textwrap.dedent("""
