@@ -87,12 +87,14 @@ MIN_CLUSTER = 3  # points; fewer is noise, not an object
 COARSE_STEP = math.radians(1.0)  # L-shape search, Zhang et al. use 1 degree
 FINE_STEP = math.radians(0.05)  # then refined around the best coarse heading
 CLOSENESS_D0 = 0.05  # m; Zhang et al.'s d0 (they use 0.01 m), raised to the noise of a real scan's surfaces
+MAX_FIT_POINTS = 1500  # points the heading search scores at most
 EDGE_QUANTILE = 0.01  # of the points beyond each edge the closeness criterion ignores
 FIT_CELL = 0.03  # m; points are deduplicated on this bird's-eye grid before the search (stacked rings of one
 # vertical face would otherwise weigh that face by the number of rings)
 PRIOR_SEARCH = math.radians(20.0)  # with a prior heading, search this far either side of it
 OVERSIZE = 1.25  # a cluster longer or wider than this times its class size (+0.3 m) holds more than one object
 OVERSIZE_WIDTH = 1.15  # the same across (+0.15 m): widths vary less than lengths (a car is 1.4-1.9 m wide)
+MAX_GRID_CELLS = 400_000  # the largest clustering grid a split may use
 SPLIT_GAP = 0.25  # m; the last resort cuts an oversize cluster at bird's-eye gaps wider than this
 SPLIT_SCALES = (0.75, 0.5, 0.35, 0.25)  # neighbourhood scales tried, coarsest first, to split such a cluster
 LINE_HYPOTHESES = 128  # RANSAC line hypotheses when looking for a facade in an oversize cluster
@@ -504,10 +506,13 @@ def _grow(xy: np.ndarray, height: np.ndarray, click: np.ndarray, radius: float, 
     d = xy - click
     warped = np.stack([(d[:, 0] * ray[0] + d[:, 1] * ray[1]) * shrink, d[:, 1] * ray[0] - d[:, 0] * ray[1]], axis=1)
     cell = BEV_CELL * scale
-    n = int(math.ceil(2.0 * radius / cell)) + 1
-    ij = np.clip(np.floor((warped + radius) / cell).astype(np.int64), 0, n - 1)
-    flat = ij[:, 0] * n + ij[:, 1]
-    counts = np.bincount(flat[links], minlength=n * n).reshape(n, n).astype(np.float32)
+    # The grid spans the points (not the search circle), with a margin for the kernels.
+    pad = int(math.ceil(_EPS_CELLS)) + 1
+    corner = warped.min(axis=0) - pad * cell
+    ij = np.floor((warped - corner) / cell).astype(np.int64)
+    ni, nj = (ij.max(axis=0) + pad + 1).tolist()
+    flat = ij[:, 0] * nj + ij[:, 1]
+    counts = np.bincount(flat[links], minlength=ni * nj).reshape(ni, nj).astype(np.float32)
     density = ndimage.convolve(counts, _CORE_KERNEL, mode="constant", cval=0.0)
     core = (counts > 0) & (density >= max(2, math.ceil(MIN_POINTS * scale)))
     if not core.any():
@@ -546,10 +551,13 @@ def _project(xy: np.ndarray, angles: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return x * c + y * s, -x * s + y * c
 
 
-def _best_heading(xy: np.ndarray, lo: float, hi: float) -> float:
-    """The heading in [lo, hi) (radians) of the best closeness score, 1 degree grid then 0.05 degree refinement."""
-    coarse = np.arange(lo, hi, COARSE_STEP)
+def _best_heading(xy: np.ndarray, lo: float, hi: float, quick: bool = False) -> float:
+    """The heading in [lo, hi) (radians) of the best closeness score, 1 degree grid then 0.05 degree refinement
+    (quick: a 3 degree grid only)."""
+    coarse = np.arange(lo, hi, 3 * COARSE_STEP if quick else COARSE_STEP)
     best = coarse[int(np.argmax(_closeness(*_project(xy, coarse))))]
+    if quick:
+        return float(best)
     fine = best + np.arange(-COARSE_STEP, COARSE_STEP + 0.5 * FINE_STEP, FINE_STEP)
     return float(fine[int(np.argmax(_closeness(*_project(xy, fine))))])
 
@@ -563,16 +571,22 @@ def _dedupe(xy: np.ndarray) -> np.ndarray:
     return xy[first]
 
 
-def _l_shape_axes(xy: np.ndarray, prior_yaw: float | None) -> tuple[float, np.ndarray, np.ndarray]:
-    """Best heading theta (radians) and the points' [min, max] along e1 = (cos, sin) and e2 = (-sin, cos)."""
+def _l_shape_axes(xy: np.ndarray, prior_yaw: float | None, quick: bool = False
+                  ) -> tuple[float, np.ndarray, np.ndarray]:
+    """Best heading theta (radians) and the points' [min, max] along e1 = (cos, sin) and e2 = (-sin, cos).
+
+    quick: a coarse search on at most a fifth of MAX_FIT_POINTS points, for size checks."""
     centre = xy.mean(axis=0)
     local = _dedupe(xy - centre)
+    cap = MAX_FIT_POINTS // 5 if quick else MAX_FIT_POINTS
+    if len(local) > cap:  # a regular subsample bounds the search's cost on dense near objects
+        local = local[:: int(math.ceil(len(local) / cap))]
     if len(local) < 3 or np.ptp(local, axis=0).max() < 1e-6:
         theta = 0.0 if prior_yaw is None else float(prior_yaw)
     elif prior_yaw is None:
-        theta = _best_heading(local, 0.0, 0.5 * math.pi)
+        theta = _best_heading(local, 0.0, 0.5 * math.pi, quick)
     else:
-        theta = _best_heading(local, float(prior_yaw) - PRIOR_SEARCH, float(prior_yaw) + PRIOR_SEARCH)
+        theta = _best_heading(local, float(prior_yaw) - PRIOR_SEARCH, float(prior_yaw) + PRIOR_SEARCH, quick)
     u, v = _project(xy, np.array([theta]))
     return theta, np.array([u.min(), u.max()]), np.array([v.min(), v.max()])
 
@@ -811,6 +825,12 @@ def _split_oversize(geom: FrameGeometry, idx: np.ndarray, click: np.ndarray, cls
     xy = geom._xyz[idx, :2]
     if not _oversize(xy, cls):
         return idx
+    # The object holding the click lies within its diagonal of the click.
+    length, width = CLASS_SIZES[cls][:2]
+    near = ((xy - click[:2]) ** 2).sum(axis=1) <= (OVERSIZE * math.hypot(length, width) + 0.3) ** 2
+    idx, xy = idx[near], xy[near]
+    if len(idx) < MIN_CLUSTER:
+        return idx
     reach = float(np.sqrt(((xy - click[:2]) ** 2).sum(axis=1).max())) + 1.0
     walls = _long_lines(geom, xy, max(1.5, OVERSIZE * CLASS_SIZES[cls][0] + 0.3), _class_max_height(cls),
                         np.random.default_rng(0))
@@ -821,6 +841,8 @@ def _split_oversize(geom: FrameGeometry, idx: np.ndarray, click: np.ndarray, cls
             if not _oversize(geom._xyz[idx, :2], cls):
                 return idx
     for scale in SPLIT_SCALES:
+        if (2.0 * reach / (BEV_CELL * scale)) ** 2 > MAX_GRID_CELLS:
+            break  # finer than this costs more than a click may (a long class's cluster over a wide area)
         part = _grow(geom._xyz[idx, :2], geom.height[idx], click[:2], reach, idx, scale)
         if len(part) < MIN_CLUSTER:
             break
