@@ -229,7 +229,9 @@ class Annotator:
                 except (DataError, OSError) as e:  # the frame stays usable; its labels are not imported
                     log.warning("frame %s: KITTI labels not imported: %s", fid, e)
                     boxes = []
-                if boxes:
+                if boxes:  # each a track of its own, so that an imported frame seeds tracking
+                    track = self._next_track_id()
+                    boxes = [b if b.track_id >= 0 else replace(b, track_id=track + k) for k, b in enumerate(boxes)]
                     op = {"op": "batch", "ops": [{"op": "add", "box": b.to_dict()} for b in boxes]}
                     try:  # the edit id makes a second import of the same frame (another process) a no-op
                         self.store.apply(fid, 0, op, IMPORT_SESSION, f"import-{_box_id('import', fid)}")

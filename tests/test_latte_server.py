@@ -437,6 +437,11 @@ def test_kitti_labels_are_imported_on_first_open(sim_seq, tmp_path):
         assert len(doc["boxes"]) == len(expected) > 0 and doc["version"] == 1
         assert {b["source"] for b in doc["boxes"]} == {"imported"}
         assert all(b["accepted"] for b in doc["boxes"])
+        # each imported box is a track of its own (so that N propagates it); the next frame's continue the count
+        assert sorted(b["track_id"] for b in doc["boxes"]) == list(range(len(expected)))
+        doc1 = client.get("/api/frames/000001").json()["document"]
+        assert sorted(b["track_id"] for b in doc1["boxes"]) == list(range(len(expected),
+                                                                          len(expected) + len(doc1["boxes"])))
         # a frame whose document exists is not imported again (here: after a deletion, by a new server)
         client.post("/api/frames/000000/edits", json=edit_body(1, {"op": "delete", "id": doc["boxes"][0]["id"]}))
         again = TestClient(create_app(Annotator(source, store, import_labels=True)), base_url=BASE)
