@@ -36,7 +36,7 @@ def is_checkpoint(path: str | Path) -> bool:
 
 
 def model_suffixes() -> str:
-    """'.pt / .pth (checkpoint), .onnx (onnx), .xml (openvino), .engine (tensorrt)': for help texts and errors."""
+    """'.pt/.pth (checkpoint), .onnx (onnx), .xml (openvino), .engine (tensorrt)': for help texts and errors."""
     from deploy.formats import FORMATS
 
     return ", ".join(["/".join(CHECKPOINT_SUFFIXES) + " (checkpoint)"] + [f"{f.suffix} ({f.name})" for f in FORMATS])
@@ -94,7 +94,11 @@ def _check_task(path: Path, task: str) -> None:
     from deploy.formats import format_of_path
     from deploy.sidecar import read_sidecar, sidecar_path
 
-    format_of_path(path)
+    try:
+        format_of_path(path)
+    except DataError:
+        raise DataError(path, f"unknown model file type {path.suffix or '(no suffix)'!r}: a model is one of "
+                              f"{model_suffixes()}") from None
     if not path.is_file() or not sidecar_path(path).is_file():
         return
     got = read_sidecar(path).task

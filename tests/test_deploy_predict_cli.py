@@ -179,7 +179,7 @@ def test_loaders_pick_by_suffix_and_refuse_the_other_task(models, tmp_path, caps
         load_detector(models["seg_onnx"])
     with pytest.raises(DataError, match=r"det\.onnx: this is a detection model, not a segmenter"):
         load_segmenter(models["det_onnx"])
-    with pytest.raises(DataError, match=r"model\.tflite: unknown model file type"):
+    with pytest.raises(DataError, match=r"model\.tflite: unknown model file type .\.tflite.: a model is one of \.pt"):
         load_detector(tmp_path / "model.tflite")
     assert model_suffixes().startswith(".pt/.pth (checkpoint), .onnx (onnx), .xml (openvino), .engine (tensorrt)")
     out = str(tmp_path / "o")
