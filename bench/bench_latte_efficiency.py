@@ -13,8 +13,8 @@ bird's-eye view (both flows work in that view: `B`).
     Car/Van, 0.5 Pedestrian/Cyclist) the annotator fixes it with keys (the adjustment model below) up to that
     threshold; `Enter` accepts. Later frames: `N` (the accepted boxes are tracked into the frame), then for each
     proposal: `Enter` when good, keys then `Enter` when not, `Delete` when it matches no object to label; objects
-    without a proposal get a one-click. With --detector, `G` first asks for camera-detector fusion proposals,
-    handled the same way.
+    without a proposal get a one-click. With --detector, `G` on the first frame asks for camera-detector fusion
+    proposals, handled the same way (plus a class key when the detector's class is wrong) before the one-clicks.
 (b) By hand. The frames in reverse order (`P`: moving back does not track, so no box is carried over). Per object,
     `Ctrl`+drag a rectangle in bird's-eye view around the object's points (the axis-aligned bounds of the points
     a person sees; the client makes an accepted "manual" box with yaw 0 or 90 degrees and its height from those
@@ -195,6 +195,7 @@ class Tally:
     proposals_accepted: int = 0
     proposals_fixed: int = 0
     proposals_deleted: int = 0
+    class_fixes: int = 0
     final: dict = field(default_factory=dict)  # Target.key -> box id stored for it
     targets: list = field(default_factory=list)  # every Target to label
 
@@ -389,7 +390,7 @@ def latte_flow(page, source, frames: list[str], ann: ScriptedAnnotator, use_fusi
         t.frames += 1
         todo = list(targets[fid])
         t.targets += todo
-        if use_fusion:
+        if use_fusion and k == 0:  # later frames: the tracked boxes; G again would mostly repeat them
             ann.press("KeyG")
             ann.settle()
         # Proposals (tracked, fusion) first: the client selects one, Enter / Delete move to the next.
@@ -409,6 +410,10 @@ def latte_flow(page, source, frames: list[str], ann: ScriptedAnnotator, use_fusi
                 t.proposals_deleted += 1
                 continue
             todo.remove(tg)
+            if box["cls"] != tg.truth.cls:  # a detector's wrong class: the class key on the selected box
+                ann.press(f"Digit{ANNOTATION_CLASSES.index(tg.truth.cls) + 1}")
+                ann.settle()
+                t.class_fixes += 1
             if iou(box7(box), tg.truth.array) < IOU_OK[tg.truth.cls]:
                 box = ann.adjust(box["id"], tg, IOU_OK[tg.truth.cls], box["source"])
                 t.proposals_fixed += 1
@@ -531,7 +536,7 @@ def run_flow(name: str, data: Path, work: Path, frames: list[str], source, args,
     if name == "latte":
         emit(rows, name="latte_proposals", value=tally.proposals_accepted + tally.proposals_fixed, unit="boxes",
              accepted_as_is=tally.proposals_accepted, fixed=tally.proposals_fixed, deleted=tally.proposals_deleted,
-             one_click_failed=tally.one_click_failed, **common)
+             class_fixes=tally.class_fixes, one_click_failed=tally.one_click_failed, **common)
     return tally, reached, wall
 
 
