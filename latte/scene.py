@@ -97,6 +97,17 @@ class _Frames:
     def frame_ids(self) -> list[str]:
         return list(self._ids)
 
+    def _contained(self, path: Path) -> Path:
+        """`path` if the file it names lies inside its own folder or the data root once symlinks are resolved;
+        UnknownFrameError otherwise. A symlinked folder (velodyne/ on another disk) is the data owner's layout
+        and is followed; a single frame file linking out of both is refused, never read."""
+        if not path.is_symlink():
+            return path
+        real = path.resolve()
+        if real.is_relative_to(path.parent.resolve()) or real.is_relative_to(self.root.resolve()):
+            return path
+        raise UnknownFrameError(path, "a symlink to a file outside the data folder: refused")
+
     def _check(self, frame_id: object) -> str:
         """`frame_id` if it is one of the source's frames; UnknownFrameError otherwise (nothing read for it)."""
         if not isinstance(frame_id, str):
@@ -131,7 +142,7 @@ class KittiObjectSource(_Frames):
         self._period = _frame_period(self.dir.parent / SIM_CONFIG)
 
     def _path(self, sub: str, frame_id: str, ext: str) -> Path:
-        return self.dir / sub / f"{self._check(frame_id)}{ext}"
+        return self._contained(self.dir / sub / f"{self._check(frame_id)}{ext}")
 
     def points(self, frame_id: str) -> np.ndarray:
         return read_velodyne(self._path("velodyne", frame_id, ".bin"))
@@ -274,11 +285,11 @@ class RawDriveSource(_Frames):
         self._times = [(t - stamps[0]).total_seconds() for t in stamps] if stamps else []
 
     def points(self, frame_id: str) -> np.ndarray:
-        return read_velodyne(self.root / "velodyne_points" / "data" / f"{self._check(frame_id)}.bin")
+        return read_velodyne(self._contained(self.root / "velodyne_points" / "data" / f"{self._check(frame_id)}.bin"))
 
     def image(self, frame_id: str) -> np.ndarray | None:
         path = self._images.get(self._check(frame_id))
-        return read_image(path) if path is not None else None
+        return read_image(self._contained(path)) if path is not None else None
 
     def calib(self, frame_id: str) -> Calibration | None:
         self._check(frame_id)
