@@ -2,7 +2,7 @@
 
 No route builds a path from a request except the static files, which resolve through `static_file` (plain name
 components only, no symlinks, inside latte/static/); frame ids only ever index the source's own list of frames.
-Nothing here runs a shell command. The HTTP API is listed in /tmp/coord/LATTE.md and the README.
+Nothing here runs a shell command. The HTTP API is listed in docs/latte.md.
 
 Errors are JSON {"detail": "..."}: 404 unknown frame or nothing to undo, 409 stale write (with the current document),
 422 a malformed body (naming the field) or an edit that does not apply, 403 a missing or wrong token.

@@ -1,4 +1,4 @@
-// HTTP wrappers for the LATTE server (API listed in the README / LATTE.md).
+// HTTP wrappers for the LATTE server (API listed in docs/latte.md).
 // Every /api request carries the X-Latte-Token header taken from this page's own URL (?token=T).
 // Edits carry (session, edit_id, base_version): a network failure is retried with the SAME edit_id (the store is
 // idempotent on it, so nothing is applied twice); a 409 (stale) hands the caller the current document.
