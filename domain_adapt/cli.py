@@ -28,6 +28,18 @@ def _int_at_least(minimum: int):
     return parse
 
 
+def _shard(text: str) -> tuple[int, int]:
+    """argparse type for K/M: two integers, M >= 1 (the range of K is checked against M once both are known)."""
+    parts = text.split("/")
+    try:
+        k, m = (int(x) for x in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        k = m = None
+    if k is None or m is None or m < 1 or k < 0:
+        raise argparse.ArgumentTypeError(f"must be K/M with 0 <= K < M (e.g. 0/4), got {text!r}")
+    return k, m
+
+
 def add_sim_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the `sim` command on an argparse subparsers object and return its parser."""
     p = subparsers.add_parser(
@@ -43,7 +55,8 @@ def add_sim_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
                    help="output folder: new, empty, or an earlier `squeeze sim` output (replaced once the new "
                         "frames are all written; an interrupted run leaves it as it was)")
     p.add_argument("--frames", type=_int_at_least(1), default=10, metavar="N",
-                   help="number of frames to write (default: %(default)s)")
+                   help="number of frames in the set (default: %(default)s); with --shard, this run writes its "
+                        "share of them")
     p.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S",
                    help="random seed, >= 0 (default: %(default)s); frame i of a non-sequence run depends "
                         "only on (S, i)")
@@ -59,6 +72,14 @@ def add_sim_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--sensor-profile", type=Path, default=None, metavar="JSON",
                    help="a real LiDAR's per-laser intensity response and ray drop, measured by `squeeze da "
                         "calibrate-sensor`, applied to every scan (default: none, the simulator's own sensor)")
+    p.add_argument("--workers", type=_int_at_least(1), default=1, metavar="N",
+                   help="simulate frames in N parallel processes on this machine (default: %(default)s); the files "
+                        "are byte-identical whatever N")
+    p.add_argument("--shard", type=_shard, default=None, metavar="K/M",
+                   help="write only shard K (counting from 0) of M near-equal contiguous pieces of the --frames "
+                        "frames, with the same ids and bytes as the whole run (a sequence keeps its one street); "
+                        "give each machine its own K and --out, then merge: "
+                        "`for d in OUT0 OUT1 ...; do cp -r \"$d\"/. MERGED/; done`")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run_sim)
     return p
@@ -219,12 +240,18 @@ def run_sim(args: argparse.Namespace) -> int:
         from domain_adapt.sensor_profile import read_profile
 
         profile = read_profile(args.sensor_profile)
+    from domain_adapt.sim.writer import shard_range
+
+    shard = getattr(args, "shard", None)
+    frame_range = None if shard is None else shard_range(args.frames, *shard)  # ValueError: a one-line message
     summary = simulate(args.out, frames=args.frames, seed=args.seed, sequence=args.sequence,
                        intensity=not args.no_intensity, azimuth_steps=args.azimuth_steps,
-                       progress=not getattr(args, "quiet", False), sensor_profile=profile)
+                       progress=not getattr(args, "quiet", False), sensor_profile=profile,
+                       workers=getattr(args, "workers", 1), frame_range=frame_range)
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(summary.labels.items())) or "no labelled objects"
-    print(f"wrote {summary.frames} frames to {summary.out_dir} ({summary.points_mean:.0f} points per scan on "
-          f"average; {kinds}; {summary.fps:.1f} frames/s)")
+    part = "" if frame_range is None else f" (frames {frame_range[0]}..{frame_range[1] - 1} of {args.frames})"
+    print(f"wrote {summary.frames} frames{part} to {summary.out_dir} ({summary.points_mean:.0f} points per scan "
+          f"on average; {kinds}; {summary.fps:.1f} frames/s)")
     return 0
 
 

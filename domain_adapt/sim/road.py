@@ -19,6 +19,7 @@ from domain_adapt.sim.shapes import rot_z
 CHUNK_LENGTH = 25.0  # m of street per chunk of static geometry
 TERRAIN_WIDTH = 70.0  # m; the grass beyond the sidewalks reaches this far
 CROSSING_SIDEWALK = 2.5  # m, sidewalk width along the crossing street
+MARKING_HEIGHT = 0.012  # m above the road: paint stays above the road grid where the ground bends between vertices
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,22 @@ class RoadLayout:
             return s, d.copy() if isinstance(d, np.ndarray) else d
         th = k * s
         return np.sin(th) / k - d * np.sin(th), (1 - np.cos(th)) / k + d * np.cos(th)
+
+    def to_road(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """World (x, y) -> road (s, d), the inverse of to_world for |d| < 1 / |curvature|; any matching shapes.
+
+        On the arc, (x, y - 1/k) = (1/k - d)(sin ks, -cos ks), so d is 1/k minus the signed distance from the
+        circle's centre (0, 1/k) and s the angle about it divided by k.
+        """
+        x = np.asarray(x, np.float64)
+        y = np.asarray(y, np.float64)
+        k = self.curvature
+        if k == 0.0:
+            return x.copy(), y.copy()
+        r0 = 1.0 / k
+        sgn = 1.0 if k > 0 else -1.0
+        th = np.arctan2(sgn * x, -sgn * (y - r0))
+        return th / k, r0 - sgn * np.hypot(x, y - r0)
 
     def heading(self, s: np.ndarray | float) -> np.ndarray | float:
         """The road's direction (rad, from world +x) at arc length s, any shape."""
@@ -140,38 +157,52 @@ class StreetChunks:
         return s0, min(self.layout.s_max, s0 + self.chunk_length)
 
 
-def strips(layout: RoadLayout, s0: np.ndarray, s1: np.ndarray, d0: np.ndarray, d1: np.ndarray,
-            z: np.ndarray, step: float = 5.0) -> tuple[np.ndarray, np.ndarray, int]:
-    """K flat ribbons at once, over s in [s0_k, s1_k], d in [d0_k, d1_k] at height z_k (all (K,) arrays),
-    following the road's curve in segments of at most `step` metres; normals point up.
+GRID_STEP = 2.0  # m; flat surfaces are cut into cells at most this long and wide, so the ground can bend
 
-    Returns vertices (K * (2n + 2), 3), triangles (K * 2n, 3) and n: ribbon k owns vertices
-    [k (2n + 2), (k + 1)(2n + 2)) and triangles [2nk, 2n(k + 1)), so callers can split the result.
+
+def _grid_count(length: np.ndarray, step: float) -> int:
+    """Cells along a side: the longest of `length` (K,) cut into pieces of at most `step` metres (>= 1)."""
+    return max(1, int(math.ceil(float(np.abs(length).max()) / step - 1e-9)))
+
+
+def strips(layout: RoadLayout, s0: np.ndarray, s1: np.ndarray, d0: np.ndarray, d1: np.ndarray,
+           z: np.ndarray, step: float = GRID_STEP) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """K flat ribbons at once, over s in [s0_k, s1_k], d in [d0_k, d1_k] at height z_k (all (K,) arrays),
+    following the road's curve, each a grid of n x m cells at most `step` metres along s and across d (so a
+    height field applied to the vertices later bends them); normals point up.
+
+    Returns vertices (K * nv, 3), triangles (K * nt, 3), nv and nt: ribbon k owns vertices [k nv, (k + 1) nv)
+    and triangles [k nt, (k + 1) nt), so callers can split the result.
     """
     s0, s1, d0, d1, z = np.broadcast_arrays(*(np.atleast_1d(np.asarray(a, np.float64))
                                               for a in (s0, s1, d0, d1, z)))
     k = len(s0)
-    n = 1 if layout.curvature == 0.0 else max(1, int(math.ceil(float((s1 - s0).max()) / step)))
+    n, m = _grid_count(s1 - s0, step), _grid_count(d1 - d0, step)
     u = np.linspace(0.0, 1.0, n + 1)
-    s = s0[:, None] + (s1 - s0)[:, None] * u
-    ss = np.concatenate([s, s], 1)  # (K, 2n + 2): the d0 edge, then the d1 edge
-    dd = np.concatenate([np.repeat(d0[:, None], n + 1, 1), np.repeat(d1[:, None], n + 1, 1)], 1)
+    w = np.linspace(0.0, 1.0, m + 1)
+    ss = s0[:, None, None] + (s1 - s0)[:, None, None] * u[None, :, None]  # (K, n + 1, 1)
+    dd = d0[:, None, None] + (d1 - d0)[:, None, None] * w[None, None, :]  # (K, 1, m + 1)
+    ss, dd = np.broadcast_arrays(ss, dd)
     x, y = layout.to_world(ss, dd)
-    v = np.stack([x, y, np.broadcast_to(z[:, None], ss.shape)], -1).reshape(-1, 3)
-    i = np.arange(n)
-    tri = np.concatenate([np.stack([i, i + 1, n + 2 + i], 1), np.stack([i, n + 2 + i, n + 1 + i], 1)])
-    t = tri[None] + (2 * n + 2) * np.arange(k)[:, None, None]
+    v = np.stack([x, y, np.broadcast_to(z[:, None, None], ss.shape)], -1).reshape(-1, 3)
+    i, j = np.meshgrid(np.arange(n), np.arange(m), indexing="ij")
+    a = (i * (m + 1) + j).ravel()  # lower-left corner of each cell; +1 steps across d, +(m + 1) along s
+    tri = np.concatenate([np.stack([a, a + m + 1, a + m + 2], 1), np.stack([a, a + m + 2, a + 1], 1)])
+    nv, nt = (n + 1) * (m + 1), 2 * n * m
+    t = tri[None] + nv * np.arange(k)[:, None, None]
     down = (d1 - d0) * (s1 - s0) < 0  # would face down: flip the winding
     t[down] = t[down][:, :, ::-1]
-    return v, t.reshape(-1, 3).astype(np.int32), n
+    return v, t.reshape(-1, 3).astype(np.int32), nv, nt
 
 
 def walls(layout: RoadLayout, s0: np.ndarray, s1: np.ndarray, d: np.ndarray, z0: float, z1: float,
-           step: float = 5.0) -> tuple[np.ndarray, np.ndarray, int]:
-    """K vertical ribbons (curb faces) at d_k from z0 to z1 over s in [s0_k, s1_k]; layout as strips."""
+          step: float = GRID_STEP) -> tuple[np.ndarray, np.ndarray, int]:
+    """K vertical ribbons (curb faces) at d_k from z0 to z1 over s in [s0_k, s1_k], cut along s like the
+    strips beside them (same step, so their top edges share the sidewalks' vertices). Returns vertices
+    (K (2n + 2), 3), triangles (K 2n, 3) and n."""
     s0, s1, d = np.broadcast_arrays(*(np.atleast_1d(np.asarray(a, np.float64)) for a in (s0, s1, d)))
     k = len(s0)
-    n = 1 if layout.curvature == 0.0 else max(1, int(math.ceil(float((s1 - s0).max()) / step)))
+    n = _grid_count(s1 - s0, step)
     s = s0[:, None] + (s1 - s0)[:, None] * np.linspace(0.0, 1.0, n + 1)
     x, y = layout.to_world(s, np.repeat(d[:, None], n + 1, 1))
     x2, y2 = np.concatenate([x, x], 1), np.concatenate([y, y], 1)
@@ -184,9 +215,9 @@ def walls(layout: RoadLayout, s0: np.ndarray, s1: np.ndarray, d: np.ndarray, z0:
 
 
 def strip(layout: RoadLayout, s0: float, s1: float, d0: float, d1: float, z: float,
-           step: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
-    """One flat ribbon (see strips): vertices (2n + 2, 3), triangles (2n, 3)."""
-    v, t, _ = strips(layout, s0, s1, d0, d1, z, step)
+          step: float = GRID_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """One flat ribbon (see strips): vertices (V, 3), triangles (T, 3)."""
+    v, t, _, _ = strips(layout, s0, s1, d0, d1, z, step)
     return v, t
 
 
@@ -215,10 +246,10 @@ class Ribbons:
             jobs.append(("curb", "sidewalk", np.array(sorted(self.walls), np.float64)))
         for material, cls, rows in jobs:
             if rows.shape[1] == 6:
-                v, t, n = strips(layout, rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5])
+                v, t, nv, nt = strips(layout, rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5])
             else:
                 v, t, n = walls(layout, rows[:, 1], rows[:, 2], rows[:, 3], 0.0, layout.curb)
-            nv, nt = 2 * n + 2, 2 * n
+                nv, nt = 2 * n + 2, 2 * n
             chunk = rows[:, 0].astype(int)
             for c in np.unique(chunk):
                 lo, hi = np.searchsorted(chunk, c), np.searchsorted(chunk, c, side="right")
@@ -284,12 +315,24 @@ def _crossing_street(rib: Ribbons, chunks: StreetChunks) -> None:
             s_out = sc + ssgn * CROSSING_SIDEWALK
             rib.strip(k, "concrete", "sidewalk", min(sc, s_out), max(sc, s_out), sgn * (e + sw), sgn * far,
                       layout.curb)
-            # Curb face along the crossing street (a vertical quad at s = sc).
-            a, b = sgn * e, sgn * far
-            qv = np.array([(sc, a, 0.0), (sc, b, 0.0), (sc, b, layout.curb), (sc, a, layout.curb)])
-            chunks.builders[k].add(qv, np.array([[0, 1, 2], [0, 2, 3]], np.int32), "curb", "sidewalk")
+            # Curb face along the crossing street (vertical, at s = sc; crossings only occur on straight
+            # streets, where road and world coordinates agree), cut like the sidewalk beside it.
+            qv, qt = _crossing_curb(sc, sgn * e, sgn * far, layout.curb)
+            chunks.builders[k].add(qv, qt, "curb", "sidewalk")
         for dd in np.arange(e + 2.0, far, 9.0):
-            rib.strip(k, "marking", "road", cross - 0.06, cross + 0.06, sgn * dd, sgn * (dd + 3.0), 0.004)
+            rib.strip(k, "marking", "road", cross - 0.06, cross + 0.06, sgn * dd, sgn * (dd + 3.0), MARKING_HEIGHT)
+
+
+def _crossing_curb(s: float, d0: float, d1: float, height: float) -> tuple[np.ndarray, np.ndarray]:
+    """A vertical curb face at s from d0 to d1, 0 to `height` m, in GRID_STEP cells: vertices (2n + 2, 3)
+    as (s, d, z), triangles (2n, 3)."""
+    n = _grid_count(np.array([d1 - d0]), GRID_STEP)
+    d = np.linspace(d0, d1, n + 1)
+    v = np.concatenate([np.stack([np.full(n + 1, s), d, np.zeros(n + 1)], 1),
+                        np.stack([np.full(n + 1, s), d, np.full(n + 1, height)], 1)])
+    i = np.arange(n)
+    t = np.concatenate([np.stack([i, i + 1, n + 2 + i], 1), np.stack([i, n + 2 + i, n + 1 + i], 1)])
+    return v, t.astype(np.int32)
 
 
 def _lane_markings(rib: Ribbons, rng: np.random.Generator, chunks: StreetChunks) -> None:
@@ -301,7 +344,7 @@ def _lane_markings(rib: Ribbons, rng: np.random.Generator, chunks: StreetChunks)
         for s in np.arange(layout.s_min + offset, layout.s_max - 3.0, 9.0):
             if layout.crossing is not None and abs(s + 1.5 - layout.crossing) < layout.cross_half + 2.0:
                 continue
-            rib.strip(chunks.index(s), "marking", "road", s, s + 3.0, dl - 0.06, dl + 0.06, 0.004)
+            rib.strip(chunks.index(s), "marking", "road", s, s + 3.0, dl - 0.06, dl + 0.06, MARKING_HEIGHT)
 
 
 def _crosswalk(rib: Ribbons, chunks: StreetChunks) -> None:
@@ -311,4 +354,4 @@ def _crosswalk(rib: Ribbons, chunks: StreetChunks) -> None:
         return
     k = chunks.index(layout.crosswalk)
     for dd in np.arange(-layout.edge(0) + 0.3, layout.edge(1) - 0.5, 1.0):
-        rib.strip(k, "marking", "road", layout.crosswalk - 2.0, layout.crosswalk + 2.0, dd, dd + 0.5, 0.004)
+        rib.strip(k, "marking", "road", layout.crosswalk - 2.0, layout.crosswalk + 2.0, dd, dd + 0.5, MARKING_HEIGHT)

@@ -89,9 +89,12 @@ def _threads() -> int:
 class Simulator:
     """Produces SimFrames for one seed. Frame i of a non-sequence run depends only on (seed, i)."""
 
-    def __init__(self, seed: int, frames: int, config: SimConfig | None = None):
+    def __init__(self, seed: int, frames: int, config: SimConfig | None = None, threads: int | None = None):
+        """`threads`: ray-casting threads (default: every core this process may use); results do not depend
+        on it."""
         check_int("seed", seed, 0)
         check_int("frames", frames, 1)
+        self.threads = _threads() if threads is None else max(1, int(threads))
         self.seed = int(seed)
         self.frames = int(frames)
         self.config = config or SimConfig()
@@ -123,7 +126,7 @@ class Simulator:
         scene = self.scene(index)
         rng = np.random.default_rng([self.seed, index, 1])  # sensor noise
         t1 = time.perf_counter()
-        rc = o3d.t.geometry.RaycastingScene(nthreads=_threads())
+        rc = o3d.t.geometry.RaycastingScene(nthreads=self.threads)
         rc.add_triangles(o3c.Tensor(scene.mesh.vertices), o3c.Tensor(scene.mesh.triangles.astype(np.uint32)))
         lidar_hits, cam_hits = self._cast(rc)
         t2 = time.perf_counter()
@@ -145,7 +148,7 @@ class Simulator:
 
     def _cast(self, rc: o3d.t.geometry.RaycastingScene) -> tuple[Hits, Hits]:
         """Cast all LiDAR and camera rays at once; returns the LiDAR's hits and the camera's."""
-        res = rc.cast_rays(self._rays, nthreads=_threads())
+        res = rc.cast_rays(self._rays, nthreads=self.threads)
         t_hit = res["t_hit"].numpy()
         prim = res["primitive_ids"].numpy()
         normals = res["primitive_normals"].numpy()
@@ -159,6 +162,6 @@ class Simulator:
         if not self.config.camera.shadows:
             return None
         rays = shadow_rays(cam_hits, scene, self.calib, self.config.camera)
-        shadow = rc.test_occlusions(o3c.Tensor(rays), nthreads=_threads()).numpy()
+        shadow = rc.test_occlusions(o3c.Tensor(rays), nthreads=self.threads).numpy()
         shadow &= np.isfinite(cam_hits["t_hit"])
         return shadow

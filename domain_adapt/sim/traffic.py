@@ -8,7 +8,8 @@ consumes no id. The order of the draws is part of the data: the bundled weights 
 
 from __future__ import annotations
 
-from dataclasses import replace
+import math
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,12 +31,31 @@ def place_traffic(rng: np.random.Generator, cfg: WorldConfig, layout: RoadLayout
     times = np.linspace(0.0, duration, max(2, int(duration / 0.25) + 1)) if duration > 0 else np.zeros(1)
     occ = Occupancy(layout, times)
     occ.try_add(ego)
-    placed = _parked_cars(rng, cfg, layout, occ)
-    placed += _moving_traffic(rng, cfg, layout, occ, ego_lane, ego.speed, duration)
-    placed += _cyclists(rng, cfg, layout, occ)
-    placed += _sidewalk_pedestrians(rng, cfg, layout, occ, obstacles)
+    busy = Busy(cfg.busy_radius, cfg.busy_falloff, ego.s0, ego.s0 + ego.speed * duration)
+    placed = _parked_cars(rng, cfg, layout, occ, busy)
+    placed += _moving_traffic(rng, cfg, layout, occ, ego_lane, ego, duration, busy)
+    placed += _cyclists(rng, cfg, layout, occ, busy)
+    placed += _sidewalk_pedestrians(rng, cfg, layout, occ, obstacles, busy)
     placed += _crossing_pedestrians(rng, cfg, layout, occ)
     return number_actors(placed)
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Where the street is busy: full density within `radius` m (along the road) of the ego's path [s0, s1],
+    thinning as exp(-(distance - radius) / falloff) beyond. KITTI's labelled objects are mostly within ~50 m
+    (few beyond 70 m): far parts of a simulated street that are fully lined with cars put most labels and car
+    pixels much farther out than the real data."""
+
+    radius: float
+    falloff: float
+    s0: float
+    s1: float
+
+    def weight(self, s: float) -> float:
+        """Density factor in (0, 1] at arc length s."""
+        beyond = max(self.s0 - s, s - self.s1, 0.0) - self.radius
+        return 1.0 if beyond <= 0 else math.exp(-beyond / self.falloff)
 
 
 def number_actors(actors: list[Actor]) -> list[Actor]:
@@ -58,7 +78,8 @@ def _vehicle(rng: np.random.Generator, cfg: WorldConfig, occ: Occupancy, s0: flo
     return replace(a, mesh=thing_mesh(rng, cls, size, 0))  # drawn only once accepted
 
 
-def _parked_cars(rng: np.random.Generator, cfg: WorldConfig, layout: RoadLayout, occ: Occupancy) -> list[Actor]:
+def _parked_cars(rng: np.random.Generator, cfg: WorldConfig, layout: RoadLayout, occ: Occupancy,
+                 busy: Busy) -> list[Actor]:
     """Parked cars along the curbs with a parking strip, facing the direction of traffic on their side."""
     placed: list[Actor] = []
     for side, sgn in ((0, -1), (1, 1)):
@@ -69,16 +90,18 @@ def _parked_cars(rng: np.random.Generator, cfg: WorldConfig, layout: RoadLayout,
         while s < layout.s_max - 5:
             near_crosswalk = layout.crosswalk is not None and abs(s - layout.crosswalk) < 6
             blocked = layout.in_crossing(s, 8.0) or near_crosswalk
-            if not blocked and rng.random() < cfg.parked_fill:
+            if not blocked and rng.random() < cfg.parked_fill * busy.weight(s):
                 placed += _accepted(_vehicle(rng, cfg, occ, s + 2.6, d, -sgn, 0.0, True))
             s += rng.uniform(5.2, 6.5) if rng.random() > 0.15 else rng.uniform(8, 20)
     return placed
 
 
 def _moving_traffic(rng: np.random.Generator, cfg: WorldConfig, layout: RoadLayout, occ: Occupancy,
-                    ego_lane: int, ego_speed: float, duration: float) -> list[Actor]:
+                    ego_lane: int, ego: Actor, duration: float, busy: Busy) -> list[Actor]:
     """Moving cars in every lane. Each lane has one speed (no overtaking within a lane); the ego's lane moves
-    with the ego. In a single frame (duration 0) each car gets its own speed, for the velocity labels."""
+    with the ego. In a single frame (duration 0) each car gets its own speed, for the velocity labels. In the
+    ego's lane the cars ahead and behind keep `cfg.ego_gap` metres between bumpers (a driver's headway)."""
+    ego_speed = ego.speed
     placed: list[Actor] = []
     for sgn in (-1, 1):
         for lane in range(layout.lanes):
@@ -89,12 +112,15 @@ def _moving_traffic(rng: np.random.Generator, cfg: WorldConfig, layout: RoadLayo
             s = layout.s_min + rng.exponential(spacing)
             while s < layout.s_max:
                 v = speed if duration > 0 else float(rng.uniform(0, 13))
-                placed += _accepted(_vehicle(rng, cfg, occ, s, d, -sgn, v, False))
+                tailgating = sgn < 0 and lane == ego_lane and abs(s - ego.s0) < cfg.ego_gap + ego.size[0] / 2 + 2.5
+                if rng.random() < busy.weight(s) and not tailgating:
+                    placed += _accepted(_vehicle(rng, cfg, occ, s, d, -sgn, v, False))
                 s += 9.0 + rng.exponential(spacing)
     return placed
 
 
-def _cyclists(rng: np.random.Generator, cfg: WorldConfig, layout: RoadLayout, occ: Occupancy) -> list[Actor]:
+def _cyclists(rng: np.random.Generator, cfg: WorldConfig, layout: RoadLayout, occ: Occupancy,
+              busy: Busy) -> list[Actor]:
     """Cyclists near the outer edge of the outermost lane, riding with the traffic, one speed per side."""
     placed: list[Actor] = []
     for sgn in (-1, 1):
@@ -104,6 +130,9 @@ def _cyclists(rng: np.random.Generator, cfg: WorldConfig, layout: RoadLayout, oc
         s = layout.s_min + rng.exponential(spacing)
         while s < layout.s_max:
             size = sample_size(rng, cfg.cyclist_hwl)
+            if rng.random() >= busy.weight(s):
+                s += 4.0 + rng.exponential(spacing)
+                continue
             a = Actor(0, "Cyclist", size, "along", s, d, -sgn, speed, 0.0, float(rng.normal(0, 0.03)))
             if occ.try_add(a):
                 placed.append(replace(a, mesh=thing_mesh(rng, "Cyclist", size, 0)))
@@ -123,7 +152,7 @@ def _pedestrian(rng: np.random.Generator, cfg: WorldConfig, occ: Occupancy, s: f
 
 
 def _sidewalk_pedestrians(rng: np.random.Generator, cfg: WorldConfig, layout: RoadLayout, occ: Occupancy,
-                          obstacles: list[Obstacle]) -> list[Actor]:
+                          obstacles: list[Obstacle], busy: Busy) -> list[Actor]:
     """Pedestrians on both sidewalks in bands of walkers (one speed and direction per band), some standing;
     standing ones keep clear of trees and lamp posts."""
     obst = np.array(obstacles, np.float64).reshape(-1, 3)
@@ -136,12 +165,12 @@ def _sidewalk_pedestrians(rng: np.random.Generator, cfg: WorldConfig, layout: Ro
             d = sgn * (e + 0.95 + 0.75 * b + 0.3)
             if abs(d) > e + sw - 0.35:
                 d = sgn * (e + sw - 0.4)
-            placed += _pedestrian_band(rng, cfg, layout, occ, obst, d, spacing * n_bands)
+            placed += _pedestrian_band(rng, cfg, layout, occ, obst, d, spacing * n_bands, busy)
     return placed
 
 
 def _pedestrian_band(rng: np.random.Generator, cfg: WorldConfig, layout: RoadLayout, occ: Occupancy,
-                     obst: np.ndarray, d: float, spacing: float) -> list[Actor]:
+                     obst: np.ndarray, d: float, spacing: float, busy: Busy) -> list[Actor]:
     """Walkers along the sidewalk at lateral offset d, a mean `spacing` metres apart.
     obst (K, 3) s, d, radius of the obstacles on the sidewalks."""
     standing = rng.random() < 0.25
@@ -157,7 +186,8 @@ def _pedestrian_band(rng: np.random.Generator, cfg: WorldConfig, layout: RoadLay
         if standing and clash:
             s += 1.0
             continue
-        placed += _accepted(_pedestrian(rng, cfg, occ, s, d, "along", direction, speed, layout.curb))
+        if rng.random() < busy.weight(s):
+            placed += _accepted(_pedestrian(rng, cfg, occ, s, d, "along", direction, speed, layout.curb))
         s += 1.5 + rng.exponential(spacing)
     return placed
 

@@ -24,7 +24,14 @@
                                          frames, at least one when there are two or more, form val)
     out_dir/sim_config.json              seed, frame count, mode and the resolved configs
 
-Frames are independent scenes unless `sequence` (see `simulator`). Same arguments give byte-identical files.
+Frames are independent scenes unless `sequence` (see `simulator`). Same arguments give byte-identical files,
+whatever the number of worker processes (`workers`).
+
+Sharding: `frame_range=(a, b)` (the command line's `--shard K/M`) writes only frames a..b-1 of the `frames`-frame
+set, with the same ids and bytes as one run writing all of them, and the same index files and sim_config.json
+(those describe the whole set, so every shard writes them identically). A sequence's world depends on the whole
+set's length, so every shard drives through the same street. Merging: copy the shard folders into one, e.g.
+`for d in part0 part1 part2; do cp -r "$d"/. merged/; done`; the result equals a single run file for file.
 
 The folder appears complete or not at all: frames are written into a hidden sibling folder
 `.NAME.squeeze-sim-HOST-PID.partial`, which is renamed to NAME once everything is written. An interrupted run
@@ -37,9 +44,11 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -123,41 +132,67 @@ class SimSummary:
         return self.frames / self.seconds if self.seconds > 0 else float("inf")
 
 
+def shard_range(frames: int, shard: int, shards: int) -> tuple[int, int]:
+    """Frames [a, b) of shard `shard` (0-based) out of `shards` near-equal contiguous pieces of a `frames`-frame
+    set. Raises ValueError for a shard outside 0..shards-1 or an empty shard (more shards than frames)."""
+    check_int("frames", frames, 1)
+    check_int("shards", shards, 1)
+    check_int("shard", shard, 0)
+    if shard >= shards:
+        raise ValueError(f"shard {shard}/{shards} is out of range: K in K/M counts from 0 to {shards - 1}")
+    if shards > frames:
+        raise ValueError(f"{shards} shards of {frames} frames would leave some empty: use at most {frames}")
+    return shard * frames // shards, (shard + 1) * frames // shards
+
+
 def simulate(out_dir: str | Path, frames: int, seed: int, sequence: bool = False, intensity: bool = True,
              azimuth_steps: int | None = None, progress: bool = True,
-             config: SimConfig | None = None, sensor_profile: SensorProfile | None = None) -> SimSummary:
+             config: SimConfig | None = None, sensor_profile: SensorProfile | None = None,
+             workers: int = 1, frame_range: tuple[int, int] | None = None) -> SimSummary:
     """Simulate `frames` KITTI-format frames from `seed` into `out_dir` (layout in the module docstring).
 
     `config` overrides sequence / intensity / azimuth_steps when given. The folder may be new, empty or a
     previous simulate() output holding only simulated files (it is replaced as a whole); any other non-empty
     folder is refused so that real data is never overwritten. The folder appears only once complete.
+    `workers` processes simulate frames in parallel (same files as one). `frame_range=(a, b)` writes only
+    frames a..b-1 of the set (0 <= a < b <= frames; see "Sharding" in the module docstring).
     """
     check_int("frames", frames, 1)
     check_int("seed", seed, 0)
+    check_int("workers", workers, 1)
     if azimuth_steps is not None:
         check_int("azimuth_steps", azimuth_steps, 8)
+    first, stop = (0, frames) if frame_range is None else frame_range
+    check_int("first frame", first, 0)
+    check_int("end frame", stop, 1)
+    if not first < stop <= frames:
+        raise ValueError(f"frame range {first}..{stop - 1} is not a non-empty part of frames 0..{frames - 1}")
     cfg = config or sim_config(sequence=sequence, intensity=intensity, azimuth_steps=azimuth_steps,
                                sensor_profile=sensor_profile)
     out = Path(out_dir)
     target = Path(os.path.realpath(out))  # "." and symlinks: rename the folder itself, beside it
     output.check_out_dir(target)
-    sim = Simulator(seed, frames, cfg)
     partial = output.start_partial(target)
     t_start = time.perf_counter()
     try:
-        points_mean, counts, busy = _write_frames(partial, sim, progress)
+        indices = range(first, stop)
+        if workers == 1:
+            points_mean, counts, busy = _write_frames(partial, Simulator(seed, frames, cfg), indices, progress)
+        else:
+            points_mean, counts, busy = _write_frames_parallel(partial, seed, frames, cfg, indices, workers,
+                                                               progress)
         write_index(partial, seed, frames, cfg)
         output.check_out_dir(target)  # again: the folder may have changed while we simulated
         output.publish(partial, target)
     except BaseException:  # Ctrl-C included: leave no partial folder behind
         output.discard(partial)
         raise
-    return SimSummary(out, frames, points_mean, counts, time.perf_counter() - t_start, busy)
+    return SimSummary(out, stop - first, points_mean, counts, time.perf_counter() - t_start, busy)
 
 
-def _write_frames(root: Path, sim: Simulator, progress: bool) -> tuple[float, dict[str, int], float]:
-    """Simulate and write every frame of `sim` under root, with a progress bar. Returns the mean points per
-    scan, the label_2 rows per class and the seconds spent simulating (writes excluded)."""
+def _write_frames(root: Path, sim: Simulator, indices: range, progress: bool) -> tuple[float, dict[str, int], float]:
+    """Simulate and write frames `indices` of `sim` under root, with a progress bar. Returns the mean points
+    per scan, the label_2 rows per class and the seconds spent simulating (writes excluded)."""
     from tqdm import tqdm
 
     busy = 0.0
@@ -167,7 +202,7 @@ def _write_frames(root: Path, sim: Simulator, progress: bool) -> tuple[float, di
     # one frame waits, so memory stays bounded; a write error surfaces at the next frame.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-writer") as writer:
         pending: Future | None = None
-        bar = tqdm(range(sim.frames), desc="simulating", unit="frame", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(indices, desc="simulating", unit="frame", disable=not progress, dynamic_ncols=True)
         for i in bar:
             t0 = time.perf_counter()
             fr = sim.frame(i)
@@ -180,7 +215,58 @@ def _write_frames(root: Path, sim: Simulator, progress: bool) -> tuple[float, di
                 counts[str(t)] = counts.get(str(t), 0) + 1
         if pending is not None:
             pending.result()
-    return points / sim.frames, counts, busy
+    return points / len(indices), counts, busy
+
+
+# One Simulator per worker process, made once by _init_worker (a sequence's world is drawn once per process).
+_WORKER: dict[str, object] = {}
+
+
+def _init_worker(root: Path, seed: int, frames: int, config: SimConfig, threads: int) -> None:
+    _WORKER.update(root=root, sim=Simulator(seed, frames, config, threads=threads))
+
+
+def _simulate_and_write(index: int) -> tuple[int, dict[str, int], float]:
+    """In a worker: simulate frame `index`, write it; return its point count, label counts and busy seconds."""
+    sim, root = _WORKER["sim"], _WORKER["root"]
+    t0 = time.perf_counter()
+    fr = sim.frame(index)  # type: ignore[attr-defined]
+    busy = time.perf_counter() - t0
+    write_frame(root, fr)  # type: ignore[arg-type]
+    counts: dict[str, int] = {}
+    for t in fr.labels.labels.type:
+        counts[str(t)] = counts.get(str(t), 0) + 1
+    return len(fr.scan), counts, busy
+
+
+def _write_frames_parallel(root: Path, seed: int, frames: int, config: SimConfig, indices: range, workers: int,
+                           progress: bool) -> tuple[float, dict[str, int], float]:
+    """_write_frames over `workers` processes, each simulating and writing whole frames. Every frame depends
+    only on (seed, frames, config, index), so the files equal a one-process run's. Processes are spawned, not
+    forked: the parent may hold Open3D / numba thread pools, which do not survive a fork."""
+    from tqdm import tqdm
+
+    threads = max(1, _cpu_count() // workers)  # ray-casting threads per worker: share the cores
+    ctx = multiprocessing.get_context("spawn")
+    points, busy = 0, 0.0
+    counts: dict[str, int] = {}
+    with ProcessPoolExecutor(max_workers=min(workers, len(indices)), mp_context=ctx, initializer=_init_worker,
+                             initargs=(root, seed, frames, config, threads)) as pool:
+        results: Iterator = pool.map(_simulate_and_write, indices)
+        for n, c, b in tqdm(results, total=len(indices), desc=f"simulating ({workers} workers)", unit="frame",
+                            disable=not progress, dynamic_ncols=True):
+            points += n
+            busy += b
+            for k, v in c.items():
+                counts[k] = counts.get(k, 0) + v
+    return points / len(indices), counts, busy
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _jsonable(obj: object) -> object:
