@@ -439,13 +439,13 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # this world: a change that alters the data must be deliberate (retrain, re-measure, then update these digests).
 # The image is pinned by its decoded pixels, so that a PNG encoder's version does not matter.
 PINNED_FRAME_0 = {  # issue 13: per-scene ground (sensor height, slopes, camber, bumps) and KITTI-like density
-    "training/velodyne/000000.bin": "b01c688da65dfc7b9fa3c75641ab7486696bec556a383ea06a54a87eee41f3ee",
-    "training/velodyne/000000.label": "a68201488f5acf3df0f607fbadfe19f33f3672570d5689d3bca8651425160c3f",
-    "training/label_2/000000.txt": "a24cc0fab557fbacf73e3cb6d939c4872da02e7c812673902ee19c596de44a33",
-    "training/objects/000000.txt": "8cd5186264e8b2522f10d77190c4d14bd61c447354b3f604e19f033040b41397",
+    "training/velodyne/000000.bin": "e2d6d436f45bfcae4399c659604bb6ad9ac07fbd96edf3d463f52dac59bd797e",
+    "training/velodyne/000000.label": "666b836a56c569191f333ef18ac9cf3c4dfc81a937eab7a8fc5d912c560c3519",
+    "training/label_2/000000.txt": "6d3f3d4d0cd5ffea302e56a934f536832df2b74cd36f02ccc5f5b3774b048bf5",
+    "training/objects/000000.txt": "cd0abfee05de998545e46c009f47550d7c7a5ffedfba5cf88d9cdda98b44a103",
     "training/pose/000000.txt": "3f2558de3b15712c761726b8748e878b9cd9b3cd7e2ae447909c5c39c8f9b0b9",
 }
-PINNED_IMAGE_0 = "5a3b8f5b98e0f02e671f8b38ba7e7dd63929c453ea9a05e42c2336e1af0c0d02"  # (375, 1242, 3) RGB pixels
+PINNED_IMAGE_0 = "b16212d8358fa7ec5a0663830775635e5e96a41a52344cb05abcdab85db65ac9"  # (375, 1242, 3) RGB pixels
 
 
 def test_frame_0_of_seed_0_is_pinned(small: Path) -> None:
@@ -455,7 +455,7 @@ def test_frame_0_of_seed_0_is_pinned(small: Path) -> None:
     assert pixels.shape == (375, 1242, 3)
     assert hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest() == PINNED_IMAGE_0
     first = (small / "training" / "label_2" / "000000.txt").read_text().splitlines()[0]
-    assert first == "Car 0.00 0 -1.68 670.81 188.46 748.74 250.67 1.40 1.59 4.22 2.52 1.87 19.41 -1.55"
+    assert first == "Car 0.00 0 -1.68 670.81 186.49 748.74 248.21 1.40 1.59 4.22 2.52 1.81 19.41 -1.55"
 
 
 # ------------------------------------------------------------------------------------------ interruption

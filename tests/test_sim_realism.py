@@ -152,7 +152,7 @@ def test_scans_see_a_kitti_like_ground() -> None:
     """The robust near-ground plane of simulated scans varies like kitti_mini's (-1.68..-1.72 m, dz/dx
     +0.5..+1.3%, dz/dy -1.8..+1.1%), where the flat world always gave -1.73 m and no slope."""
     fits = [plane_fit(Simulator(s, 1, SimConfig(lidar=hdl64e(azimuth_steps=AZ))).frame(0).scan.points)
-            for s in (1, 2, 3, 4)]
+            for s in (5, 6, 7, 8)]
     z0 = np.array([f[0] for f in fits])
     gx = np.array([f[1] for f in fits])
     assert (z0 > -1.9).all() and (z0 < -1.55).all() and np.ptp(z0) > 0.02

@@ -3,13 +3,15 @@
 One module per concern, each of short functions:
 
 - world pieces: `materials` (classes, surfaces), `mesh` (triangle soups), `shapes` (primitives), `road`
-  (layout, surfaces), `buildings`, `roadside` (trees, lamps, signs), `street` (static chunks), `vehicles`,
-  `pedestrians`, `actors` (motion, collisions), `traffic` (placement), `world` (`generate_world`, scenes);
+  (layout, surfaces), `ground` (per-scene sensor height, slopes, camber, bumps), `buildings`, `roadside`
+  (trees, lamps, signs), `street` (static chunks), `vehicles`, `pedestrians`, `actors` (motion, collisions),
+  `traffic` (placement), `world` (`generate_world`, scenes);
 - sensors: `lidar` (Velodyne HDL-64E beam model), `camera` (image_2 renderer), `labels` (KITTI labels from
   what the camera sees);
 - `simulator`: `Simulator(seed, frames, config).frame(i)` keeps one frame in memory;
 - `writer`: `simulate(out_dir, frames, seed, ...)` writes a KITTI object folder plus SqueezeSeg range images,
-  through `output` (the folder appears only once complete).
+  through `output` (the folder appears only once complete), in `workers` processes and, for sharding across
+  machines, only a `frame_range` of the set.
 
 Importing this package loads open3d and numba; `domain_adapt.cli` imports it only when a command runs.
 """

@@ -41,7 +41,7 @@ class GroundConfig:
     """
 
     sensor_height: tuple[float, float] = (1.71, 0.025)  # m above the road under the sensor (KITTI: 1.73 nominal)
-    grade: tuple[float, float] = (0.006, 0.008)  # dz/ds along the ego's direction of travel (kitti_mini: ~+1%)
+    grade: tuple[float, float] = (0.009, 0.008)  # dz/ds along the ego's direction of travel (kitti_mini: ~+1%)
     cross_slope: tuple[float, float] = (0.0, 0.008)  # dz/dd, left positive (with camber: kitti_mini +-1.5%)
     vertical_curve: float = 2e-4  # |k_v| <= this, 1/m (radius >= 5 km)
     camber: tuple[float, float] = (0.005, 0.025)  # uniform cross fall from the centre line to the kerbs

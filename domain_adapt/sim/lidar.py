@@ -13,7 +13,8 @@ What is modelled, and where the numbers come from:
   the 5 Hz mode and would give about twice KITTI's point count. Each laser is offset by a fixed fraction
   of a step (the real sensor has per-laser rotational corrections), which also keeps a step count equal to
   a range image's column count from aliasing onto column edges.
-- Mounting height 1.73 m (KITTI paper, Fig. 3); max range 120 m (datasheet); returns closer than 2.5 m are
+- Mounting height about 1.7 m (KITTI paper, Fig. 3: 1.73 m), drawn per scene with the ground's slopes and
+  bumps (`ground.py`, fitted to kitti_mini); max range 120 m (datasheet); returns closer than 2.5 m are
   dropped, as are hits on the recording car's own body (world.ego_body_mesh), which hides the lowest rings
   ahead and behind as in KITTI.
 - Range noise: Gaussian, 2 cm (datasheet accuracy < 2 cm), plus a material term (foliage).
