@@ -182,8 +182,10 @@ def prepare(work: Path, calib_frames: int, val_frames: int, names: tuple[str, ..
     from deploy.sidecar import read_sidecar
     from domain_adapt.sim import simulate
 
-    simulate(work / "calib", frames=calib_frames, seed=7, progress=False)
-    simulate(work / "val", frames=val_frames, seed=1001, progress=False)
+    # the world the bundled models were trained on (`squeeze sim --world dense`): INT8 is judged against fp32 on
+    # data like the models' own
+    simulate(work / "calib", frames=calib_frames, seed=7, progress=False, world="dense")
+    simulate(work / "val", frames=val_frames, seed=1001, progress=False, world="dense")
     seg_ckpt = untrained_squeezeseg(work / "squeezeseg_untrained.pt")
     plan = {"squeezeseg_v2": (SEG_V2, True), "squeezedet": (DET, True), "squeezeseg_crf": (seg_ckpt, True),
             "squeezeseg": (seg_ckpt, False)}

@@ -60,6 +60,10 @@ def add_sim_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S",
                    help="random seed, >= 0 (default: %(default)s); frame i of a non-sequence run depends "
                         "only on (S, i)")
+    p.add_argument("--world", choices=("kitti", "dense"), default="kitti",
+                   help="street generator: 'kitti' (KITTI's object density; ground height, slopes and roughness "
+                        "drawn per scene) or 'dense' (the earlier, denser world on a flat road that the bundled "
+                        "models were trained on and the learning bars measured on) (default: %(default)s)")
     p.add_argument("--sequence", action="store_true",
                    help="one street driven through at 10 Hz: the ego and the traffic move between frames, "
                         "instance ids stay stable (for tracking); ego poses in training/pose/")
@@ -247,7 +251,8 @@ def run_sim(args: argparse.Namespace) -> int:
     summary = simulate(args.out, frames=args.frames, seed=args.seed, sequence=args.sequence,
                        intensity=not args.no_intensity, azimuth_steps=args.azimuth_steps,
                        progress=not getattr(args, "quiet", False), sensor_profile=profile,
-                       workers=getattr(args, "workers", 1), frame_range=frame_range)
+                       workers=getattr(args, "workers", 1), frame_range=frame_range,
+                       world=getattr(args, "world", "kitti"))
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(summary.labels.items())) or "no labelled objects"
     part = "" if frame_range is None else f" (frames {frame_range[0]}..{frame_range[1] - 1} of {args.frames})"
     print(f"wrote {summary.frames} frames{part} to {summary.out_dir} ({summary.points_mean:.0f} points per scan "
@@ -283,7 +288,8 @@ def demo_step(out: str | Path, frames: int = 3, seed: int = 0) -> list[Path]:
     from squeeze.vis import write_frame_pictures
 
     out = Path(out)
-    summary = simulate(out / "sim", frames=frames, seed=seed, progress=True)
+    # the world the bundled models were trained on, so the demo shows them on data like their own
+    summary = simulate(out / "sim", frames=frames, seed=seed, progress=True, world="dense")
     folder = KittiObjectFolder(out / "sim")
     pictures: list[Path] = []
     for fid in tqdm(folder.frame_ids, desc="pictures", unit="frame"):

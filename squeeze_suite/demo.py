@@ -47,7 +47,7 @@ def demo(out: Path, frames: int = 3, seed: int = 0) -> list[Path]:
     pictures = sim_demo_step(out, frames=frames, seed=seed)
     # The bundled models see frames of other seeds than any they were trained on.
     new_frames = out / "new_frames"
-    simulate(new_frames, frames=2, seed=seed + 1000, progress=False)
+    simulate(new_frames, frames=2, seed=seed + 1000, progress=False, world="dense")  # the bundled models' world
     if SEG_WEIGHTS.exists():
         print("\nSegmentation: the bundled SqueezeSegV2 (trained on the simulated world) on new simulated scans")
         pictures += seg_demo_step(SEG_WEIGHTS, new_frames, out / "seg")

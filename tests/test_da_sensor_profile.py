@@ -133,7 +133,7 @@ def test_simulator_applies_the_profile(tmp_path):
     q = np.tile(np.linspace(0.0, 0.2, QUANTILES, dtype=np.float32), (64, 1))
     q[::2] += 0.5  # even rings bright
     profile = SensorProfile(q, np.zeros((64, 6), np.float32), frames=1, source="test")
-    simulate(tmp_path / "sim", frames=1, seed=4, azimuth_steps=256, progress=False, sensor_profile=profile)
+    simulate(tmp_path / "sim", frames=1, seed=5, azimuth_steps=256, progress=False, sensor_profile=profile)
     points, rings = read_scan(tmp_path / "sim" / "training" / "velodyne" / "000000.bin")
     even = points[(rings % 2 == 0) & (rings >= 0), 3]
     odd = points[(rings % 2 == 1), 3]

@@ -211,3 +211,16 @@ def test_car_pixel_fraction_falls_toward_kittis() -> None:
 
     default, dense = fraction(world.kitti_world()), fraction(world.dense_world())
     assert default < 0.12 and dense > 1.5 * default, (default, dense)
+
+
+def test_world_presets_name_the_two_streets():
+    from domain_adapt.sim.ground import flat_ground
+    from domain_adapt.sim.simulator import sim_config, world_preset
+    from domain_adapt.sim.world import dense_world, kitti_world
+
+    assert sim_config().world == kitti_world()
+    dense = sim_config(world="dense").world
+    assert dense.ground == flat_ground() and dense.parked_fill == dense_world().parked_fill
+    assert dense.parked_fill > kitti_world().parked_fill
+    with pytest.raises(ValueError, match="unknown world 'gta'"):
+        world_preset("gta")

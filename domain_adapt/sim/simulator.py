@@ -18,9 +18,10 @@ import open3d.core as o3c
 
 from domain_adapt.sensor_profile import SensorProfile, apply_sensor_profile
 from domain_adapt.sim.camera import CameraConfig, CameraImage, camera_rays, kitti_calibration, render, shadow_rays
+from domain_adapt.sim.ground import flat_ground
 from domain_adapt.sim.labels import FrameLabels, label_objects
 from domain_adapt.sim.lidar import LidarConfig, Scan, hdl64e, lidar_rays, scan
-from domain_adapt.sim.world import Scene, World, WorldConfig, generate_world, kitti_world
+from domain_adapt.sim.world import Scene, World, WorldConfig, dense_world, generate_world, kitti_world
 from squeeze.kitti import Calibration
 from squeeze.point_labels import squeezeseg_from_point_classes
 from squeeze.range_image import RangeImage, project_scan, squeezeseg_front
@@ -42,15 +43,30 @@ class SimConfig:
     sensor_profile: SensorProfile | None = None
 
 
+WORLDS = ("kitti", "dense")  # `squeeze sim --world`: see world_preset
+
+
+def world_preset(name: str) -> WorldConfig:
+    """A named street generator: "kitti" (the default: KITTI's object density, ground height, slopes and
+    roughness drawn per scene) or "dense" (the simulator before it was matched to KITTI: about 11 cars, 5
+    pedestrians and 2 cyclists labelled per frame on a flat road at z = -1.73 m; the world the bundled
+    squeezeseg_v2_sim.pt and squeezedet_sim.pt were trained on and the learning and deploy bars were measured on)."""
+    if name == "kitti":
+        return kitti_world()
+    if name == "dense":
+        return replace(dense_world(), ground=flat_ground())
+    raise ValueError(f"unknown world {name!r}; choose from {', '.join(WORLDS)}")
+
+
 def sim_config(sequence: bool = False, intensity: bool = True, azimuth_steps: int | None = None,
-               sensor_profile: SensorProfile | None = None) -> SimConfig:
+               sensor_profile: SensorProfile | None = None, world: str = "kitti") -> SimConfig:
     """The default simulation with the command line's switches applied."""
     lidar = hdl64e(intensity=intensity)
     if azimuth_steps is not None:
         lidar = replace(lidar, azimuth_steps=int(azimuth_steps))
     if sensor_profile is not None and not intensity:
         raise ValueError("a sensor profile maps intensities; it cannot be used with the intensity channel off")
-    return SimConfig(sequence=sequence, lidar=lidar, sensor_profile=sensor_profile)
+    return SimConfig(sequence=sequence, world=world_preset(world), lidar=lidar, sensor_profile=sensor_profile)
 
 
 @dataclass

@@ -148,7 +148,7 @@ def shard_range(frames: int, shard: int, shards: int) -> tuple[int, int]:
 def simulate(out_dir: str | Path, frames: int, seed: int, sequence: bool = False, intensity: bool = True,
              azimuth_steps: int | None = None, progress: bool = True,
              config: SimConfig | None = None, sensor_profile: SensorProfile | None = None,
-             workers: int = 1, frame_range: tuple[int, int] | None = None) -> SimSummary:
+             workers: int = 1, frame_range: tuple[int, int] | None = None, world: str = "kitti") -> SimSummary:
     """Simulate `frames` KITTI-format frames from `seed` into `out_dir` (layout in the module docstring).
 
     `config` overrides sequence / intensity / azimuth_steps when given. The folder may be new, empty or a
@@ -168,7 +168,7 @@ def simulate(out_dir: str | Path, frames: int, seed: int, sequence: bool = False
     if not first < stop <= frames:
         raise ValueError(f"frame range {first}..{stop - 1} is not a non-empty part of frames 0..{frames - 1}")
     cfg = config or sim_config(sequence=sequence, intensity=intensity, azimuth_steps=azimuth_steps,
-                               sensor_profile=sensor_profile)
+                               sensor_profile=sensor_profile, world=world)
     out = Path(out_dir)
     target = Path(os.path.realpath(out))  # "." and symlinks: rename the folder itself, beside it
     output.check_out_dir(target)
