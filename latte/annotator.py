@@ -418,6 +418,9 @@ class Annotator:
         click = np.asarray(xyz, np.float64)
         if click.shape != (3,) or not np.all(np.isfinite(click)):
             raise EditError("x, y, z: expected three finite numbers")
+        # The box is labelled cls (Car when none is given) and fitted with that class's size prior: without one,
+        # two cars parked a metre apart along the line of sight came back as one 9 m box.
+        cls = cls or "Car"
         geom = self.geometry(fid)
         found = one_click_box(geom, click, cls)
         if found is None:

@@ -670,3 +670,28 @@ def test_segmenter_prelabels_fill_points_outside_boxes_and_brush(sim_seq, tmp_pa
         np.testing.assert_array_equal(labels[rest], expected[rest])
     finally:
         store.close()
+
+
+def test_one_click_without_a_class_fits_with_the_car_prior(tmp_path):
+    """Two cars parked about a metre apart along the line of sight (seed 3, 5 frames, frame 0: ~20.7 m and
+    ~25.9 m ahead): a click with no class chosen used to be fitted without any size prior and came back as one
+    9 m box over both (BEV IoU 0.35 with either); it is labelled Car, so it is fitted as one."""
+    from domain_adapt.sim.writer import simulate
+    from latte.tracking import bev_iou_velo
+
+    simulate(tmp_path / "seq", frames=5, seed=3, sequence=True, progress=False)
+    source = open_source(tmp_path / "seq")
+    fid = source.frame_ids()[0]
+    points = source.points(fid)
+    annotator = Annotator(source, Store(tmp_path / "db.sqlite"), import_labels=False)
+    cars = [t for t in source.truth(fid) if t.cls == "Car" and 15 < t.x < 30 and abs(t.y - 6.4) < 1]
+    assert len(cars) == 2  # the scene this test pins
+    near = min(cars, key=lambda t: t.x)
+    d = points[:, :3] - near.array[:3]
+    inside = np.flatnonzero((np.abs(d[:, 0]) < near.l / 2 - 0.2) & (np.abs(d[:, 1]) < near.w / 2 - 0.2)
+                            & (np.abs(d[:, 2]) < near.h / 2))
+    click = points[inside[len(inside) // 2], :3].tolist()
+    _, box, _ = annotator.one_click(fid, click, None, 0, "s", "e1")
+    fitted = np.array([box[k] for k in ("x", "y", "z", "l", "w", "h", "yaw")])
+    assert box["cls"] == "Car" and fitted[3] < 5.0
+    assert float(np.ravel(bev_iou_velo(fitted[None], near.array[None]))[0]) >= 0.7

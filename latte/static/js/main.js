@@ -545,7 +545,8 @@ async function runTrack(fid, from, verbose) {
 // ---- one-click and hand-drawn boxes
 function oneClick(index) {
   const p = state.points.xyzi, xyz = [p[index * 4], p[index * 4 + 1], p[index * 4 + 2]];
-  const fid = state.fid, cls = state.drawClass;
+  // the class the box gets is the class whose size prior fits it (Car until another is chosen)
+  const fid = state.fid, cls = drawClass();
   flushAllNudges();
   enqueue(async () => {
     try {
