@@ -15,7 +15,9 @@ holds whatever stands in front of the object and behind it, so the object's poin
    wins, or the nearest candidate almost as good (PRIOR_SLACK). So a pedestrian's box picks the pedestrian, not
    the car behind it, and the box of a car seen behind a pedestrian picks the car.
 3. Without a candidate (or a prior), the nearest dense cluster: the object is what the camera sees first.
-4. The box is fitted by one-click (latte.one_click.one_click_box, class size priors for partial views) seeded at
+4. Each candidate cluster (at most three) is fitted, and the fit whose box projects best onto the detection (2D
+   IoU) is the proposal (the prior's depth assumes one ground plane, which a road rising ahead breaks).
+5. The box is fitted by one-click (latte.one_click.one_click_box, class size priors for partial views) seeded at
    the cluster's point that projects nearest the 2D box's centre; when one-click's cluster strays from the
    detection (less than half of its points in view project into the 2D box, enlarged by STRAY_MARGIN), the
    frustum cluster itself is fitted (FrameGeometry.fit_box) and grown to the class's size where it is partial.
@@ -32,7 +34,7 @@ from latte.boxes import ANNOTATION_CLASSES, POINT_CLASSES, Box
 from latte.one_click import CLASS_SIZES, KEEP_FRACTION, FrameGeometry, one_click_box
 from squeeze.classes import segmentation_class_names
 from squeeze.errors import DataError
-from squeeze.geometry import velo_to_image
+from squeeze.geometry import box3d_to_box2d, boxes_velo_to_rect, iou_2d, velo_to_image
 from squeeze.kitti import Calibration
 from squeeze.predictor import Detections2D
 
@@ -72,12 +74,14 @@ def depth_clusters(depth: np.ndarray, gap: float = DEPTH_GAP) -> list[np.ndarray
     return np.split(order, cuts)
 
 
-def pick_cluster(depth: np.ndarray, expected: float | None) -> np.ndarray | None:
-    """Indices of the object's cluster among frustum points of depths (K,) (steps 1-3 of the module docstring);
-    `expected` is the prior's depth of the object's near face, or None. None when no cluster is dense enough."""
+def candidate_clusters(depth: np.ndarray, expected: float | None, limit: int = 3) -> list[np.ndarray]:
+    """Index arrays of the clusters among frustum points of depths (K,) that may be the object (steps 1-3 of the
+    module docstring), the preferred first: the dense clusters whose near face is within PRIOR_TOLERANCE of the
+    prior's depth `expected` (best match, or a nearer one almost as good, first), else the nearest dense cluster.
+    At most `limit`; [] when no cluster is dense enough."""
     clusters = depth_clusters(depth)
     if not clusters:
-        return None
+        return []
     if expected is not None and expected > 0:
         miss = [abs(math.log(max(float(np.percentile(depth[c], NEAR_PERCENTILE)), 1e-3) / expected)) for c in clusters]
         fits = [(c, m) for c, m in zip(clusters, miss, strict=True) if m <= math.log(PRIOR_TOLERANCE)]
@@ -85,8 +89,17 @@ def pick_cluster(depth: np.ndarray, expected: float | None) -> np.ndarray | None
         fits = [(c, m) for c, m in fits if len(c) >= max(MIN_POINTS, DENSE_FRACTION * largest)]
         if fits:
             best = min(m for _, m in fits)
-            return next(c for c, m in fits if m <= best + PRIOR_SLACK)  # the nearest of the (near) best matches
-    return _nearest_dense(clusters)
+            first = next(c for c, m in fits if m <= best + PRIOR_SLACK)  # the nearest of the (near) best matches
+            rest = [c for c, _ in sorted(fits, key=lambda cm: cm[1]) if c is not first]
+            return [first, *rest][:limit]
+    nearest = _nearest_dense(clusters)
+    return [] if nearest is None else [nearest]
+
+
+def pick_cluster(depth: np.ndarray, expected: float | None) -> np.ndarray | None:
+    """The preferred cluster of candidate_clusters, None when there is none."""
+    options = candidate_clusters(depth, expected)
+    return options[0] if options else None
 
 
 def _nearest_dense(clusters: list[np.ndarray]) -> np.ndarray | None:
@@ -170,11 +183,19 @@ def frustum_proposals(geom: FrameGeometry, calib: Calibration, detections: Detec
                                 & (uv[:, 1] <= box2d[3]))
         if len(inside) < MIN_POINTS:
             continue
-        chosen = pick_cluster(depth[inside], expected_depth(box2d, cls, calib, plane, image_height))
-        if chosen is None:
+        options = candidate_clusters(depth[inside], expected_depth(box2d, cls, calib, plane, image_height))
+        if not options:
             continue
-        cluster = candidates[inside[chosen]]
-        box7 = _fit(geom, calib, cluster, uv[inside[chosen]], box2d, cls, image_size)
+        # The image prior's depth assumes one ground plane; where the road rises or falls ahead it can favour a
+        # pole or a pedestrian in front of the detected car. Of the candidates, the one whose fitted box projects
+        # onto the detection best is the object (the preferred one wins ties).
+        best = None
+        for chosen in options:
+            box7 = _fit(geom, calib, candidates[inside[chosen]], uv[inside[chosen]], box2d, cls, image_size)
+            score = projected_iou(box7, calib, box2d, image_size)
+            if best is None or score > best[0] + 1e-6:
+                best = (score, box7)
+        box7 = best[1]
         proposals.append(Box(id=f"fus-{k}", cls=cls, x=0, y=0, z=0, l=1, w=1, h=1, yaw=0, track_id=-1,
                              source="fusion", accepted=False, score=float(detections.scores[k])).with_array(box7))
     return proposals
@@ -206,6 +227,16 @@ def _fit(geom: FrameGeometry, calib: Calibration, cluster: np.ndarray, uv: np.nd
         if not seen.any() or inside.mean() >= 0.5:
             return np.asarray(box7, np.float64)
     return complete_to_class(np.asarray(geom.fit_box(cluster), np.float64), cls)
+
+
+def projected_iou(box7: np.ndarray, calib: Calibration, box2d: np.ndarray,
+                  image_size: tuple[int, int] | None) -> float:
+    """2D IoU between a velodyne box's image projection (clipped to the image) and a 2D box; 0 when it projects
+    nowhere."""
+    projected = box3d_to_box2d(boxes_velo_to_rect(np.asarray(box7, np.float64)[None], calib), calib.P2, image_size)
+    if not np.all(np.isfinite(projected)):
+        return 0.0
+    return float(iou_2d(projected, np.asarray(box2d, np.float64)[None])[0, 0])
 
 
 def complete_to_class(box7: np.ndarray, cls: str) -> np.ndarray:
