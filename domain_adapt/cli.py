@@ -12,20 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-
-def _int_at_least(minimum: int):
-    """An argparse type: an integer >= minimum, with a message naming the bound."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
+from squeeze.cli_help import int_at_least
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -54,10 +41,10 @@ def add_sim_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder: new, empty, or an earlier `squeeze sim` output (replaced once the new "
                         "frames are all written; an interrupted run leaves it as it was)")
-    p.add_argument("--frames", type=_int_at_least(1), default=10, metavar="N",
+    p.add_argument("--frames", type=int_at_least(1), default=10, metavar="N",
                    help="number of frames in the set (default: %(default)s); with --shard, this run writes its "
                         "share of them")
-    p.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S",
+    p.add_argument("--seed", type=int_at_least(0), default=0, metavar="S",
                    help="random seed, >= 0 (default: %(default)s); frame i of a non-sequence run depends "
                         "only on (S, i)")
     p.add_argument("--world", choices=("kitti", "dense"), default="kitti",
@@ -70,13 +57,13 @@ def add_sim_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--no-intensity", action="store_true",
                    help="leave the LiDAR intensity channel at 0, like the GTA-LiDAR synthetic data set "
                         "(the setting SqueezeSegV2's learned intensity rendering starts from)")
-    p.add_argument("--azimuth-steps", type=_int_at_least(8), default=None, metavar="A",
+    p.add_argument("--azimuth-steps", type=int_at_least(8), default=None, metavar="A",
                    help="LiDAR firings per laser per revolution, >= 8 (default: 2083, the HDL-64E at 10 Hz, "
                         "0.17 deg; fewer is faster and sparser)")
     p.add_argument("--sensor-profile", type=Path, default=None, metavar="JSON",
                    help="a real LiDAR's per-laser intensity response and ray drop, measured by `squeeze da "
                         "calibrate-sensor`, applied to every scan (default: none, the simulator's own sensor)")
-    p.add_argument("--workers", type=_int_at_least(1), default=1, metavar="N",
+    p.add_argument("--workers", type=int_at_least(1), default=1, metavar="N",
                    help="simulate frames in N parallel processes on this machine (default: %(default)s); the files "
                         "are byte-identical whatever N")
     p.add_argument("--shard", type=_shard, default=None, metavar="K/M",
@@ -104,7 +91,7 @@ def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     c.add_argument("real_dir", type=Path, metavar="REAL_DIR", help="folder of real scans")
     c.add_argument("-o", "--out", type=Path, required=True, metavar="JSON",
                    help="profile to write; a picture of it is written beside it (.png)")
-    c.add_argument("--max-scans", type=_int_at_least(1), default=None, metavar="N",
+    c.add_argument("--max-scans", type=int_at_least(1), default=None, metavar="N",
                    help="measure only the first N scans by name (default: all)")
     c.set_defaults(run=run_calibrate_sensor)
 
@@ -118,10 +105,10 @@ def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
                                      "reads); the last scan by name is held out and its error reported.")
     it.add_argument("real_dir", type=Path, metavar="REAL_DIR", help="folder of real scans")
     it.add_argument("-o", "--out", type=Path, required=True, metavar="PT", help="renderer checkpoint to write")
-    it.add_argument("--steps", type=_int_at_least(1), default=400, help="training steps (default: %(default)s)")
-    it.add_argument("--max-scans", type=_int_at_least(2), default=None, metavar="N",
+    it.add_argument("--steps", type=int_at_least(1), default=400, help="training steps (default: %(default)s)")
+    it.add_argument("--max-scans", type=int_at_least(2), default=None, metavar="N",
                     help="use only the first N scans by name (default: all)")
-    it.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default: %(default)s)")
+    it.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: %(default)s)")
     it.set_defaults(run=run_intensity_train)
     ia = isub.add_parser("apply", help="replace the intensity of a range-image folder's scans",
                          description="Write a copy of a labelled scan folder (range-image .npy or KITTI/simulated "
@@ -150,12 +137,12 @@ def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
                         "squeezeseg_v2_sim.pt)")
     r.add_argument("--minutes-per-row", type=float, default=9.0, help="fine-tuning minutes per row (default: "
                                                                       "%(default)s)")
-    r.add_argument("--source-frames", type=_int_at_least(1), default=400, metavar="N",
+    r.add_argument("--source-frames", type=int_at_least(1), default=400, metavar="N",
                    help="source frames to train on (default: %(default)s)")
-    r.add_argument("--renderer-steps", type=_int_at_least(1), default=400, help="(default: %(default)s)")
+    r.add_argument("--renderer-steps", type=int_at_least(1), default=400, help="(default: %(default)s)")
     r.add_argument("--align-weight", type=float, default=1.0, help="correlation alignment weight (default: "
                                                                    "%(default)s)")
-    r.add_argument("--threads", type=_int_at_least(1), default=2, help="torch threads (default: %(default)s)")
+    r.add_argument("--threads", type=int_at_least(1), default=2, help="torch threads (default: %(default)s)")
     r.set_defaults(run=run_experiment_command)
     return p
 

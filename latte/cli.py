@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from squeeze.cli_help import int_at_least
+
 LOOPBACK_NAMES = ("localhost",)
 DEFAULT_PORT = 8765
 SIM_FRAMES = 20
@@ -29,21 +31,8 @@ def default_cache() -> Path:
     return Path(base) / "squeeze"
 
 
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def _port(text: str) -> int:
-    value = _int_at_least(0)(text)
+    value = int_at_least(0)(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"must be <= 65535, got {value}")
     return value
@@ -56,9 +45,9 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", type=Path, default=None, metavar="PATH",
                    help="annotation database (SQLite; default: DATA/latte/annotations.db, or beside the "
                         "simulated sequence)")
-    p.add_argument("--frames", type=_int_at_least(1), default=SIM_FRAMES, metavar="N",
+    p.add_argument("--frames", type=int_at_least(1), default=SIM_FRAMES, metavar="N",
                    help="frames of the default simulated sequence")
-    p.add_argument("--seed", type=_int_at_least(0), default=SIM_SEED, metavar="S",
+    p.add_argument("--seed", type=int_at_least(0), default=SIM_SEED, metavar="S",
                    help="seed of the default simulated sequence")
     p.add_argument("--cache", type=Path, default=None, metavar="DIR",
                    help="folder of the default simulated sequences (default: ~/.cache/squeeze or "
