@@ -488,6 +488,11 @@ class Annotator:
                                     t_prev=t_of(from_fid))
         boxes = [replace(p, id=_box_id(fid, session, edit_id, p.track_id), source="tracked", accepted=False)
                  for p in proposals if p.track_id not in present]
+        return self._add_proposals(fid, doc, boxes, base_version, session, edit_id)
+
+    def _add_proposals(self, fid: str, doc: dict, boxes: list[Box], base_version: int, session: str,
+                       edit_id: str) -> tuple[dict, list[dict]]:
+        """Store `boxes` in one batch edit; (the new document, the added box dicts). Nothing to add: (doc, [])."""
         if not boxes:
             return doc, []
         op = {"op": "batch", "ops": [{"op": "add", "box": b.to_dict()} for b in boxes]}
@@ -538,12 +543,7 @@ class Annotator:
                 boxes.append(replace(p, id=_box_id(fid, session, edit_id, k), track_id=track, source="fusion",
                                      accepted=False))
                 track += 1
-            if not boxes:
-                return doc, []
-            op = {"op": "batch", "ops": [{"op": "add", "box": b.to_dict()} for b in boxes]}
-            doc = self.store.apply(fid, base_version, op, session, edit_id)
-        ids = {b.id for b in boxes}
-        return doc, [b for b in doc["boxes"] if b["id"] in ids]
+            return self._add_proposals(fid, doc, boxes, base_version, session, edit_id)
 
     # ------------------------------------------------------------------------------------------ copy, interpolate
     def copy_next(self, fid: str, box_id: str, count: int, session: str, edit_id: str) -> list[dict]:
