@@ -63,6 +63,7 @@ class ExperimentConfig:
     source_frames: int | None = 400  # source frames transformed and trained on (None: all)
     target_frames: int | None = None  # target scans used (None: all)
     renderer_steps: int = 400  # intensity renderer training steps
+    renderer_width: int = 16  # channels of the renderer's first stage (bench_da_intensity's setting)
     align_weight: float = 1.0  # weight of the correlation-alignment loss
     batch_size: int = 4
     lr: float = 5e-4
@@ -81,7 +82,14 @@ class RowResult:
 
 def _realism(target_scans, config: ExperimentConfig, out: Path, need: set[str]):
     """The target-learned pieces the rows need: sensor profile, intensity renderer, ray-drop model."""
-    from domain_adapt.intensity import checkpoint_dict, mean_abs_error, render_intensity, ring_images, train_renderer
+    from domain_adapt.intensity import (
+        IntensityNetConfig,
+        checkpoint_dict,
+        mean_abs_error,
+        render_intensity,
+        ring_images,
+        train_renderer,
+    )
     from domain_adapt.ray_drop import fit_ray_drop, training_cells
     from domain_adapt.sensor_profile import calibrate_sensor, plot_profile, write_profile
 
@@ -95,7 +103,8 @@ def _realism(target_scans, config: ExperimentConfig, out: Path, need: set[str]):
 
         images = ring_images(target_scans)
         train = images[:-1] if len(images) > 1 else images
-        net, _ = train_renderer(train, steps=config.renderer_steps, seed=config.seed, progress=True)
+        net, _ = train_renderer(train, steps=config.renderer_steps, crop_width=128, seed=config.seed, progress=True,
+                                config=IntensityNetConfig(width=config.renderer_width))
         held = images[-1]
         mean = float(np.mean(np.concatenate([im.intensity[im.mask] for im in train])))
         metrics = {"held_out_mae": mean_abs_error(render_intensity(net, held), held),
