@@ -54,6 +54,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,33 +134,54 @@ def plan_adjustment(start: np.ndarray, truth: np.ndarray, target: float, max_key
 
 
 # ------------------------------------------------------------------------------------------------ server
-class LatteServer:
-    """`python -m squeeze_suite latte serve DATA --port 0 ...` in a subprocess; its URL from the line it prints."""
+SERVER_START_S = 180  # a loaded machine: imports + the first frame's ground fit before the URL is printed
 
-    def __init__(self, data: Path, work: Path, extra: list[str]):
+
+class LatteServer:
+    """`python -m squeeze_suite latte serve DATA --port 0 ...` as a subprocess: its URL (from the line it prints)
+    once /api/info answers, stdout/stderr kept in files so that a failure can show them. tests/test_latte_browser.py
+    uses this harness too."""
+
+    def __init__(self, data: Path, work: Path, extra: Sequence[str] = ()):
         work.mkdir(parents=True, exist_ok=True)
+        self.db = work / "annotations.db"
+        self.export_dir = work / "export"
         self.log_out, self.log_err = work / "server.out", work / "server.err"
         cmd = [sys.executable, "-m", "squeeze_suite", "latte", "serve", str(data), "--port", "0",
-               "--db", str(work / "annotations.db"), "--export", str(work / "export"), "--no-browser",
-               "--no-import", *extra]
+               "--db", str(self.db), "--export", str(self.export_dir), "--no-browser", "--no-import", *extra]
         with open(self.log_out, "w") as out, open(self.log_err, "w") as err:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        deadline = time.monotonic() + 180
-        self.url = None
-        while self.url is None:
+        self.url = self._wait_for_url()
+        self.base = self.url.split("?")[0]
+        self.info = self._wait_for_info()
+
+    def logs(self) -> str:
+        return (f"--- server stdout ---\n{self.log_out.read_text(errors='replace')}\n"
+                f"--- server stderr ---\n{self.log_err.read_text(errors='replace')[-8000:]}")
+
+    def _wait_for_url(self) -> str:
+        deadline = time.monotonic() + SERVER_START_S
+        while time.monotonic() < deadline:
             m = re.search(r"^open (http://\S+)$", self.log_out.read_text(), re.M)
             if m:
-                self.url = m.group(1)
-            elif self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"latte serve did not start:\n{self.log_err.read_text()[-4000:]}")
-            else:
-                time.sleep(0.1)
-        self.base = self.url.split("?")[0]
+                return m.group(1)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"latte serve exited with {self.proc.returncode}\n{self.logs()}")
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"latte serve printed no URL in {SERVER_START_S} s\n{self.logs()}")
 
-    def get(self, path: str) -> dict:
-        with urllib.request.urlopen(self.base + path, timeout=30) as r:
-            return json.loads(r.read())
+    def _wait_for_info(self) -> dict:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(self.base + "api/info", timeout=5) as r:
+                    return json.loads(r.read())
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"GET {self.base}api/info never answered\n{self.logs()}") from None
+                time.sleep(0.2)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

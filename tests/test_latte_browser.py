@@ -12,16 +12,12 @@ Screenshots of every step go to tmp_path/screens and, when $LATTE_SCREENSHOTS is
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import math
 import os
-import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +32,6 @@ from squeeze.kitti import read_labels
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 VIEWPORT = {"width": 1280, "height": 800}
-SERVER_START_S = 120  # a loaded CI machine: imports + the first frame's ground fit before the URL is printed
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
 if not CHROMIUM.is_file():
@@ -45,59 +40,13 @@ if not CHROMIUM.is_file():
 
 
 # ------------------------------------------------------------------------------------------------ harness
-class LatteServer:
-    """`python -m squeeze_suite latte serve DATA --port 0 ...` as a subprocess: its URL (read from the line it
-    prints), stdout/stderr kept in files so that a failure can show them."""
-
-    def __init__(self, data: Path, work: Path, *extra: str):
-        self.db = work / "annotations.db"
-        self.export_dir = work / "export"
-        self.log_out = work / "server.out"
-        self.log_err = work / "server.err"
-        cmd = [sys.executable, "-m", "squeeze_suite", "latte", "serve", str(data), "--port", "0",
-               "--db", str(self.db), "--export", str(self.export_dir), "--no-browser", "--no-import", *extra]
-        with open(self.log_out, "w") as out, open(self.log_err, "w") as err:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        self.url = self._wait_for_url()
-        self.info = self._wait_for_info()
-
-    def logs(self) -> str:
-        return (f"--- server stdout ---\n{self.log_out.read_text(errors='replace')}\n"
-                f"--- server stderr ---\n{self.log_err.read_text(errors='replace')[-8000:]}")
-
-    def _wait_for_url(self) -> str:
-        deadline = time.monotonic() + SERVER_START_S
-        while time.monotonic() < deadline:
-            m = re.search(r"^open (http://\S+)$", self.log_out.read_text(), re.M)
-            if m:
-                return m.group(1)
-            if self.proc.poll() is not None:
-                raise AssertionError(f"latte serve exited with {self.proc.returncode}\n{self.logs()}")
-            time.sleep(0.1)
-        self.stop()
-        raise AssertionError(f"latte serve printed no URL in {SERVER_START_S} s\n{self.logs()}")
-
-    def _wait_for_info(self) -> dict:
-        api = self.url.split("?")[0] + "api/info"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(api, timeout=5) as r:
-                    return json.loads(r.read())
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise AssertionError(f"GET {api} never answered\n{self.logs()}") from None
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+# The server process harness is bench/bench_latte_efficiency.py's (the efficiency bench drives the same app).
+_BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_latte_efficiency.py"
+_spec = importlib.util.spec_from_file_location("bench_latte_efficiency", _BENCH)
+_efficiency = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = _efficiency  # its dataclasses look their module up there
+_spec.loader.exec_module(_efficiency)
+LatteServer = _efficiency.LatteServer
 
 
 @pytest.fixture(scope="session")
