@@ -52,9 +52,8 @@ STRAY_MARGIN = 0.1  # of the 2D box's width / height: one-click's cluster may re
 EDGE_PX = 2.0  # a 2D box this close to the image's top or bottom edge is cut off: its height says nothing
 NEAR_PERCENTILE = 10  # the near face of a cluster: this percentile of its depths (robust to a stray point)
 
-# KITTI training-set mean heights (m) per class: the depth prior of step 3 (the same means as one-click's sizes).
-CLASS_HEIGHTS: dict[str, float] = {"Car": 1.53, "Van": 2.21, "Truck": 3.25, "Pedestrian": 1.76, "Person_sitting": 1.27,
-                                   "Cyclist": 1.74, "Tram": 3.53, "Misc": 1.91}
+# KITTI training-set mean heights (m) per class, one-click's size priors: the depth prior of step 2.
+CLASS_HEIGHTS: dict[str, float] = {cls: size[2] for cls, size in CLASS_SIZES.items()}
 
 
 def annotation_class(name: str) -> str | None:
