@@ -129,13 +129,16 @@ def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     r.add_argument("--eval", type=Path, required=True, metavar="REAL_LABELLED",
                    help="labelled real scans (range-image .npy with labels, or KITTI object with label_2)")
     r.add_argument("-o", "--out", type=Path, required=True, metavar="DIR", help="output folder")
+    r.add_argument("--source-eval", type=Path, default=None, metavar="SIM_VAL",
+                   help="labelled simulated scans held out from training: each row is also scored there, to show "
+                        "what adaptation costs on the source (default: none)")
     r.add_argument("--rows", nargs="+", default=None, metavar="ROW",
                    help="rows to run (default: all: none +profile +intensity +ray-drop +alignment +calibration "
                         "all 'SqueezeSeg all')")
     r.add_argument("--init", type=Path, default=None, metavar="CKPT",
                    help="source-trained SqueezeSegV2 every V2 row fine-tunes from (default: the bundled "
                         "squeezeseg_v2_sim.pt)")
-    r.add_argument("--minutes-per-row", type=float, default=9.0, help="fine-tuning minutes per row (default: "
+    r.add_argument("--minutes-per-row", type=float, default=8.0, help="fine-tuning minutes per row (default: "
                                                                       "%(default)s)")
     r.add_argument("--source-frames", type=int_at_least(1), default=400, metavar="N",
                    help="source frames to train on (default: %(default)s)")
@@ -196,7 +199,7 @@ def run_experiment_command(args: argparse.Namespace) -> int:
                               renderer_steps=args.renderer_steps, align_weight=args.align_weight,
                               threads=args.threads)
     results = run_experiment(args.source, args.target, args.eval, args.out, tuple(args.rows or ROW_NAMES), init,
-                             config)
+                             config, args.source_eval)
     print((args.out / "table.md").read_text())
     print(f"wrote {args.out / 'table.md'}, {args.out / 'results.json'}, {args.out / 'ablation.png'} "
           f"({len(results)} rows)")
