@@ -31,6 +31,7 @@ def main() -> int:
     ap.add_argument("--real", type=Path, default=DEFAULT_REAL, help="folder of real scans (default: kitti_mini)")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--width", type=int, default=16, help="renderer width (channels of its first stage)")
+    ap.add_argument("--rings", type=int, default=0, help="learned per-ring biases (0: none; 64 for an HDL-64E)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-scans", type=int, default=None)
     args = ap.parse_args()
@@ -42,7 +43,8 @@ def main() -> int:
         train = [im for j, im in enumerate(images) if j != hold]
         test = images[hold]
         t0 = time.perf_counter()
-        net, _ = train_renderer(train, steps=args.steps, crop_width=128, config=IntensityNetConfig(width=args.width))
+        net, _ = train_renderer(train, steps=args.steps, crop_width=128,
+                                config=IntensityNetConfig(width=args.width, rings=args.rings))
         seconds = time.perf_counter() - t0
         values = np.concatenate([im.intensity[im.mask] for im in train])
         y = test.intensity[test.mask]

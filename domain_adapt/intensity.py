@@ -71,6 +71,11 @@ def geometry_channels(image: RangeImage) -> np.ndarray:
 class IntensityNetConfig:
     width: int = 32  # channels of the first stage; the second has twice as many
     bins: int = 10  # intensity bins over [0, 1] (the paper's 10)
+    # Laser rings with a learned bias each (0: none). Every laser of an HDL-64E has its own gain (issue 13: the
+    # ground's intensity jumps 0.079 from one ring to the next), a jagged function of the ring that the smooth
+    # ring channel cannot express; a per-ring bias on the first features and on the head's logits can. Needs
+    # images whose rows are exactly these rings.
+    rings: int = 0
 
 
 class IntensityNet(nn.Module):
@@ -92,15 +97,25 @@ class IntensityNet(nn.Module):
         self.up1 = block(4 * c, 2 * c)
         self.up0 = block(3 * c, c)
         self.head = nn.Conv2d(c, 2 * k, 1)
+        r = self.config.rings
+        self.ring_features = nn.Parameter(torch.zeros(c, r, 1)) if r else None
+        self.ring_logits = nn.Parameter(torch.zeros(2 * k, r, 1)) if r else None
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, 10, H, W) -> (B, 2 * bins, H, W): bin logits, then offset logits. W must be divisible by 4."""
+        """(B, 10, H, W) -> (B, 2 * bins, H, W): bin logits, then offset logits. W must be divisible by 4; H must
+        equal config.rings when that is set."""
+        r = self.config.rings
+        if r and x.shape[-2] != r:
+            raise ValueError(f"this renderer has a bias per laser ring and needs {r} rows, got {x.shape[-2]}")
         s0 = self.stem(x)
+        if r:
+            s0 = s0 + self.ring_features
         s1 = self.down1(s0)
         s2 = self.down2(s1)
         u1 = self.up1(torch.cat([F.interpolate(s2, size=s1.shape[-2:], mode="nearest"), s1], dim=1))
         u0 = self.up0(torch.cat([F.interpolate(u1, size=s0.shape[-2:], mode="nearest"), s0], dim=1))
-        return self.head(u0)
+        out = self.head(u0)
+        return out + self.ring_logits if r else out
 
 
 def hybrid_loss(output: Tensor, intensity: Tensor, mask: Tensor, bins: int, offset_weight: float = 1.0) -> Tensor:
