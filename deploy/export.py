@@ -86,12 +86,14 @@ class ExportReport:
 
 
 def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, crf: bool = True, opset: int = DEFAULT_OPSET,
-                simplify: bool = True, batch: int | None = None, fp16: bool = False) -> ExportReport:
+                simplify: bool = True, batch: int | None = None, fp16: bool = False,
+                fold_style: str = "max") -> ExportReport:
     """Export a detection or segmentation checkpoint to ONNX with its sidecar; see the module docstring.
 
     crf: keep SqueezeSeg's recurrent CRF in the graph (segmentation models that have one). opset: >= MIN_OPSET.
     batch: None for a dynamic batch axis, else that fixed batch size. fp16: float16 weights and arithmetic with
-    float32 inputs and outputs (for GPUs). Raises DataError naming the checkpoint or the output for bad options, a
+    float32 inputs and outputs (for GPUs). fold_style: how SqueezeSegV2's Fire squeeze BNs fold (deploy.fold
+    SQUEEZE_STYLES: "max" or "ones_channel"). Raises DataError naming the checkpoint or the output for bad options, a
     checkpoint that is not a model, or an operator TensorRT does not support.
     """
     import onnx  # noqa: F401  (fail early, with the extra's name, before the slow part)
@@ -105,7 +107,11 @@ def export_onnx(checkpoint_path: str | Path, out_path: str | Path, *, crf: bool 
         raise DataError(out_path, f"batch must be a positive integer or None (dynamic), got {batch!r}")
     if out_path.suffix != ".onnx":
         raise DataError(out_path, "the output of an ONNX export must end in .onnx")
-    net = _load_network(checkpoint_path, crf)
+    from deploy.fold import SQUEEZE_STYLES
+
+    if fold_style not in SQUEEZE_STYLES:
+        raise DataError(out_path, f"fold_style must be one of {', '.join(SQUEEZE_STYLES)}, got {fold_style!r}")
+    net = _load_network(checkpoint_path, crf, fold_style)
     model_proto, exporter = _trace(net, opset, batch)
     model_proto = _finish(model_proto, simplify, out_path)
     if fp16:
@@ -147,14 +153,14 @@ def _torch_version() -> str:
     return str(torch.__version__)
 
 
-def _load_network(path: Path, crf: bool) -> _Network:
+def _load_network(path: Path, crf: bool, fold_style: str) -> _Network:
     from squeeze.checkpoint import load_checkpoint
 
     task = load_checkpoint(path)["config"].get("task")
     if task == "detection":
         return _detector(path)
     if task == "segmentation":
-        return _segmenter(path, crf)
+        return _segmenter(path, crf, fold_style)
     raise DataError(path, f"config.task is {task!r}: only detection and segmentation checkpoints export")
 
 
@@ -193,7 +199,7 @@ def _detector(path: Path) -> _Network:
                     folded, 0, False)
 
 
-def _segmenter(path: Path, crf: bool) -> _Network:
+def _segmenter(path: Path, crf: bool, fold_style: str) -> _Network:
     import torch
     from torch import nn
 
@@ -203,7 +209,7 @@ def _segmenter(path: Path, crf: bool) -> _Network:
     from squeezeseg.predict import load_model
 
     loaded = load_model(path)
-    result = fold_post_relu_batch_norm(loaded.model)
+    result = fold_post_relu_batch_norm(loaded.model, fold_style)
     net = result.model
     has_crf = crf and net.crf is not None
     if not has_crf:

@@ -1,4 +1,4 @@
-"""Fold SqueezeSegV2's post-ReLU BatchNorm into the convolutions that follow it, exactly, for export.
+"""Fold SqueezeSegV2's post-ReLU BatchNorm into the convolutions around it, exactly, for export.
 
 SqueezeSegV2 keeps BN *after* the ReLU, as the reference does (conv + bias -> ReLU -> BN, squeeze.fire), so BN
 cannot fold into the conv before it. Left in the graph, each BN is a float affine between two convolutions that an
@@ -8,14 +8,31 @@ into a FOLLOWING convolution: conv(W, y) = conv(W * a, r) + (the b term). The b 
 
 - a 1x1 unpadded conv sees b at every tap, so the b term is a constant bias, sum_c W[:, c] * b[c]: exact;
 - a padded conv (Fire's 3x3 expand, zero padding 1) or FireDeconv's transposed conv sees b only inside the image:
-  the zero padding stands for a BN output of 0, not for b, so a bias would be wrong on the border pixels. Here the
-  b term rides on an extra input channel that is 1 inside the image and 0 in the padding, exactly the support of b:
-  the conv before the BN (Fire's squeeze) gets one more output channel with weight 0 and bias 1 (ReLU(1) = 1), and
-  the following conv gets that channel's kernel, sum_c W[:, c] * b[c]. Exact at every pixel, for any sign of a,
-  at the cost of one more input channel (+1/16 to +1/64 of those convs' work).
+  the zero padding stands for a BN output of 0, not for b, so a bias would be wrong on the border pixels.
+
+A Fire / FireDeconv squeeze feeds both kinds (its 1x1 and padded 3x3 expands, or the transposed conv), so its BN
+folds in one of two exact ways (`squeeze_style` of `fold_post_relu_batch_norm`):
+
+- "max" (the default): fold the BN into the squeeze itself and keep its output equal to the BN output, so the
+  convs after it, zero padding included, see exactly what they saw and stay as they are. With s = sign(a) (+1
+  where a = 0), per channel: a * ReLU(z) + b = s * max(|a| * z + s * b, s * b), since |a| * ReLU(z) =
+  max(|a| * z, 0) for |a| >= 0 and s * s = 1. So the squeeze conv's kernel and bias are scaled by |a| and s * b is
+  added to its bias, its ReLU becomes a per-channel maximum against the constant s * b (one ONNX Max with a
+  (1, C, 1, 1) constant, `ConvMax`), and where some a < 0 the sign s goes into the readers' kernels (input channel
+  c times s[c]), which is exact on the border too: the zero padding of s * u is the zero padding of u. No channel
+  is added, for any sign of a. Why not the ones channel: its odd widths (17, 33, 49, 65) break the 8- and
+  16-channel blocks (NCHWc) that onnxruntime's and OpenVINO's CPU kernels work in; the fp32 export ran 1.23-1.32x
+  slower in onnxruntime than a hand export that keeps the 26 BatchNormalization ops, OpenVINO int8 1.14-1.19x.
+  The cost: Conv + Max instead of Conv + ReLU, and in the "cpu" INT8 recipe (deploy.quantize) the Max is not a
+  quantised op, so it runs in float between a DequantizeLinear and a QuantizeLinear, where a ReLU folds into its
+  conv's uint8 range.
+- "ones_channel": the b term rides on an extra input channel that is 1 inside the image and 0 in the padding,
+  exactly the support of b: the squeeze conv gets one more output channel with weight 0 and bias 1 (ReLU(1) = 1),
+  and each following conv gets that channel's kernel, sum_c W[:, c] * b[c] (zero for the unpadded 1x1 expand,
+  which takes b as a bias). Exact at every pixel, for any sign of a, at the cost of one more input channel.
 
 What folds (`fold_post_relu_batch_norm`), for any sign of a:
-- the squeeze BN of every Fire and FireDeconv (into its expand convs or its transposed conv);
+- the squeeze BN of every Fire and FireDeconv (above);
 - the output BN of a Fire or conv stage whose only consumer is the next Fire's 1x1 squeeze (in the trunk, and from
   the trunk's last stage into the first decoder block).
 And where every a > 0 (a trained network's usual case), BNs whose outputs meet other tensors first: there
@@ -38,13 +55,35 @@ from torch import Tensor, nn
 
 from squeeze.fire import ConvReLU, Fire, FireDeconv
 
-__all__ = ["FoldResult", "count_batch_norms", "fold_post_relu_batch_norm"]
+__all__ = ["SQUEEZE_STYLES", "ConvMax", "FoldResult", "count_batch_norms", "fold_post_relu_batch_norm"]
+
+SQUEEZE_STYLES = ("max", "ones_channel")  # how a Fire squeeze's BN folds (module docstring); the first is the default
 
 
 class FoldResult(NamedTuple):
     model: nn.Module  # a folded copy in eval mode (the input model is not changed)
     folded: int  # BatchNorms folded away
     remaining: int  # BatchNorms left in the network
+
+
+class ConvMax(nn.Module):
+    """A Fire squeeze with its post-ReLU BN folded in ("max" style): max(conv(x), floor), per channel.
+
+    conv: the squeeze conv, kernel and bias already scaled (module docstring); floor: (C,) the per-channel constant
+    s * b, kept as a (1, C, 1, 1) buffer so the export writes one Max against a constant. (B, in, H, W) -> (B, C, H, W).
+    The attribute is named `conv` as in ConvReLU, so the layer keeps its name (fire2.squeeze.conv) in the export.
+    """
+
+    def __init__(self, conv: nn.Conv2d, floor: Tensor) -> None:
+        super().__init__()
+        if floor.shape != (conv.out_channels,):
+            raise ValueError(f"floor must have one value per output channel ({conv.out_channels}), "
+                             f"got shape {tuple(floor.shape)}")
+        self.conv = conv
+        self.register_buffer("floor", floor.detach().clone().view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.maximum(self.conv(x), self.floor)
 
 
 def count_batch_norms(model: nn.Module) -> int:
@@ -90,8 +129,8 @@ def _add_ones_channel(conv: nn.Conv2d) -> None:
     conv.out_channels += 1
 
 
-def _fold_into_expand(fire: Fire | FireDeconv) -> None:
-    """Fold the squeeze's post-ReLU BN into what reads the squeeze (see the module docstring)."""
+def _fold_squeeze_ones_channel(fire: Fire | FireDeconv) -> None:
+    """"ones_channel" style: fold the squeeze's post-ReLU BN into what reads the squeeze (module docstring)."""
     bn = fire.squeeze.bn
     a, b = _affine(bn)
     _add_ones_channel(fire.squeeze.conv)
@@ -114,13 +153,38 @@ def _fold_into_expand(fire: Fire | FireDeconv) -> None:
     e3.in_channels += 1
 
 
+def _fold_squeeze_max(fire: Fire | FireDeconv) -> None:
+    """"max" style: the squeeze computes its BN output itself, s * max(|a| * z + s * b, s * b), with the signs s
+    moved into the convs that read it (module docstring); no channel is added and the readers' padding is kept."""
+    a, b = _affine(fire.squeeze.bn)
+    s = torch.where(a < 0, -torch.ones_like(a), torch.ones_like(a))  # sign(a), +1 where a = 0
+    conv = fire.squeeze.conv
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(a)
+    conv.weight = nn.Parameter(conv.weight * a.abs().view(-1, 1, 1, 1))
+    conv.bias = nn.Parameter(bias * a.abs() + s * b)
+    fire.squeeze = ConvMax(conv, s * b)
+    if bool((s > 0).all()):
+        return
+    # y = s * u: input channel c of every reader times s[c] (exact with zero padding: s * 0 = 0).
+    if isinstance(fire, FireDeconv):
+        fire.deconv.weight = nn.Parameter(fire.deconv.weight * s.view(-1, 1, 1, 1))  # (in, out, kh, kw)
+        return
+    for e in (fire.expand.expand1x1, fire.expand.expand3x3):
+        e.weight = nn.Parameter(e.weight * s.view(1, -1, 1, 1))  # (out, in, kh, kw)
+
+
 @torch.no_grad()
-def fold_post_relu_batch_norm(model: nn.Module) -> FoldResult:
+def fold_post_relu_batch_norm(model: nn.Module, squeeze_style: str = SQUEEZE_STYLES[0]) -> FoldResult:
     """A copy of a SqueezeSegV2 (config.backbone, decoder_skips) with its post-ReLU BNs folded where exact.
 
     The copy computes the same logits as `model` in eval mode up to float rounding, on every pixel. A model
-    without post-ReLU BN (SqueezeSeg, SqueezeDet) comes back as an unchanged copy.
+    without post-ReLU BN (SqueezeSeg, SqueezeDet) comes back as an unchanged copy. squeeze_style (SQUEEZE_STYLES):
+    how each Fire / FireDeconv squeeze BN folds, "max" (no added channel; its ReLU becomes a per-channel Max) or
+    "ones_channel" (one more squeeze channel); both exact for any sign of the BN scales. ValueError for another.
     """
+    if squeeze_style not in SQUEEZE_STYLES:
+        raise ValueError(f"squeeze_style must be one of {SQUEEZE_STYLES}, got {squeeze_style!r}")
+    fold_squeeze = _fold_squeeze_max if squeeze_style == "max" else _fold_squeeze_ones_channel
     out = copy.deepcopy(model).eval()
     before = count_batch_norms(out)
     # 1. A stage's output BN into the next Fire's 1x1 squeeze, when nothing else reads that output.
@@ -142,11 +206,11 @@ def fold_post_relu_batch_norm(model: nn.Module) -> FoldResult:
     #    into the conv before the ReLU, the shift into those 1x1 convs' biases.
     if stages and decoder:
         _fold_through_skips(out, stages, decoder)
-    # 3. Every Fire / FireDeconv squeeze BN into the convs that read it.
-    for module in out.modules():
-        if isinstance(module, Fire | FireDeconv) and module.squeeze.bn is not None and \
-                not module.squeeze.bn_before_relu:
-            _fold_into_expand(module)
+    # 3. Every Fire / FireDeconv squeeze BN, in the chosen style (the list first: "max" replaces the squeezes).
+    fires = [m for m in out.modules() if isinstance(m, Fire | FireDeconv) and isinstance(m.squeeze, ConvReLU)]
+    for fire in fires:
+        if fire.squeeze.bn is not None and not fire.squeeze.bn_before_relu:
+            fold_squeeze(fire)
     after = count_batch_norms(out)
     return FoldResult(out.to(memory_format=torch.contiguous_format), before - after, after)
 

@@ -18,7 +18,7 @@ pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from deploy.export import ExportReport, export_onnx  # noqa: E402
-from deploy.fold import fold_post_relu_batch_norm  # noqa: E402
+from deploy.fold import ConvMax, fold_post_relu_batch_norm  # noqa: E402
 from deploy.formats import FORMATS, format_of_path, get_format, load_predictor  # noqa: E402
 from deploy.runtimes.onnxruntime import OnnxDetector, OnnxNetwork, OnnxSegmenter  # noqa: E402
 from deploy.sidecar import Sidecar, anchor_grid, read_sidecar  # noqa: E402
@@ -144,17 +144,27 @@ def det_parity(onnx_path, checkpoint) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ BN folding
-def test_post_relu_batch_norm_folds_exactly_border_pixels_included():
+SQUEEZE_WIDTHS = {"fire2": 16, "fire3": 16, "fire4": 32, "fire5": 32, "fire6": 48, "fire7": 48, "fire8": 64,
+                  "fire9": 64, "fire_deconv10": 64, "fire_deconv11": 32, "fire_deconv12": 16, "fire_deconv13": 16}
+
+
+@pytest.mark.parametrize("style", ["max", "ones_channel"])
+def test_post_relu_batch_norm_folds_exactly_border_pixels_included(style):
     """SqueezeSegV2's BN after the ReLU folds into the following convs: 17 of 26 go, the network computes the same
-    logits on every pixel. A fold that puts the 3x3 conv's shift into its bias instead (ignoring that the zero
-    padding stands for a BN output of 0) is off on the border only: that is what the ones channel fixes."""
+    logits on every pixel, in either squeeze style. A fold that puts the 3x3 conv's shift into its bias instead
+    (ignoring that the zero padding stands for a BN output of 0) is off on the border only: that is what the ones
+    channel, or the squeeze computing the BN output itself (max), fixes."""
     from squeezeseg.squeezeseg_v2 import SqueezeSegV2, SqueezeSegV2Config
 
     torch.manual_seed(0)
     model = SqueezeSegV2(SqueezeSegV2Config(height=SEG_H, width=SEG_W, use_crf=False)).eval()
     randomise_batch_norm(model, 2)
-    result = fold_post_relu_batch_norm(model)
+    result = fold_post_relu_batch_norm(model, squeeze_style=style)
     assert (result.folded, result.remaining) == (17, 9)
+    extra = 1 if style == "ones_channel" else 0
+    assert {n: getattr(result.model, n).squeeze.conv.out_channels for n in SQUEEZE_WIDTHS} == \
+        {n: w + extra for n, w in SQUEEZE_WIDTHS.items()}
+    assert all(isinstance(getattr(result.model, n).squeeze, ConvMax) == (style == "max") for n in SQUEEZE_WIDTHS)
     x, mask = torch.randn(2, 5, SEG_H, SEG_W), torch.rand(2, SEG_H, SEG_W) > 0.3
     with torch.no_grad():
         ref, folded = model.logits(x, mask), result.model.logits(x, mask)
@@ -172,6 +182,78 @@ def test_post_relu_batch_norm_folds_exactly_border_pixels_included():
         err = (naive - e3(r)).abs()
     assert float(err[..., 1:-1, 1:-1].max()) < 1e-4  # exact inside
     assert float(err[..., 0, :].max()) > 1e-2 and float(err[..., :, -1].max()) > 1e-2  # wrong on the border
+
+
+def fire_pair(seed: int, scales: torch.Tensor | None = None) -> torch.nn.Module:
+    """A Fire (4 -> squeeze 8 -> 6 + 6) into a FireDeconv (12 -> squeeze 8 -> 5 + 5, width x2) with post-ReLU BN,
+    trained-looking statistics, shifts b of both signs; `scales` (8,) sets both squeeze BNs' a = gamma / sqrt(var +
+    eps), positive by default."""
+    from squeeze.fire import BatchNormSpec, Fire, FireDeconv
+
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(Fire(4, 8, 6, 6, bn=BatchNormSpec()), FireDeconv(12, 8, 5, 5, bn=BatchNormSpec()))
+    randomise_batch_norm(model, seed)
+    gen = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for fire in model:
+            bn = fire.squeeze.bn
+            a = torch.rand(8, generator=gen) * 1.5 + 0.2 if scales is None else scales
+            bn.weight.copy_(a * torch.sqrt(bn.running_var + bn.eps))
+            bn.bias.copy_(torch.linspace(-1.5, 1.5, 8) + bn.running_mean * a)  # b from -1.5 to 1.5
+    return model.eval()
+
+
+def test_max_style_fold_is_exact_on_every_pixel_and_adds_no_channel():
+    """The squeeze BN of a Fire and a FireDeconv, every a > 0: a * ReLU(z) + b = max(a * z + b, b), so the squeeze
+    computes the BN output itself (conv scaled by a, b in its bias, ReLU -> Max against b) and its readers, the padded
+    3x3 expand and the transposed conv included, are untouched: equal on every pixel, the corners too."""
+    model = fire_pair(5)
+    readers = [p.clone() for p in (model[0].expand.expand1x1.weight, model[0].expand.expand3x3.weight,
+                                   model[1].deconv.weight)]
+    result = fold_post_relu_batch_norm(model, squeeze_style="max")
+    assert (result.folded, result.remaining) == (2, 2)  # the expands' BNs read nothing the fold knows without config
+    fire, deconv = result.model
+    assert isinstance(fire.squeeze, ConvMax) and isinstance(deconv.squeeze, ConvMax)
+    assert fire.squeeze.conv.out_channels == deconv.squeeze.conv.out_channels == 8
+    assert fire.squeeze.floor.shape == (1, 8, 1, 1)
+    bn = model[0].squeeze.bn
+    a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    torch.testing.assert_close(fire.squeeze.floor.flatten(), bn.bias - bn.running_mean * a)  # b
+    for before, after in zip(readers, (fire.expand.expand1x1.weight, fire.expand.expand3x3.weight,
+                                       deconv.deconv.weight), strict=True):
+        assert torch.equal(before, after)  # positive scales: the readers are not touched
+    x = torch.randn(3, 4, 6, 10) * 2
+    with torch.no_grad():
+        ref, got = model(x), result.model(x)
+        err = (ref - got).abs()
+        # the squeezes' BN outputs match too, not only the end result
+        torch.testing.assert_close(fire.squeeze(x), model[0].squeeze(x), atol=1e-5, rtol=0)
+    assert ref.shape == (3, 10, 6, 20) and float(ref.abs().max()) > 1.0
+    assert float(err.max()) < 1e-5
+    assert float(err[..., 0, 0].max()) < 1e-5 and float(err[..., -1, -1].max()) < 1e-5  # corners
+
+
+def test_max_style_handles_negative_and_zero_scales_without_a_channel():
+    """Some a < 0 and one a = 0: a * ReLU(z) + b = s * max(|a| * z + s * b, s * b) with s = sign(a) (+1 at 0), the
+    signs moved into the readers' input channels (exact with their zero padding: s * 0 = 0). Still no channel added,
+    still equal on every pixel; the ones-channel style gets the same numbers with one more channel."""
+    scales = torch.tensor([0.7, -0.9, 1.3, -0.25, 0.0, 0.4, -1.6, 2.0])
+    model = fire_pair(9, scales)
+    x = torch.randn(2, 4, 5, 8) * 2
+    with torch.no_grad():
+        ref = model(x)
+    for style, width in (("max", 8), ("ones_channel", 9)):
+        result = fold_post_relu_batch_norm(model, squeeze_style=style)
+        fire, deconv = result.model
+        assert fire.squeeze.conv.out_channels == deconv.squeeze.conv.out_channels == width
+        assert fire.expand.expand3x3.in_channels == deconv.deconv.in_channels == width
+        with torch.no_grad():
+            assert float((result.model(x) - ref).abs().max()) < 1e-5, style
+    folded = fold_post_relu_batch_norm(model, squeeze_style="max").model[0]
+    flipped = torch.sign(folded.expand.expand3x3.weight[0, :, 1, 1] / model[0].expand.expand3x3.weight[0, :, 1, 1])
+    assert flipped.tolist() == [1, -1, 1, -1, 1, 1, -1, 1]  # the readers' input channels with a < 0 are negated
+    with pytest.raises(ValueError, match=r"squeeze_style must be one of \('max', 'ones_channel'\), got 'relu'"):
+        fold_post_relu_batch_norm(model, squeeze_style="relu")
 
 
 def test_positive_batch_norm_scales_fold_through_pools_and_skip_additions():
@@ -266,6 +348,33 @@ def test_custom_backbone_segmenter_with_batch_norm_exports(tmp_path):
     assert report.batch_norm_folded >= 4 and report.op_counts.get("BatchNormalization", 0) == \
         report.batch_norm_remaining
     assert_seg_parity(report.path, ckpt, crf=False)
+
+
+def test_squeezesegv2_exports_with_max_squeezes_and_no_odd_channels(tmp_path):
+    """The exported SqueezeSegV2 (fold_style "max", the default) keeps every squeeze at its width (16, 32, 48, 64:
+    the 8- and 16-channel blocks of the CPU kernels) with one Max against a (1, C, 1, 1) constant after each of
+    its 12 squeeze convs, no transposes, and matches torch (the "ones_channel" style would write 17 / 33 / 49 / 65
+    wide squeezes and 12 more Relus instead)."""
+    ckpt = seg_checkpoint(tmp_path / "v2.pt", "squeezeseg_v2_kitti", use_crf=False)
+    report = export_onnx(ckpt, tmp_path / "v2.onnx")
+    assert (report.batch_norm_folded, report.batch_norm_remaining) == (17, 9)  # random BN: some a < 0
+    assert report.op_counts["Max"] == 12 and report.op_counts["Relu"] == 21 and "Transpose" not in report.ops
+    model = onnx.load(report.path)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    widths = {}
+    for node in model.graph.node:
+        if node.op_type == "Max":
+            x, floor = node.input
+            conv = producer[x]
+            assert conv.op_type == "Conv" and inits[floor].shape == (1, inits[conv.input[1]].shape[0], 1, 1)
+            widths[conv.input[1]] = inits[conv.input[1]].shape[0]
+    assert sorted(widths.values()) == sorted(SQUEEZE_WIDTHS.values())
+    weights = [inits[n.input[1]].shape for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert not {c for shape in weights for c in shape[:2]} & {17, 33, 49, 65}
+    assert_seg_parity(report.path, ckpt, crf=False)
+    with pytest.raises(DataError, match=r"v2_bad\.onnx: fold_style must be one of max, ones_channel, got 'relu'"):
+        export_onnx(ckpt, tmp_path / "v2_bad.onnx", fold_style="relu")
 
 
 def test_squeezedet_plus_exports_and_detects_like_torch(tmp_path):
