@@ -34,7 +34,7 @@ def main() -> int:
     ap.add_argument("--target", type=Path, default=KITTI_MINI)
     ap.add_argument("--eval", type=Path, default=KITTI_MINI)
     ap.add_argument("--init", type=Path, default=None, help="(default: the bundled squeezeseg_v2_sim.pt)")
-    ap.add_argument("--minutes-per-row", type=float, default=8.0)
+    ap.add_argument("--steps-per-row", type=int, default=500)
     ap.add_argument("--source-frames", type=int, default=400)
     ap.add_argument("--small", action="store_true", help="two rows, seconds each: a smoke test")
     args = ap.parse_args()
@@ -58,7 +58,7 @@ def main() -> int:
 
         init = Path(str(files("squeezeseg") / "weights" / "squeezeseg_v2_sim.pt"))
     rows = ("none", "all") if args.small else ROW_NAMES
-    config = ExperimentConfig(minutes_per_row=0.2 if args.small else args.minutes_per_row,
+    config = ExperimentConfig(steps_per_row=8 if args.small else args.steps_per_row,
                               source_frames=6 if args.small else args.source_frames,
                               renderer_steps=5 if args.small else 400)
     results = run_experiment(source, args.target, args.eval, args.out, rows, init, config, source_eval)

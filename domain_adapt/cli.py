@@ -138,8 +138,8 @@ def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     r.add_argument("--init", type=Path, default=None, metavar="CKPT",
                    help="source-trained SqueezeSegV2 every V2 row fine-tunes from (default: the bundled "
                         "squeezeseg_v2_sim.pt)")
-    r.add_argument("--minutes-per-row", type=float, default=8.0, help="fine-tuning minutes per row (default: "
-                                                                      "%(default)s)")
+    r.add_argument("--steps-per-row", type=int_at_least(1), default=500, metavar="N",
+                   help="fine-tuning updates per row, batch 4 (default: %(default)s)")
     r.add_argument("--source-frames", type=int_at_least(1), default=400, metavar="N",
                    help="source frames to train on (default: %(default)s)")
     r.add_argument("--renderer-steps", type=int_at_least(1), default=400, help="(default: %(default)s)")
@@ -195,7 +195,7 @@ def run_experiment_command(args: argparse.Namespace) -> int:
         from importlib.resources import files
 
         init = Path(str(files("squeezeseg") / "weights" / "squeezeseg_v2_sim.pt"))
-    config = ExperimentConfig(minutes_per_row=args.minutes_per_row, source_frames=args.source_frames,
+    config = ExperimentConfig(steps_per_row=args.steps_per_row, source_frames=args.source_frames,
                               renderer_steps=args.renderer_steps, align_weight=args.align_weight,
                               threads=args.threads)
     results = run_experiment(args.source, args.target, args.eval, args.out, tuple(args.rows or ROW_NAMES), init,

@@ -13,7 +13,8 @@ Rows (SqueezeSegV2 unless said; reference/tools.md (b) has the paper's version o
 
 Budget: the paper trains each row from scratch; two CPU cores cannot (one SqueezeSegV2 takes ~55 min). Every row
 here starts from the same source-trained weights (`--init`, the bundled sim model by default) and fine-tunes
-for the same number of minutes on its own data and loss, so rows differ only by their step. The target scans
+for the same number of updates on its own data and loss, so rows differ only by their step (a step budget, not a
+time budget: on a shared machine a time budget gave one row half the updates of another). The target scans
 serve, without labels, for the profile, the renderer, the ray-drop model, the alignment and the calibration;
 the labelled evaluation set is separate (say when it is the same scans). Outputs: table.md, results.json and
 ablation.png (per-class IoU per row) in the output folder.
@@ -59,7 +60,7 @@ ROW_NAMES = tuple(r.name for r in ROWS)
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    minutes_per_row: float = 8.0  # fine-tuning budget of each row
+    steps_per_row: int = 500  # fine-tuning updates of each row (batch_size scans each)
     source_frames: int | None = 400  # source frames transformed and trained on (None: all)
     target_frames: int | None = None  # target scans used (None: all)
     renderer_steps: int = 400  # intensity renderer training steps
@@ -174,7 +175,7 @@ def run_experiment(source: Path, target: Path, evaluation: Path, out: Path, rows
             transform_source(source_set, data_dir, transform, seed=config.seed, progress=True)
         train_set = RangeDataset(data_dir, None, data_config, train=True)
         target_set = target_dataset(target, data_config) if (row.alignment or row.calibration) else None
-        train_config = fine_tune_config(config.minutes_per_row, config.batch_size, config.lr, config.seed,
+        train_config = fine_tune_config(config.steps_per_row, config.batch_size, config.lr, config.seed,
                                         config.bf16)
         run = train_adapted(row.model, model_config, data_config, train_set, target_set, row_dir, train_config,
                             align_weight=config.align_weight if row.alignment else 0.0,
