@@ -60,11 +60,14 @@ from squeeze.range_image import project_scan, read_range_npy
 from squeeze.segmentation import normalize_channels, raw_channels
 
 __all__ = [
+    "OUTPUT_RANGE",
+    "OUTPUT_SCALE",
     "QUANTIZED_OPS",
     "LayerSensitivity",
     "QuantizeResult",
     "calibration_files",
     "calibration_inputs",
+    "equalized_head_outputs",
     "layer_names",
     "layer_sensitivity",
     "quantize_model",
@@ -74,6 +77,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 QUANTIZED_OPS = WEIGHTED_OPS  # the layers: their weights are int8; keep_float and the sensitivity name these
+# deploy.equalize scales an equalised ConvDet's output channels so that the values that can change a detection lie
+# in +-OUTPUT_RANGE, and multiplies them back in a float Mul by the initialiser "<...>.OUTPUT_SCALE"; the int8 range
+# of that output is +-OUTPUT_RANGE (here, so that quantisation needs no torch)
+OUTPUT_RANGE = 1.0
+OUTPUT_SCALE = "output_scale"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
@@ -182,7 +190,10 @@ def resolve_layers(model: Any, names: Sequence[str], source: str | Path) -> list
     layers = layer_names(model)
     nodes: list[str] = []
     for name in names:
-        found = [n for n, layer in layers.items() if name in (n, layer) or layer.endswith("." + name)]
+        # ".conv": a conv inside a wrapper (ConvReLU, deploy.equalize.ScaledConv) answers to the wrapper's name too
+        found = [n for n, layer in layers.items()
+                 if name in (n, layer, layer.removesuffix(".conv")) or layer.endswith("." + name)
+                 or layer.removesuffix(".conv").endswith("." + name)]
         if not found:
             some = ", ".join(list(layers.values())[:6])
             raise DataError(source, f"no quantisable layer named {name!r} (layers are named like {some}, ...)")
@@ -240,6 +251,14 @@ def _quantize(src: Path, out: Path, feeds: Sequence[dict[str, np.ndarray]], cach
         "QDQKeepRemovableActivations": symmetric}
     if not t.output_qdq:
         extra["OpTypesToExcludeOutputQuantization"] = list(QUANTIZED_OPS)
+    else:
+        import onnx
+
+        # An equalised ConvDet's output (deploy.equalize) gets the int8 range its channels were scaled to: the
+        # background anchors' outliers saturate, the values that change a detection keep 8 bits.
+        r = np.float32(OUTPUT_RANGE)
+        extra["TensorQuantOverrides"] = {name: [{"rmin": -r, "rmax": r}]
+                                         for name in equalized_head_outputs(onnx.load(str(src)))}
     quantize_static(
         str(src), str(out), _Reader(feeds) if not cache.is_file() else None,
         quant_format=QuantFormat.QDQ, per_channel=True,
@@ -247,6 +266,28 @@ def _quantize(src: Path, out: Path, feeds: Sequence[dict[str, np.ndarray]], cach
         calibrate_method=methods[method], op_types_to_quantize=list(t.ops),
         nodes_to_exclude=list(exclude),
         calibration_cache_path=str(cache), extra_options=extra)
+
+
+def equalized_head_outputs(model: Any) -> list[str]:
+    """Names of the tensors that carry an equalised ConvDet's output (deploy.equalize.ScaledConv) before its float
+    Mul by OUTPUT_SCALE: the Conv's output and the layout ops' (Transpose, Reshape) between it and the Mul. [] for
+    a model without one."""
+    inits = {t.name for t in model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    found: list[str] = []
+    for node in model.graph.node:
+        if node.op_type != "Mul" or not any(i in inits and i.rsplit(".", 1)[-1] == OUTPUT_SCALE for i in node.input):
+            continue
+        tensor = next(i for i in node.input if i not in inits)
+        chain = [tensor]
+        source = producer.get(tensor)
+        while source is not None and source.op_type in ("Transpose", "Reshape"):
+            tensor = source.input[0]
+            chain.append(tensor)
+            source = producer.get(tensor)
+        if source is not None and source.op_type == "Conv":
+            found += [t for t in chain if t not in found]
+    return found
 
 
 def _prepared(model_path: Path, tmp: Path) -> Path:
@@ -349,12 +390,12 @@ def output_error(task: str) -> Callable[[dict[str, np.ndarray], list[np.ndarray]
 
 
 def layer_sensitivity(model_path: str | Path, feeds: Sequence[dict[str, np.ndarray]], frames: int = 4,
-                      sidecar: Sidecar | None = None, progress: bool = False, target: str = "cpu"
+                      sidecar: Sidecar | None = None, progress: bool = False, target: str = "cpu", threads: int = 2
                       ) -> list[LayerSensitivity]:
     """Each quantisable layer's error (output_error) when it is the only int8 layer, on the first `frames` feeds,
     worst first: the model `quantize_model` writes with every other layer in keep_float (so the ReLUs, pools and
     concats the target quantises are int8 wherever no float layer precedes them, as there). Ranges are measured
-    once on all feeds (a calibration cache) and reused for every layer."""
+    once on all feeds (a calibration cache) and reused for every layer. `threads`: onnxruntime's intra-op threads."""
     import onnxruntime as ort
     from tqdm import tqdm
 
@@ -363,7 +404,7 @@ def layer_sensitivity(model_path: str | Path, feeds: Sequence[dict[str, np.ndarr
     measure = output_error(sidecar.task)
     test = list(feeds[:frames])
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
+    options.intra_op_num_threads = threads
 
     def outputs(path: Path) -> list[list[np.ndarray]]:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
