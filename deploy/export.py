@@ -168,6 +168,7 @@ def _detector(path: Path) -> _Network:
     import torch
     from torch import nn
 
+    from deploy.equalize import equalize_detector
     from deploy.sidecar import DetectionParams, Sidecar, default_colors
     from squeezedet.model import fold_batch_norm
     from squeezedet.predict import load_model
@@ -176,6 +177,9 @@ def _detector(path: Path) -> _Network:
     model, c, d = loaded.model, loaded.model_config, loaded.data_config
     folded = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     plain = fold_batch_norm(model) if c.batch_norm else model
+    # exact in float (ReLU per Fire branch; ConvDet's output channels scaled by powers of two to one int8 range
+    # behind a float Mul), so per-tensor uint8 activations keep the precision detections need (deploy.equalize)
+    plain, _ = equalize_detector(plain.eval())
     plain = plain.eval().to(memory_format=torch.contiguous_format)
 
     class Raw(nn.Module):
