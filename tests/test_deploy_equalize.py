@@ -4,6 +4,8 @@ the head. Tiny SqueezeDets (320 x 96) with random weights."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -25,7 +27,15 @@ from deploy.equalize import (  # noqa: E402
     trunk_pairs,
 )
 from deploy.export import export_onnx  # noqa: E402
-from deploy.quantize import OUTPUT_RANGE, equalized_head_outputs, quantize_model, resolve_layers  # noqa: E402
+from deploy.quantize import (  # noqa: E402
+    HEAD_INPUT_FRACTIONS,
+    HEAD_INPUT_TOLERANCE,
+    OUTPUT_RANGE,
+    equalized_head_outputs,
+    head_input_tensors,
+    quantize_model,
+    resolve_layers,
+)
 from deploy.sidecar import read_sidecar  # noqa: E402
 from squeeze.fire import Fire  # noqa: E402
 
@@ -226,3 +236,15 @@ def test_int8_head_gets_the_equalised_range_and_the_mul_stays_float(exported, tm
     trunk_points = [int(inits[n.input[2]]) for n in q.graph.node if n.op_type == "QuantizeLinear"
                     and n.input[0] != head and n.input[0] != "image"]
     assert len(trunk_points) >= 31 and set(trunk_points) == {0}
+    # the head's input range: the widest fraction of its calibrated max within HEAD_INPUT_TOLERANCE of the least
+    # score error, on every tensor the head reads (the Concat and both expands' rectified outputs)
+    record = json.loads(result.sidecar.read_text())["export"]["head_input_range"]
+    tried = dict(map(tuple, record["tried"]))
+    assert tuple(tried) == HEAD_INPUT_FRACTIONS and all(e >= 0 for e in tried.values())
+    chosen = max(f for f, e in tried.items() if e <= HEAD_INPUT_TOLERANCE * min(tried.values()))
+    assert sorted(record["tensors"]) == sorted(head_input_tensors(graph)) and len(record["tensors"]) == 3
+    assert record["fraction"] == chosen and record["calibrated_max"] > 0
+    quant = {n.input[0]: n for n in q.graph.node if n.op_type == "QuantizeLinear"}
+    for name, (low, high) in record["tensors"].items():  # each got uint8 scale = chosen range / 255, zero point 0
+        assert low == 0 and high == pytest.approx(chosen * record["calibrated_max"])
+        assert float(inits[quant[name].input[1]]) == pytest.approx(high / 255, rel=1e-6)
