@@ -54,9 +54,7 @@ def main() -> int:
         simulate(source_eval, frames=3 if args.small else 50, seed=1001, progress=True)
     init = args.init
     if init is None:
-        from importlib.resources import files
-
-        init = Path(str(files("squeezeseg") / "weights" / "squeezeseg_v2_sim.pt"))
+        from squeezeseg.predict import SIM_WEIGHTS as init
     rows = ("none", "all") if args.small else ROW_NAMES
     config = ExperimentConfig(steps_per_row=8 if args.small else args.steps_per_row,
                               source_frames=6 if args.small else args.source_frames,

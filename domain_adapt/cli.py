@@ -192,9 +192,7 @@ def run_experiment_command(args: argparse.Namespace) -> int:
 
     init = args.init
     if init is None:
-        from importlib.resources import files
-
-        init = Path(str(files("squeezeseg") / "weights" / "squeezeseg_v2_sim.pt"))
+        from squeezeseg.predict import SIM_WEIGHTS as init
     config = ExperimentConfig(steps_per_row=args.steps_per_row, source_frames=args.source_frames,
                               renderer_steps=args.renderer_steps, align_weight=args.align_weight,
                               threads=args.threads)

@@ -49,7 +49,8 @@ def demo(out: Path, frames: int = 3, seed: int = 0) -> list[Path]:
     new_frames = out / "new_frames"
     simulate(new_frames, frames=2, seed=seed + 1000, progress=False, world="dense")  # the bundled models' world
     if SEG_WEIGHTS.exists():
-        print("\nSegmentation: the bundled SqueezeSegV2 (trained on the simulated world) on new simulated scans")
+        print("\nSegmentation: the bundled SqueezeSegV2 (trained on the simulated world, adapted to real KITTI scans) "
+              "on new simulated scans")
         pictures += seg_demo_step(SEG_WEIGHTS, new_frames, out / "seg")
     else:
         print(f"\n(no segmentation step: {SEG_WEIGHTS} is absent; train one with bench/bench_seg_learning.py)")
