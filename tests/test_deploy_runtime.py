@@ -113,7 +113,8 @@ def assert_float32_parity(figures: dict[str, float], kind: str) -> None:
     is within 2.5x torch float32's own, and the two float32 results differ by at most 1e-5 of the output scale.
     (The export folds SqueezeSegV2's post-ReLU BatchNorm into its squeeze convs and a per-channel Max, deploy.fold:
     exact in real arithmetic, but the folded weights and the BN output are each rounded to float32 once more,
-    2.2e-4 against torch's 1.6e-4 on kitti_mini; the fold that keeps the 1.25x bound costs 1.18x in onnxruntime.) An absolute 1e-4 is below float32 resolution here: the trained SqueezeSegV2's logits reach 110-150, where
+    2.2e-4 against torch's 1.6e-4 on kitti_mini; the fold that keeps the 1.25x bound costs 1.18x in onnxruntime.)
+    An absolute 1e-4 is below float32 resolution here: the trained SqueezeSegV2's logits reach 110-150, where
     torch float32 itself is 1.2-2.6e-4 away from float64 (the measured figures are in the closing note)."""
     assert figures["onnx_error_vs_fp64"] <= max(2.5 * figures["torch_error_vs_fp64"], 1e-5), figures
     assert figures[f"max_abs_{kind}_diff"] <= 1e-5 * max(1.0, figures[f"max_abs_{kind}"]), figures
