@@ -69,6 +69,7 @@ class ExperimentConfig:
     batch_size: int = 4
     lr: float = 5e-4
     threads: int = 2
+    pose_jitter: tuple[float, float] = (0.0, 0.0)  # training augmentation (squeezeseg.data.SegDataConfig)
     bf16: bool = True  # bfloat16 autocast in training (domain_adapt.train.fine_tune_config)
     seed: int = 0
 
@@ -162,7 +163,7 @@ def run_experiment(source: Path, target: Path, evaluation: Path, out: Path, rows
             model_config = named_config(MODELS, row.model, use_crf=False)
             data_config = SegDataConfig(class_names=model_config.class_names)
             start_state = None
-        data_config = dataclasses.replace(data_config, flip=True, seed=config.seed)
+        data_config = dataclasses.replace(data_config, flip=True, seed=config.seed, pose_jitter=config.pose_jitter)
         source_set = RangeDataset(source, None, data_config)
         if config.source_frames is not None and config.source_frames < len(source_set):
             source_set.source.frame_ids = source_set.source.frame_ids[: config.source_frames]

@@ -77,6 +77,10 @@ class SegDataConfig:
     class_names: tuple[str, ...] = SEGMENTATION_CLASSES  # id = position; 0 is background (squeeze.classes)
     flip: bool = False  # with p = 0.5 mirror left-right (reverse columns, negate y), as SqueezeSeg trains
     point_drop: float = 0.0  # fraction of points (or valid pixels) dropped at random, 0 = off
+    # Sensor pose jitter (metres, degrees): the scan is raised or lowered by up to the first and pitched and rolled
+    # by up to the second, uniformly; (0, 0) = off. Mounting height and pitch differ between cars and over a drive,
+    # and a model trained on one simulated pose paints real ground as car when it sits 10 cm off (issue 13).
+    pose_jitter: tuple[float, float] = (0.0, 0.0)
     seed: int = 0  # augmentation seed; a sample's generator is seeded by (seed, epoch, index)
 
 
@@ -212,6 +216,22 @@ def flip_sample(sample: RangeSample) -> RangeSample:
                        sample.point_labels)
 
 
+def jitter_sensor_pose(sample: RangeSample, rng: np.random.Generator, height: float, angle_deg: float) -> RangeSample:
+    """The sample as seen from a sensor shifted up by dz in [-height, height] and pitched and rolled by angles in
+    [-angle_deg, angle_deg]: valid pixels' x, y, z rotated (about y, then x) and shifted, range recomputed. The
+    pixels stay where they are (a small pose change moves few points across pixels). A new sample."""
+    dz = rng.uniform(-height, height)
+    pitch, roll = np.deg2rad(rng.uniform(-angle_deg, angle_deg, 2))
+    cp, sp, cr, sr = np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+    rotation = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]]) @ np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
+    raw = sample.raw.copy()
+    xyz = raw[sample.mask][:, :3].astype(np.float64) @ rotation.T
+    xyz[:, 2] += dz
+    raw[sample.mask, :3] = xyz
+    raw[sample.mask, 4] = np.linalg.norm(xyz, axis=1)
+    return RangeSample(sample.frame_id, raw, sample.mask, sample.labels, sample.pixel_of_point, sample.point_labels)
+
+
 class RangeDataset(Dataset):
     """Range images with labels from any supported folder, as tensors for the segmentation models.
 
@@ -265,6 +285,8 @@ class RangeDataset(Dataset):
                                  pixel, point_labels)
         if rng is not None and self.config.flip and rng.random() < 0.5:
             sample = flip_sample(sample)
+        if rng is not None and any(self.config.pose_jitter):
+            sample = jitter_sensor_pose(sample, rng, *self.config.pose_jitter)
         return sample
 
     def to_tensors(self, sample: RangeSample) -> dict[str, torch.Tensor]:

@@ -165,3 +165,31 @@ def test_stats(tmp_path):
     np.testing.assert_allclose(st.std, valid.std(0), rtol=1e-3)
     with pytest.raises(ValueError):
         ChannelStats(mean=(0.0,), std=(0.0,))
+
+
+def test_sensor_pose_jitter_moves_the_scan_rigidly_and_leaves_empty_pixels_alone():
+    from squeezeseg.data import RangeSample, jitter_sensor_pose
+
+    rng = np.random.default_rng(0)
+    raw = np.zeros((4, 6, 5), np.float32)
+    mask = rng.random((4, 6)) > 0.3
+    xyz = rng.uniform(-20, 20, (int(mask.sum()), 3)).astype(np.float32)
+    raw[mask, :3] = xyz
+    raw[mask, 3] = 0.4
+    raw[mask, 4] = np.linalg.norm(xyz, axis=1)
+    labels = np.where(mask, 1, 0).astype(np.int64)
+    sample = RangeSample("f", raw, mask, labels, None, None)
+    # height only: every valid point rises by the same dz, |dz| <= 0.1; range recomputed; empties stay 0
+    up = jitter_sensor_pose(sample, np.random.default_rng(1), 0.1, 0.0)
+    dz = up.raw[mask, 2] - raw[mask, 2]
+    assert np.allclose(dz, dz[0], atol=1e-5) and 0 < abs(dz[0]) <= 0.1
+    assert np.allclose(up.raw[mask, :2], raw[mask, :2]) and np.all(up.raw[~mask] == 0)
+    assert np.allclose(up.raw[mask, 4], np.linalg.norm(up.raw[mask, :3], axis=1), atol=1e-5)
+    # angles only: a rotation about the sensor, so ranges and distances between points are unchanged, the
+    # points do move, and intensity and labels are untouched
+    turned = jitter_sensor_pose(sample, np.random.default_rng(2), 0.0, 2.0)
+    p, q = turned.raw[mask, :3], raw[mask, :3]
+    assert np.allclose(turned.raw[mask, 4], raw[mask, 4], atol=1e-4)
+    assert np.allclose(np.linalg.norm(p[1:] - p[0], axis=1), np.linalg.norm(q[1:] - q[0], axis=1), atol=1e-4)
+    assert np.abs(p - q).max() > 0.05 and np.all(turned.raw[mask, 3] == 0.4)
+    assert np.array_equal(turned.labels, labels) and raw[mask, 2].tolist() == xyz[:, 2].tolist()  # input untouched
