@@ -1,17 +1,18 @@
 """Exact float rewrites of SqueezeDet that let one uint8 scale per activation tensor work (data-free quantisation,
 Nagel, van Baalen, Blankevoort, Welling, "Data-Free Quantization Through Weight Equalization and Bias Correction",
-ICCV 2019, section 4.1), applied by deploy.export to every detector before the ONNX export.
+ICCV 2019), applied by deploy.export to every detector before the ONNX export.
 
 Measured on the bundled squeezedet_sim.pt, 32 calibration and 40 validation frames of the dense simulated world
 (bench/bench_deploy.py's sets), car AP11 / AP40 moderate, onnxruntime, fp32 80.3 / 84.7: fully int8 it fell to 0,
 and it needed ConvDet and fire11's three convs in float, which cost 1.7-1.8x the speed of a naive int8 export.
-Three causes, three rewrites:
+Two rewrites, and a calibration choice in deploy.quantize:
 
 1. Every Fire's expand convs are rectified after their concatenation (squeeze.fire: Conv, Conv -> Concat -> Relu in
    ONNX), so the quantiser gave each expand output a uint8 range before the ReLU, its negative half included
    (fire11's expand3x3: [-182, 204], a step of 1.5 where [0, 33] serves the rectified values). `BranchReLUExpand`
    rectifies each branch before the concatenation (exact: ReLU is elementwise), and the quantiser folds each ReLU
-   into its conv's range [0, max]. Fully int8 with 2. (and 3. on): AP11 15.8 without it, 75.0 with it.
+   into its conv's range [0, max]. Fully int8 with 2. (and the cross-layer equalisation below, then on): AP11 15.8
+   without it, 75.0 with it.
 2. ConvDet's 72 output channels (27 class logits, 9 confidence logits, 36 box deltas) span +-4500 at background
    anchors, but on the anchors that can become detections (score > prob_thresh) every one of them stays within
    about +-10 (class and confidence logits) and +-2 (deltas): the min / max calibration gave the one uint8 scale of
@@ -25,15 +26,11 @@ Three causes, three rewrites:
    equalise the background outliers, which say nothing about the precision the detections need. With 1. alone
    (no output rescaling) the head's output step is that of the outliers; with it, keeping ConvDet in float no longer
    changes AP (75.0 either way), and halving or doubling the r_c changed AP11 by < 0.4.
-3. Cross-layer equalisation (the paper's section 4.1), `equalize_pair_`: a conv -> ReLU [-> max-pool] -> conv pair,
-   producer output channel i scaled by 1 / s_i, consumer input channel i by s_i, s_i = sqrt(r1_i / r2_i) with r1_i
-   the producer's and r2_i the consumer's weight range of channel i (max |w|), exact because ReLU and max-pool are
-   positively homogeneous. It is OFF by default (`head_pair`, `trunk`), because here it hurts: it equalises weight
-   ranges, which per-channel int8 weights do not need, and unequalises the activations' (fire11's output channels:
-   max / median range 1.6 -> 3.6), whose one uint8 scale per tensor is what limits this network. Fully int8 with
-   1. and 2., AP11 76.8 without it, 75.0 with it on fire11 -> ConvDet, 4.7 with it on every trunk pair; with only
-   ConvDet int8, 77.7 -> 61.8. (Equalising fire11's activation ranges from calibration data instead, s_i = its
-   per-channel max over the largest, gave 77.8: within noise, so it is not done.)
+Tried and not kept: cross-layer equalisation (the paper's section 4.1: a conv -> ReLU -> conv pair's channels
+rescaled by s_i = sqrt(r1_i / r2_i) of the two weight ranges). It equalises weight ranges, which per-channel int8
+weights do not need, and unequalises the activations' (fire11's output channels: max / median range 1.6 -> 3.6),
+whose one uint8 scale per tensor is what limits this network: fully int8 with 1. and 2., AP11 76.8 without it, 75.0
+with it on fire11 -> ConvDet, 4.7 with it on every trunk link. So it is not in the code.
 
 What is left to the quantiser: with 1. and 2., the trunk up to fire9 in int8 costs nothing (80.25 / 84.5 with
 fire10, fire11 and ConvDet float), but ConvDet's input, fire11's 768 channels (81% zeros, non-zero median 0.05, max
@@ -52,7 +49,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -70,10 +66,8 @@ __all__ = [
     "convdet_output_ranges",
     "equalize_convdet_outputs",
     "equalize_detector",
-    "equalize_pair_",
     "power_of_two",
     "rectify_branches_",
-    "trunk_pairs",
 ]
 
 # After equalize_convdet_outputs every ConvDet channel's relevant values lie in +-OUTPUT_RANGE; OUTPUT_SCALE names
@@ -184,108 +178,18 @@ def rectify_branches_(trunk: nn.Module) -> int:
     return count
 
 
-def _out_range(conv: nn.Conv2d) -> Tensor:
-    """(out,) max |w| over each output channel's kernel."""
-    return conv.weight.detach().abs().amax(dim=(1, 2, 3)).float()
-
-
-def _in_range(conv: nn.Conv2d) -> Tensor:
-    """(in,) max |w| over each input channel's kernels."""
-    return conv.weight.detach().abs().amax(dim=(0, 2, 3)).float()
-
-
-@torch.no_grad()
-def equalize_pair_(producers: Sequence[nn.Conv2d], consumers: Sequence[nn.Conv2d]) -> Tensor:
-    """Cross-layer equalisation (Nagel et al. 2019, eq. 10-11) in place: the producers' output channels,
-    concatenated in order, are the consumers' input channels, with only a ReLU (and max-pools) between.
-
-    s_i = sqrt(r1_i / r2_i) rounded to a power of two, r1_i = max |w| of producer channel i, r2_i = max over the
-    consumers of max |w| of their input channel i; producer channel i (weights and bias) is divided by s_i and the
-    consumers' input channel i multiplied by it, which leaves the network's function unchanged (ReLU(x / s) =
-    ReLU(x) / s, max(x / s) = max(x) / s for s > 0) and brings both ranges to sqrt(r1_i r2_i). A channel with an
-    all-zero producer or consumer keeps s_i = 1. Returns s, (channels,) float32."""
-    if not producers or not consumers:
-        raise ValueError("cross-layer equalisation needs at least one producer and one consumer conv")
-    channels = sum(p.out_channels for p in producers)
-    for c in consumers:
-        if c.in_channels != channels or c.groups != 1:
-            raise ValueError(f"a consumer takes {c.in_channels} channels (groups {c.groups}), the producers give "
-                             f"{channels}")
-    r1 = torch.cat([_out_range(p) for p in producers])
-    r2 = torch.stack([_in_range(c) for c in consumers]).amax(dim=0)
-    live = (r1 > 0) & (r2 > 0)
-    s = torch.ones(channels)
-    s[live] = power_of_two(torch.sqrt(r1[live] / r2[live]))
-    start = 0
-    for p in producers:
-        part = s[start:start + p.out_channels].to(p.weight.dtype)
-        p.weight.div_(part.view(-1, 1, 1, 1))
-        if p.bias is not None:
-            p.bias.div_(part)
-        start += p.out_channels
-    for c in consumers:
-        c.weight.mul_(s.to(c.weight.dtype).view(1, -1, 1, 1))
-    return s
-
-
-def _stage_convs(module: nn.Module) -> tuple[list[nn.Conv2d], list[nn.Conv2d]] | None:
-    """(input convs, output convs) of a trunk stage that is a plain conv or a Fire block, else None."""
-    from squeeze.fire import ConvReLU, Fire
-
-    if isinstance(module, ConvReLU):
-        return [module.conv], [module.conv]
-    if isinstance(module, Fire):
-        return [module.squeeze.conv], [module.expand.expand1x1, module.expand.expand3x3]
-    return None
-
-
-def trunk_pairs(trunk: nn.Module) -> list[tuple[list[nn.Conv2d], list[nn.Conv2d]]]:
-    """(producers, consumers) of every conv -> ReLU [-> max-pool] -> conv link of a sequential Fire trunk
-    (squeeze.backbone.Trunk): inside each Fire (squeeze -> both expands) and between stages (a conv or a Fire's
-    expands -> [max-pools] -> the next conv or squeeze). A CAM stage, a stage that reads the trunk input or feeds
-    a skip breaks the chain (their outputs are read elsewhere or not positively homogeneous)."""
-    from squeeze.fire import Fire
-
-    backbone = getattr(trunk, "backbone", None)
-    stages = {s.name: s for s in backbone.stages} if backbone is not None else {}
-    pairs: list[tuple[list[nn.Conv2d], list[nn.Conv2d]]] = []
-    previous: list[nn.Conv2d] | None = None
-    for name, module in trunk.named_children():
-        stage = stages.get(name)
-        if stage is not None and (stage.from_input or stage.skip):
-            previous = None
-            continue
-        if isinstance(module, nn.MaxPool2d) or type(module).__name__ == "SameMaxPool2d":
-            continue  # max commutes with a positive per-channel scale
-        convs = _stage_convs(module)
-        if convs is None:
-            previous = None
-            continue
-        inputs, outputs = convs
-        if previous is not None:
-            pairs.append((previous, inputs))
-        if isinstance(module, Fire):
-            pairs.append(([module.squeeze.conv], outputs))
-        previous = outputs
-    return pairs
-
-
 @dataclass(frozen=True)
 class EqualizeReport:
-    pairs: int  # conv -> conv links equalised
     output_channels: int  # ConvDet channels rescaled (0 when the head was left alone)
     rectified: int  # Fire expands rectified per branch (BranchReLUExpand)
 
 
 @torch.no_grad()
-def equalize_detector(model: nn.Module, *, trunk: bool = False, head_pair: bool = False,
-                      head_ranges: HeadRanges | None = HeadRanges(), branch_relu: bool = True
+def equalize_detector(model: nn.Module, *, head_ranges: HeadRanges | None = HeadRanges(), branch_relu: bool = True
                       ) -> tuple[nn.Module, EqualizeReport]:
     """A copy of a BatchNorm-free SqueezeDet (squeezedet.model.fold_batch_norm) computing the same function, with
     every Fire's expand rectified per branch (`branch_relu`, BranchReLUExpand) and, unless head_ranges is None,
-    ConvDet's output channels equalised to `head_ranges` behind a float Mul; cross-layer equalisation of the last
-    trunk stage -> ConvDet with `head_pair` and of every trunk link with `trunk` (both off: they cost AP here; see
-    the module docstring).
+    ConvDet's output channels equalised to `head_ranges` behind a float Mul.
 
     Raises ValueError for a model with BatchNorm (fold it first) or without a ConvDet conv."""
     if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
@@ -294,13 +198,6 @@ def equalize_detector(model: nn.Module, *, trunk: bool = False, head_pair: bool 
     if not isinstance(head, nn.Conv2d):
         raise ValueError(f"expected a SqueezeDet whose `convdet` is a Conv2d, got {type(head).__name__}")
     out = copy.deepcopy(model).eval()
-    links = trunk_pairs(out.features) if trunk else []
-    last = list(out.features.children())[-1] if len(list(out.features.children())) else None
-    last_convs = _stage_convs(last) if last is not None else None
-    if last_convs is not None and head_pair:
-        links.append((last_convs[1], [out.convdet]))
-    for producers, consumers in links:
-        equalize_pair_(producers, consumers)
     channels = 0
     if head_ranges is not None:
         c = out.config
@@ -308,4 +205,4 @@ def equalize_detector(model: nn.Module, *, trunk: bool = False, head_pair: bool 
                                                                                   head_ranges))
         channels = out.convdet.conv.out_channels
     rectified = rectify_branches_(out.features) if branch_relu else 0
-    return out, EqualizeReport(len(links), channels, rectified)
+    return out, EqualizeReport(channels, rectified)

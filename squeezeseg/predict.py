@@ -197,8 +197,9 @@ def project_points(points: np.ndarray, data_config: SegDataConfig, frame_id: str
 
 
 # The suite's default segmenter (`squeeze demo`, `squeeze seg demo`): SqueezeSegV2 adapted to real KITTI scans
-# without real labels (issue 13: `squeeze da run`, its "+calibration" row), from SIM_WEIGHTS, the same network trained on
-# the simulated world only (bench/bench_seg_learning.py; the sim-to-real baseline and `da run`'s default start).
+# without real labels (issue 13: `squeeze da run`, its "+calibration" row), from SIM_WEIGHTS, the same network
+# trained on the simulated world only (bench/bench_seg_learning.py; the sim-to-real baseline and `da run`'s
+# default start).
 # Both exported with squeeze.checkpoint.export_weights. See squeezeseg/weights/README.md.
 BUNDLED_WEIGHTS = Path(__file__).parent / "weights" / "squeezeseg_v2_adapted.pt"
 SIM_WEIGHTS = Path(__file__).parent / "weights" / "squeezeseg_v2_sim.pt"
