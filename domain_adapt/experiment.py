@@ -65,6 +65,7 @@ class ExperimentConfig:
     target_frames: int | None = None  # target scans used (None: all)
     renderer_steps: int = 400  # intensity renderer training steps
     renderer_width: int = 16  # channels of the renderer's first stage (bench_da_intensity's setting)
+    renderer_rings: int = 0  # the renderer's per-ring bias (IntensityNetConfig.rings; 0 = none, as the table ran)
     align_weight: float = 1.0  # weight of the correlation-alignment loss
     batch_size: int = 4
     lr: float = 5e-4
@@ -108,7 +109,8 @@ def _realism(target_scans, config: ExperimentConfig, out: Path, need: set[str]):
         images = ring_images(target_scans)
         train = images[:-1] if len(images) > 1 else images
         net, _ = train_renderer(train, steps=config.renderer_steps, crop_width=128, seed=config.seed, progress=True,
-                                config=IntensityNetConfig(width=config.renderer_width))
+                                config=IntensityNetConfig(width=config.renderer_width,
+                                                           rings=config.renderer_rings))
         held = images[-1]
         mean = float(np.mean(np.concatenate([im.intensity[im.mask] for im in train])))
         metrics = {"held_out_mae": mean_abs_error(render_intensity(net, held), held),

@@ -159,3 +159,17 @@ def test_cell_features_count_only_gaps_inside_one_surface():
     # cells 5-8 lie between 10.2 and 30 (two surfaces), 10-11 and 0 have no return on one side
     assert dropped.tolist().count(True) == 1 and len(dropped) == 3
     assert feats[dropped][0, 0] == pytest.approx(10.1 / 50)
+
+
+def test_intensity_train_command_with_a_bias_per_ring(kitti_mini, tmp_path, capsys):
+    # the CLI end to end on real scans: the last one held out, the per-ring renderer saved and reloaded
+    from squeeze_suite.cli import main
+
+    out = tmp_path / "renderer.pt"
+    assert main(["da", "intensity", "train", str(kitti_mini), "-o", str(out), "--steps", "2", "--max-scans", "2",
+                 "--rings", "64"]) == 0
+    assert "held-out scan 000001.bin: MAE" in capsys.readouterr().out
+    net = load_renderer(out)
+    assert net.config.rings == 64 and tuple(net.ring_features.shape) == (32, 64, 1)
+    with pytest.raises(SystemExit):
+        main(["da", "intensity", "train", str(kitti_mini), "-o", str(out), "--rings", "32"])
