@@ -189,17 +189,20 @@ def load_renderer(path) -> IntensityNet:
 
 
 def ring_images(points_and_rings, width: int = 2048) -> list[RangeImage]:
-    """Whole-revolution ring images (64 x width, column 0 behind the car) of (points, rings) pairs."""
+    """Whole-revolution ring images (64 x width, column 0 behind the car) of (points, rings) pairs.
+
+    The rings come from `readers.read_scan` (KITTI's point order, or the rows of a range image), so points read
+    back from a `.npy` range image, stored row by row rather than in KITTI's sweep order, project too."""
     from squeeze.range_image import full_360, project_scan
 
     config = full_360() if width == 2048 else None
     out = []
-    for points, _rings in points_and_rings:
+    for points, rings in points_and_rings:
         if config is None:
             from dataclasses import replace
 
             config = replace(full_360(), width=width)
-        image, _ = project_scan(points, config)
+        image, _ = project_scan(points, config, rings=rings)
         out.append(image)
     return out
 

@@ -253,9 +253,12 @@ def ring_rows(points: np.ndarray) -> np.ndarray:
 
 
 def project_scan(points: np.ndarray, config: ProjectionConfig | None = None, labels: np.ndarray | None = None,
-                 source: str = "<scan>") -> tuple[RangeImage, np.ndarray]:
+                 source: str = "<scan>", rings: np.ndarray | None = None) -> tuple[RangeImage, np.ndarray]:
     """Project (N, 4) x, y, z, intensity points to a range image.
 
+    rings: (N,) int64 laser ring of each point (row = ring; -1 or >= H drops the point) for ring mode when the
+    rings are already known, as for points read back from a range image whose rows are rings: their order then
+    need not be KITTI's ring by ring sweep. Ignored in uniform mode.
     Returns the image and `pixel_of_point` (N,) int64: the flat pixel index row * W + col each point fell
     in, -1 for points outside the field of view (a point hidden behind a nearer one keeps its pixel).
     """
@@ -263,11 +266,16 @@ def project_scan(points: np.ndarray, config: ProjectionConfig | None = None, lab
     check_points(points, source)
     if labels is not None and len(labels) != len(points):
         raise ScanError(source, f"{len(labels)} labels for {len(points)} points")
+    if rings is not None and len(rings) != len(points):
+        raise ScanError(source, f"{len(rings)} rings for {len(points)} points")
     h, w = config.height, config.width
     pts = np.ascontiguousarray(points, dtype=np.float32)
     args = (h, w, np.deg2rad(config.fov_left_deg), np.deg2rad(config.fov_left_deg - config.fov_right_deg),
             config.mode == "ring", np.deg2rad(config.fov_up_deg), np.deg2rad(config.fov_up_deg - config.fov_down_deg))
-    image, index, pixel, wraps = _project(pts, *args, np.zeros(0, np.int64))
+    given = np.ascontiguousarray(rings, dtype=np.int64) if rings is not None and config.mode == "ring" else None
+    image, index, pixel, wraps = _project(pts, *args, given if given is not None else np.zeros(0, np.int64))
+    if given is not None:
+        wraps = h - 1  # the rings were given: there is no sweep order to check
     # A scan whose points all sit at the origin projects to an empty image: there is no ring order to check.
     if config.mode == "ring" and not _plausible_ring_count(int(wraps) + 1, h) and _has_range(pts):
         # No +180 -> -180 wrap per ring: a cropped scan (its rings found by the jump across the crop) or no ring order.

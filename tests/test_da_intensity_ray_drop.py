@@ -173,3 +173,52 @@ def test_intensity_train_command_with_a_bias_per_ring(kitti_mini, tmp_path, caps
     assert net.config.rings == 64 and tuple(net.ring_features.shape) == (32, 64, 1)
     with pytest.raises(SystemExit):
         main(["da", "intensity", "train", str(kitti_mini), "-o", str(out), "--rings", "32"])
+
+
+def test_ring_images_of_a_range_image_folder_keep_each_pixel_on_its_ring(tmp_path):
+    # A `.npy` range-image folder (the simulator's lidar_2d/, GTA-LiDAR) is read back row by row, column +45 deg
+    # first: not KITTI's sweep order. Its rows are the rings, so the 360-degree ring image must keep every point on
+    # its row; re-finding rings from the order found 7 "rings" in a simulated folder and refused it.
+    from domain_adapt.intensity import ring_images
+    from domain_adapt.readers import find_scans, read_scan
+    from squeeze.range_image import project_scan, squeezeseg_front, write_range_npy
+
+    rings, per_ring = 64, 2000
+    az = np.deg2rad(np.concatenate([np.linspace(0, 179.9, per_ring // 2), np.linspace(-180, -0.1, per_ring // 2)]))
+    elevation = np.deg2rad(np.linspace(2.0, -24.8, rings))
+    r = 10.0 + np.arange(rings)[:, None] * 0.1 + np.zeros(per_ring)
+    el = np.repeat(elevation[:, None], per_ring, axis=1)
+    a = np.tile(az, (rings, 1))
+    points = np.stack([r * np.cos(el) * np.cos(a), r * np.cos(el) * np.sin(a), r * np.sin(el),
+                       np.repeat(np.linspace(0, 1, rings)[:, None], per_ring, axis=1)], axis=2).reshape(-1, 4)
+    front, _ = project_scan(points.astype(np.float32), squeezeseg_front())
+    (tmp_path / "lidar_2d").mkdir()
+    write_range_npy(tmp_path / "lidar_2d" / "000000.npy", front)
+    scan = read_scan(find_scans(tmp_path)[0])
+    assert scan[1].min() == 0 and scan[1].max() == rings - 1
+    (image,) = ring_images([scan])
+    rows = np.flatnonzero(image.mask.any(axis=1))
+    assert rows.tolist() == np.flatnonzero(front.mask.any(axis=1)).tolist()
+    # every ring keeps its laser's intensity (ring k reads k / 63) and its range (10 + 0.1 k)
+    for k in (0, 31, 63):
+        assert np.allclose(image.intensity[k][image.mask[k]], k / 63, atol=1e-6)
+        assert np.allclose(image.range[k][image.mask[k]], 10 + 0.1 * k, atol=1e-4)
+    assert image.mask.sum() == front.mask.sum()
+
+
+def test_project_scan_with_given_rings_ignores_the_point_order():
+    from squeeze.range_image import ScanError, full_360, project_scan
+
+    rng = np.random.default_rng(1)
+    points = np.concatenate([rng.uniform(-20, 20, (500, 3)), rng.uniform(0, 1, (500, 1))], axis=1).astype(np.float32)
+    rings = rng.integers(0, 64, 500)
+    image, pixel = project_scan(points, full_360(), rings=rings)
+    assert np.array_equal(pixel[pixel >= 0] // 2048, rings[pixel >= 0])
+    shuffled = rng.permutation(500)
+    again, _ = project_scan(points[shuffled], full_360(), rings=rings[shuffled])
+    assert np.array_equal(again.range, image.range) and np.array_equal(again.intensity, image.intensity)
+    with pytest.raises(ScanError, match="3 rings for 500 points"):
+        project_scan(points, full_360(), rings=rings[:3])
+    # a ring outside the image drops its point
+    _, pixel = project_scan(points[:1], full_360(), rings=np.array([64]))
+    assert pixel.tolist() == [-1]
