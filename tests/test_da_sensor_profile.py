@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -139,3 +140,76 @@ def test_simulator_applies_the_profile(tmp_path):
     odd = points[(rings % 2 == 1), 3]
     assert even.min() >= 0.5 - 1e-6 and odd.max() <= 0.2 + 1e-6
     assert json.loads((tmp_path / "sim" / "sim_config.json").read_text())["config"]["sensor_profile"]["frames"] == 1
+
+
+def _two_block_scan(rng: np.random.Generator, elevations: np.ndarray, offsets: np.ndarray, n: int = 400):
+    """Returns of lasers firing from (0, 0, offset) at `elevations` onto surfaces 3-40 m away, any azimuth."""
+    pts, ring = [], []
+    for k, (el, dz) in enumerate(zip(np.deg2rad(elevations), offsets, strict=True)):
+        d = rng.uniform(3, 40, n)  # horizontal distance of each return
+        az = rng.uniform(-np.pi, np.pi, n)
+        pts.append(np.stack([d * np.cos(az), d * np.sin(az), dz + d * np.tan(el), rng.uniform(0, 1, n)], axis=1))
+        ring.append(np.full(n, k))
+    return np.concatenate(pts).astype(np.float32), np.concatenate(ring)
+
+
+def test_laser_geometry_recovers_uneven_elevations_and_the_blocks_heights():
+    from domain_adapt.sensor_profile import laser_geometry
+
+    rng = np.random.default_rng(0)
+    elevations = np.array([1.94, 1.57, 1.30, -9.57, -10.06, -10.47])  # uneven steps, as KITTI's lasers
+    offsets = np.array([0.209, 0.208, 0.208, 0.126, 0.125, 0.125])
+    points, ring = _two_block_scan(rng, elevations, offsets)
+    points[5, 2] += 3.0  # a return given the wrong ring: refitted away as an outlier
+    fitted_el, fitted_dz = laser_geometry(points, ring, rings=7)
+    assert np.allclose(fitted_el[:6], elevations, atol=2e-3) and np.allclose(fitted_dz[:6], offsets, atol=3e-4)
+    assert np.isnan(fitted_el[6]) and np.isnan(fitted_dz[6])  # ring 6 never returned
+    # a ring whose returns all lie at one distance cannot tell the angle from the height: left unfitted
+    flat = points.copy()
+    flat[ring == 0, :2] *= (20.0 / np.hypot(flat[ring == 0, 0], flat[ring == 0, 1]))[:, None]
+    assert np.isnan(laser_geometry(flat, ring, rings=6)[0][0])
+
+
+def test_profile_geometry_round_trips_and_drives_the_simulated_lasers(tmp_path):
+    from domain_adapt.sensor_profile import laser_geometry
+    from domain_adapt.sim import simulate
+
+    rng = np.random.default_rng(1)
+    elevations = np.concatenate([np.linspace(1.9, -8.3, 32), np.linspace(-9.6, -25.0, 32)])
+    elevations[40] -= 0.15  # one laser out of step
+    offsets = np.concatenate([np.full(32, 0.2), np.full(32, 0.12)])
+    profile = calibrate_sensor([_two_block_scan(rng, elevations, offsets, n=200) for _ in range(2)], source="t")
+    # (scattered returns read as heavy ray drop: keep every simulated return)
+    profile = dataclasses.replace(profile, drop_rate=np.zeros_like(profile.drop_rate))
+    assert np.allclose(profile.elevations_deg, elevations, atol=2e-3)
+    write_profile(tmp_path / "p.json", profile)
+    back = read_profile(tmp_path / "p.json")
+    assert np.allclose(back.elevations_deg, profile.elevations_deg, atol=1e-4)
+    assert np.allclose(back.vertical_offsets, offsets, atol=1e-4)
+    # the simulator fires its lasers from those heights at those angles: the fit on its scan gives them back
+    simulate(tmp_path / "sim", frames=1, seed=5, azimuth_steps=512, progress=False, sensor_profile=back)
+    points, rings = read_scan(tmp_path / "sim" / "training" / "velodyne" / "000000.bin")
+    fitted_el, fitted_dz = laser_geometry(points, rings)
+    ok = np.isfinite(fitted_el)
+    assert ok.sum() >= 60
+    assert np.allclose(fitted_el[ok], back.elevations_deg[ok], atol=0.01)
+    assert np.allclose(fitted_dz[ok], back.vertical_offsets[ok], atol=0.005)
+    lidar = json.loads((tmp_path / "sim" / "sim_config.json").read_text())["config"]["lidar"]
+    assert lidar["vertical_offsets"][0] == pytest.approx(0.2, abs=1e-4)
+    # bad geometry in a profile file is named
+    d = json.loads((tmp_path / "p.json").read_text())
+    d["vertical_offsets"] = d["vertical_offsets"][:10]
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(DataError, match="bad.json.*vertical_offsets must be 64"):
+        read_profile(tmp_path / "bad.json")
+
+
+def test_calibrate_sensor_on_kitti_finds_the_hdl64e_blocks(kitti_mini):
+    # KITTI's HDL-64E: the upper block fires from ~0.2 m above the origin, the lower from ~0.12 m; elevations run
+    # from about +2 to -25 degrees in uneven steps
+    profile = calibrate_sensor([read_scan(f) for f in find_scans(kitti_mini)[:2]], source="kitti_mini")
+    assert np.all(np.abs(profile.vertical_offsets[:32] - 0.2) < 0.015)
+    assert np.all(np.abs(profile.vertical_offsets[32:] - 0.12) < 0.01)
+    assert 1.5 < profile.elevations_deg[0] < 2.5 and -25.5 < profile.elevations_deg[63] < -24.5
+    steps = -np.diff(profile.elevations_deg)
+    assert np.all(steps > 0) and steps.max() - steps.min() > 0.2  # falling, and unevenly

@@ -58,6 +58,9 @@ class LidarConfig:
     """A spinning LiDAR. Defaults: a Velodyne HDL-64E as mounted on KITTI's car (see module docstring)."""
 
     elevations_deg: tuple[float, ...] = HDL64E_ELEVATIONS  # one entry per laser, top first
+    # Height (m) above the sensor origin that each laser fires from, one per laser; () = all from the origin.
+    # A real HDL-64E's blocks sit ~0.2 and ~0.12 m up (sensor_profile.laser_geometry measures them).
+    vertical_offsets: tuple[float, ...] = ()
     azimuth_steps: int = HDL64E_AZIMUTH_STEPS  # firings per laser per revolution
     max_range: float = 120.0  # m, HDL-64E datasheet
     min_range: float = 2.5  # m; closer returns are dropped (ego vehicle, rack)
@@ -76,6 +79,9 @@ class LidarConfig:
     def __post_init__(self) -> None:
         if len(self.elevations_deg) < 1:
             raise ValueError("LidarConfig.elevations_deg must list at least one laser")
+        if self.vertical_offsets and len(self.vertical_offsets) != len(self.elevations_deg):
+            raise ValueError(f"LidarConfig.vertical_offsets needs one entry per laser ({len(self.elevations_deg)}), "
+                             f"got {len(self.vertical_offsets)}")
         if self.azimuth_steps < 8:
             raise ValueError(f"LidarConfig.azimuth_steps must be >= 8, got {self.azimuth_steps}")
         if not 0 <= self.min_range < self.max_range:
@@ -134,14 +140,24 @@ class Scan:
 
 
 def lidar_rays(config: LidarConfig) -> np.ndarray:
-    """(L * A, 6) float32 rays (origin at the sensor, unit direction) for RaycastingScene.cast_rays."""
-    return _rays(config.elevations_deg, config.azimuth_steps)
+    """(L * A, 6) float32 rays (origin: the sensor, raised by the laser's vertical offset; unit direction) for
+    RaycastingScene.cast_rays."""
+    return _rays(config.elevations_deg, config.azimuth_steps, config.vertical_offsets)
+
+
+def laser_origin_heights(config: LidarConfig) -> np.ndarray:
+    """(L,) float32 height above the sensor origin each laser fires from (zeros without vertical_offsets)."""
+    if not config.vertical_offsets:
+        return np.zeros(len(config.elevations_deg), np.float32)
+    return np.asarray(config.vertical_offsets, np.float32)
 
 
 @lru_cache(maxsize=4)
-def _rays(elevations_deg: tuple[float, ...], azimuth_steps: int) -> np.ndarray:
+def _rays(elevations_deg: tuple[float, ...], azimuth_steps: int, vertical_offsets: tuple[float, ...]) -> np.ndarray:
     d = ray_directions(elevations_deg, azimuth_steps)
     rays = np.zeros((len(d), 6), np.float32)
+    if vertical_offsets:
+        rays[:, 2] = np.repeat(np.asarray(vertical_offsets, np.float32), azimuth_steps)
     rays[:, 3:] = d
     rays.flags.writeable = False
     return rays
@@ -163,11 +179,12 @@ def _uniform(seed: np.uint64, i: int, stream: int) -> float:  # pragma: no cover
 
 
 @njit(cache=True)
-def _scan_kernel(t_hit, prim, normals, dirs, tri_mat, tri_refl, mat_drop, mat_sigma, ego, min_r, max_r,
-                 sigma_r, drop_base, drop_grazing, drop_far, drop_dark, with_intensity, sigma_i, falloff,
-                 power, threshold, quantum, seed):  # pragma: no cover - jitted
+def _scan_kernel(t_hit, prim, normals, dirs, origin_z, azimuth_steps, tri_mat, tri_refl, mat_drop, mat_sigma, ego,
+                 min_r, max_r, sigma_r, drop_base, drop_grazing, drop_far, drop_dark, with_intensity, sigma_i,
+                 falloff, power, threshold, quantum, seed):  # pragma: no cover - jitted
     """One pass over the rays in firing order: keep a hit unless dropped, add range noise, compute the
-    intensity. Returns the kept ray indices (K,) and points (K, 4) float32."""
+    intensity. Returns the kept ray indices (K,) and points (K, 4) float32: origin_z[laser] + range * direction,
+    the range measured from the laser's own origin as the real sensor measures it."""
     n = t_hit.shape[0]
     idx = np.empty(n, np.int64)
     pts = np.empty((n, 4), np.float32)
@@ -198,7 +215,7 @@ def _scan_kernel(t_hit, prim, normals, dirs, tri_mat, tri_refl, mat_drop, mat_si
         idx[k] = i
         pts[k, 0] = dirs[i, 0] * r
         pts[k, 1] = dirs[i, 1] * r
-        pts[k, 2] = dirs[i, 2] * r
+        pts[k, 2] = origin_z[i // azimuth_steps] + dirs[i, 2] * r
         inten = 0.0
         if with_intensity:
             inten = strength + sigma_i * rad * np.sin(ang)
@@ -224,11 +241,11 @@ def scan(hits: dict[str, np.ndarray], scene: Scene, config: LidarConfig, rng: np
         return Scan(np.zeros((0, 4), np.float32), empty, np.zeros(0, np.uint16), empty)
     prim = np.where(np.isfinite(hits["t_hit"]), hits["primitive_ids"], 0).astype(np.int64)
     seed = np.uint64(rng.integers(0, 2**63 - 1))
-    idx, pts = _scan_kernel(hits["t_hit"], prim, hits["primitive_normals"], dirs, mesh.material,
-                            mesh.reflectance, _MAT_DROP, _MAT_RANGE_SIGMA, _EGO, config.min_range,
-                            config.max_range, config.range_noise, config.drop_base, config.drop_grazing,
-                            config.drop_far, config.drop_dark, config.intensity, config.intensity_noise,
-                            config.intensity_falloff, config.intensity_falloff_power,
+    idx, pts = _scan_kernel(hits["t_hit"], prim, hits["primitive_normals"], dirs, laser_origin_heights(config),
+                            config.azimuth_steps, mesh.material, mesh.reflectance, _MAT_DROP, _MAT_RANGE_SIGMA,
+                            _EGO, config.min_range, config.max_range, config.range_noise, config.drop_base,
+                            config.drop_grazing, config.drop_far, config.drop_dark, config.intensity,
+                            config.intensity_noise, config.intensity_falloff, config.intensity_falloff_power,
                             config.intensity_threshold, config.intensity_quantum, seed)
     tri = prim[idx]
     return Scan(points=pts, cls=mesh.cls[tri], instance=mesh.instance[tri],

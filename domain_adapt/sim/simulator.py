@@ -39,7 +39,8 @@ class SimConfig:
     world: WorldConfig = field(default_factory=kitti_world)  # street generator
     lidar: LidarConfig = field(default_factory=hdl64e)  # HDL-64E beam model (intensity on/off lives here)
     camera: CameraConfig = field(default_factory=CameraConfig)  # image_2 renderer and label thresholds
-    # a real sensor's per-laser intensity response and ray drop (squeeze da calibrate-sensor), applied to each scan
+    # a real sensor's per-laser intensity response and ray drop (squeeze da calibrate-sensor), applied to each scan;
+    # its laser geometry, when measured, is in `lidar` (sim_config puts it there)
     sensor_profile: SensorProfile | None = None
 
 
@@ -66,6 +67,10 @@ def sim_config(sequence: bool = False, intensity: bool = True, azimuth_steps: in
         lidar = replace(lidar, azimuth_steps=int(azimuth_steps))
     if sensor_profile is not None and not intensity:
         raise ValueError("a sensor profile maps intensities; it cannot be used with the intensity channel off")
+    if sensor_profile is not None and sensor_profile.elevations_deg is not None:
+        # the profiled sensor's own lasers: their measured elevations and the heights they fire from
+        lidar = replace(lidar, elevations_deg=tuple(float(e) for e in sensor_profile.elevations_deg),
+                        vertical_offsets=tuple(float(o) for o in sensor_profile.vertical_offsets))
     return SimConfig(sequence=sequence, world=world_preset(world), lidar=lidar, sensor_profile=sensor_profile)
 
 
