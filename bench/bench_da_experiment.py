@@ -9,7 +9,7 @@ evaluation set kitti_mini's three real scans (the same scans: said so in table.m
 held-out simulated frames (seed 1001), as simulated. `--small` runs two rows for a
 few seconds each: a smoke test of the pipeline, not a measurement. Exits 1 when a bar is missed.
 
-    .venv/bin/python bench/bench_da_experiment.py --out outputs/bench_da [--small]
+    .venv/bin/python bench/bench_da_experiment.py --out outputs/bench_da [--small] [--laser-geometry] [--rows R,..]
 """
 
 from __future__ import annotations
@@ -27,6 +27,17 @@ KITTI_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_mi
 BUDGET_MIN = 90.0
 
 
+def simulation_config(target: Path):
+    """The default simulation with the target sensor's lasers: elevations and origin heights fitted on its scans."""
+    from domain_adapt.readers import find_scans, read_scan
+    from domain_adapt.sensor_profile import SensorProfile, calibrate_sensor
+    from domain_adapt.sim.simulator import sim_config
+
+    profile = calibrate_sensor((read_scan(f) for f in find_scans(target)), source=str(target))
+    # through the profile's JSON, so `squeeze sim --laser-geometry` with `calibrate-sensor`'s file gives the same
+    return sim_config(laser_geometry=SensorProfile.from_json(profile.to_json()))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("outputs/bench_da"))
@@ -37,25 +48,34 @@ def main() -> int:
     ap.add_argument("--steps-per-row", type=int, default=500)
     ap.add_argument("--source-frames", type=int, default=400)
     ap.add_argument("--small", action="store_true", help="two rows, seconds each: a smoke test")
+    ap.add_argument("--laser-geometry", action="store_true",
+                    help="simulate the source and the held-out simulated frames with the target sensor's laser "
+                         "geometry (elevations and origin heights measured on the target scans, "
+                         "sensor_profile.laser_geometry) instead of the simulator's evenly spaced lasers")
+    ap.add_argument("--rows", default=None, help="comma-separated rows to run (default: all)")
     args = ap.parse_args()
     started = time.perf_counter()
+    sim = simulation_config(args.target) if args.laser_geometry else None
+    suffix = "_geometry" if args.laser_geometry else ""
     source = args.source
     if source is None:
         from domain_adapt.sim import simulate
 
-        source = args.out / "sim_source"
+        source = args.out / f"sim_source{suffix}"
         frames = 6 if args.small else args.source_frames
         if not (source / "sim_config.json").exists():
-            simulate(source, frames=frames, seed=1, progress=True)
-    source_eval = args.out / "sim_val"
+            simulate(source, frames=frames, seed=1, progress=True, config=sim, workers=2)
+    source_eval = args.out / f"sim_val{suffix}"
     if not (source_eval / "sim_config.json").exists():
         from domain_adapt.sim import simulate
 
-        simulate(source_eval, frames=3 if args.small else 50, seed=1001, progress=True)
+        simulate(source_eval, frames=3 if args.small else 50, seed=1001, progress=True, config=sim, workers=2)
     init = args.init
     if init is None:
         from squeezeseg.predict import SIM_WEIGHTS as init
     rows = ("none", "all") if args.small else ROW_NAMES
+    if args.rows:
+        rows = tuple(r.strip() for r in args.rows.split(","))
     config = ExperimentConfig(steps_per_row=8 if args.small else args.steps_per_row,
                               source_frames=6 if args.small else args.source_frames,
                               renderer_steps=5 if args.small else 400)

@@ -61,8 +61,13 @@ def add_sim_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
                    help="LiDAR firings per laser per revolution, >= 8 (default: 2083, the HDL-64E at 10 Hz, "
                         "0.17 deg; fewer is faster and sparser)")
     p.add_argument("--sensor-profile", type=Path, default=None, metavar="JSON",
-                   help="a real LiDAR's per-laser intensity response and ray drop, measured by `squeeze da "
-                        "calibrate-sensor`, applied to every scan (default: none, the simulator's own sensor)")
+                   help="a real LiDAR's per-laser intensity response, ray drop and laser geometry, measured by "
+                        "`squeeze da calibrate-sensor`, applied to every scan (default: none, the simulator's own "
+                        "sensor)")
+    p.add_argument("--laser-geometry", type=Path, default=None, metavar="JSON",
+                   help="fire the lasers at the elevations and from the heights a sensor profile measured "
+                        "(`squeeze da calibrate-sensor`), taking nothing else from it; --sensor-profile takes "
+                        "its geometry too (default: the simulator's evenly spaced HDL-64E lasers)")
     p.add_argument("--workers", type=int_at_least(1), default=1, metavar="N",
                    help="simulate frames in N parallel processes on this machine (default: %(default)s); the files "
                         "are byte-identical whatever N")
@@ -247,6 +252,11 @@ def run_sim(args: argparse.Namespace) -> int:
         from domain_adapt.sensor_profile import read_profile
 
         profile = read_profile(args.sensor_profile)
+    geometry = None
+    if getattr(args, "laser_geometry", None) is not None:
+        from domain_adapt.sensor_profile import read_profile
+
+        geometry = read_profile(args.laser_geometry)
     from domain_adapt.sim.writer import shard_range
 
     shard = getattr(args, "shard", None)
@@ -255,7 +265,7 @@ def run_sim(args: argparse.Namespace) -> int:
                        intensity=not args.no_intensity, azimuth_steps=args.azimuth_steps,
                        progress=not getattr(args, "quiet", False), sensor_profile=profile,
                        workers=getattr(args, "workers", 1), frame_range=frame_range,
-                       world=getattr(args, "world", "kitti"))
+                       world=getattr(args, "world", "kitti"), laser_geometry=geometry)
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(summary.labels.items())) or "no labelled objects"
     part = "" if frame_range is None else f" (frames {frame_range[0]}..{frame_range[1] - 1} of {args.frames})"
     print(f"wrote {summary.frames} frames{part} to {summary.out_dir} ({summary.points_mean:.0f} points per scan "

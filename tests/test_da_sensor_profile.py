@@ -213,3 +213,29 @@ def test_calibrate_sensor_on_kitti_finds_the_hdl64e_blocks(kitti_mini):
     assert 1.5 < profile.elevations_deg[0] < 2.5 and -25.5 < profile.elevations_deg[63] < -24.5
     steps = -np.diff(profile.elevations_deg)
     assert np.all(steps > 0) and steps.max() - steps.min() > 0.2  # falling, and unevenly
+
+
+def test_sim_command_takes_only_the_laser_geometry_from_a_profile(tmp_path, capsys):
+    from domain_adapt.sensor_profile import laser_geometry
+    from squeeze_suite.cli import main
+
+    rng = np.random.default_rng(2)
+    elevations = np.concatenate([np.linspace(1.9, -8.3, 32), np.linspace(-9.6, -25.0, 32)])
+    offsets = np.concatenate([np.full(32, 0.2), np.full(32, 0.12)])
+    profile = calibrate_sensor([_two_block_scan(rng, elevations, offsets, n=200)], source="t")
+    profile = dataclasses.replace(profile, intensity_quantiles=np.full_like(profile.intensity_quantiles, 0.77))
+    write_profile(tmp_path / "p.json", profile)
+    assert main(["sim", "--out", str(tmp_path / "sim"), "--frames", "1", "--seed", "3", "--azimuth-steps", "512",
+                 "--laser-geometry", str(tmp_path / "p.json"), "--quiet"]) == 0
+    points, rings = read_scan(tmp_path / "sim" / "training" / "velodyne" / "000000.bin")
+    fitted_el, fitted_dz = laser_geometry(points, rings)
+    ok = np.isfinite(fitted_el)
+    assert ok.sum() >= 60 and np.allclose(fitted_dz[ok], offsets[ok], atol=0.005)
+    assert not np.any(np.isclose(points[:, 3], 0.77))  # the profile's intensities were not applied
+    # a profile written before the geometry was measured is refused, saying what to do
+    d = json.loads((tmp_path / "p.json").read_text())
+    del d["elevations_deg"], d["vertical_offsets"]
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    assert main(["sim", "--out", str(tmp_path / "sim2"), "--frames", "1", "--laser-geometry",
+                 str(tmp_path / "old.json"), "--quiet"]) == 2
+    assert "holds no laser geometry" in capsys.readouterr().err

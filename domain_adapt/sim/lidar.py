@@ -6,7 +6,11 @@ What is modelled, and where the numbers come from:
   kitti_mini (rings split at the azimuth wrap; median elevation per ring), the upper block spans +2.4 to
   -8.2 degrees (0.34-degree steps) and the lower block -8.8 to -23.6 (0.48-degree steps); SqueezeSeg's
   published range images agree (row 0 ~ +2.3, row 63 ~ -23.5 degrees, reference/models.md 2.1). The table
-  below is KITTI's, since KITTI is the target domain that simulated scans are compared with.
+  below is KITTI's, since KITTI is the target domain that simulated scans are compared with. These are the
+  elevations as seen from the origin at ground distances; the real lasers fire from ~0.2 m (upper block) and
+  ~0.12 m (lower block) above it at unevenly spaced angles (+1.94 to -25.0 degrees, steps 0.25-0.65).
+  `LidarConfig.vertical_offsets` and a sensor profile's measured geometry (sensor_profile.laser_geometry,
+  `squeeze sim --sensor-profile`) simulate that exactly.
 - Azimuth: each laser fires every 360 / azimuth_steps degrees. The default, 2083 steps (0.173 deg), is
   the datasheet's ~1.33 M points/s at 10 Hz over 64 lasers; KITTI's scans agree (consecutive points of a
   ring are 0.175-0.182 deg apart, about 2000-2080 firings a turn). The 0.08-degree figure often quoted is

@@ -60,9 +60,17 @@ def world_preset(name: str) -> WorldConfig:
 
 
 def sim_config(sequence: bool = False, intensity: bool = True, azimuth_steps: int | None = None,
-               sensor_profile: SensorProfile | None = None, world: str = "kitti") -> SimConfig:
-    """The default simulation with the command line's switches applied."""
+               sensor_profile: SensorProfile | None = None, world: str = "kitti",
+               laser_geometry: SensorProfile | None = None) -> SimConfig:
+    """The default simulation with the command line's switches applied. `laser_geometry`: take only the lasers'
+    measured elevations and origin heights from this profile (not its intensities or ray drop)."""
     lidar = hdl64e(intensity=intensity)
+    if laser_geometry is not None:
+        if laser_geometry.elevations_deg is None:
+            raise ValueError(f"the sensor profile of {laser_geometry.source or 'these scans'} holds no laser "
+                             "geometry (measure it again with `squeeze da calibrate-sensor`)")
+        lidar = replace(lidar, elevations_deg=tuple(float(e) for e in laser_geometry.elevations_deg),
+                        vertical_offsets=tuple(float(o) for o in laser_geometry.vertical_offsets))
     if azimuth_steps is not None:
         lidar = replace(lidar, azimuth_steps=int(azimuth_steps))
     if sensor_profile is not None and not intensity:
