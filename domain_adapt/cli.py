@@ -90,7 +90,8 @@ def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     c = sub.add_parser(
         "calibrate-sensor", help="measure a real LiDAR's per-laser intensity and ray drop",
         description="Measure a sensor profile from real scans: per laser ring, the intensity distribution "
-                    "(percentiles) and the ray-drop rate by range. `squeeze sim --sensor-profile` applies it. "
+                    "(percentiles), the ray-drop rate by range, and the laser's elevation and origin height. "
+                    "`squeeze sim --sensor-profile` applies it. "
                     "REAL_DIR: a range-image folder (lidar_2d/*.npy, the SqueezeSeg / GTA-LiDAR layout), a KITTI "
                     "object folder (training/velodyne/*.bin) or a KITTI raw drive (velodyne_points/data/*.bin).")
     c.add_argument("real_dir", type=Path, metavar="REAL_DIR", help="folder of real scans")
@@ -225,6 +226,8 @@ def run_experiment_command(args: argparse.Namespace) -> int:
 
 
 def run_calibrate_sensor(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from domain_adapt.readers import find_scans, read_scan
     from domain_adapt.sensor_profile import calibrate_sensor, plot_profile, write_profile
 
@@ -240,6 +243,13 @@ def run_calibrate_sensor(args: argparse.Namespace) -> int:
     print(f"measured {profile.frames} scans: median intensity per ring {median.min():.2f}..{median.max():.2f} "
           f"(mean change ring to ring {profile.ring_step:.3f}), ray drop "
           f"{profile.drop_rate.min():.3f}..{profile.drop_rate.max():.3f}; wrote {args.out} and {picture}")
+    if profile.elevations_deg is None:
+        print("laser geometry: not measured (some ring had too few returns over too narrow a range of distances)")
+    else:
+        steps = -np.diff(profile.elevations_deg)
+        print(f"laser geometry: elevations {profile.elevations_deg[0]:+.2f}..{profile.elevations_deg[-1]:+.2f} deg "
+              f"in steps of {steps.min():.2f}..{steps.max():.2f}, fired from {profile.vertical_offsets.min():.3f}.."
+              f"{profile.vertical_offsets.max():.3f} m above the origin (`squeeze sim --laser-geometry` uses it)")
     return 0
 
 

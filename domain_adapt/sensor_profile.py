@@ -293,14 +293,17 @@ def apply_sensor_profile(points: np.ndarray, ring: np.ndarray, profile: SensorPr
 
 
 def plot_profile(profile: SensorProfile, path: str | Path) -> None:
-    """A picture of a profile: per ring, the intensity percentiles 10/50/90 and the ray-drop rate by range."""
+    """A picture of a profile: per ring, the intensity percentiles 10/50/90, the ray-drop rate by range and, when
+    measured, the step in elevation to the next laser down and the laser's origin height."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rings = np.arange(profile.rings)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    geometry = profile.elevations_deg is not None
+    fig, axes = plt.subplots(1, 3 if geometry else 2, figsize=(16 if geometry else 11, 4), dpi=100)
+    a, b = axes[0], axes[1]
     q = profile.intensity_quantiles
     a.fill_between(rings, q[:, 10], q[:, 90], color="#9ecae1", label="10th-90th percentile")
     a.plot(rings, q[:, 50], color="#08519c", label="median")
@@ -310,6 +313,13 @@ def plot_profile(profile: SensorProfile, path: str | Path) -> None:
         b.plot(rings, profile.drop_rate[:, j], label=f"{RANGE_BINS[j]:g}-{RANGE_BINS[j + 1]:g} m")
     b.set(xlabel="laser ring (0 = top)", ylabel="ray-drop rate", title="ray drop per laser and range")
     b.legend(fontsize=7)
+    if geometry:
+        c = axes[2]
+        c.bar(rings[:-1] + 0.5, -np.diff(profile.elevations_deg), width=0.8, color="#74a9cf",
+              label="elevation step to the next laser (deg)")
+        c.plot(rings, profile.vertical_offsets, color="#d95f0e", marker=".", label="origin height (m)")
+        c.set(xlabel="laser ring (0 = top)", title="laser geometry")
+        c.legend(fontsize=7)
     fig.suptitle(f"sensor profile: {profile.frames} scans of {profile.source or 'unknown source'}")
     fig.tight_layout()
     fig.savefig(path)

@@ -239,3 +239,20 @@ def test_sim_command_takes_only_the_laser_geometry_from_a_profile(tmp_path, caps
     assert main(["sim", "--out", str(tmp_path / "sim2"), "--frames", "1", "--laser-geometry",
                  str(tmp_path / "old.json"), "--quiet"]) == 2
     assert "holds no laser geometry" in capsys.readouterr().err
+
+
+def test_profile_picture_shows_the_laser_geometry_when_measured(tmp_path):
+    from PIL import Image
+
+    from domain_adapt.sensor_profile import plot_profile
+
+    q = np.tile(np.linspace(0, 1, QUANTILES, dtype=np.float32), (4, 1))
+    plain = SensorProfile(q, np.zeros((4, 6), np.float32), frames=1, source="x")
+    plot_profile(plain, tmp_path / "plain.png")
+    measured = dataclasses.replace(plain, elevations_deg=np.array([2.0, 1.6, 1.3, 0.9]),
+                                   vertical_offsets=np.array([0.2, 0.2, 0.12, 0.12]))
+    plot_profile(measured, tmp_path / "geometry.png")
+    a, b = (np.asarray(Image.open(tmp_path / n).convert("RGB")) for n in ("plain.png", "geometry.png"))
+    assert a.shape[1] == 1100 and b.shape[1] == 1600  # a third panel
+    orange = np.all(np.abs(b.astype(int) - (217, 95, 14)) < 8, axis=2)  # the origin-height line
+    assert orange[:, 1100:].sum() > 50 and not np.all(np.abs(a.astype(int) - (217, 95, 14)) < 8, axis=2).any()
