@@ -163,15 +163,18 @@ class BranchReLUExpand(nn.Module):
         return torch.cat((torch.relu(self.expand1x1(x)), torch.relu(self.expand3x3(x))), dim=1)
 
 
-def rectify_branches_(trunk: nn.Module) -> int:
-    """Replace every BatchNorm-free Fire expand of `trunk` (any module tree) by a BranchReLUExpand over the same
-    convs, in place; returns how many."""
-    from squeeze.fire import Fire
+def rectify_branches_(trunk: nn.Module, skip_batch_norm: bool = False) -> int:
+    """Replace every BatchNorm-free Fire (and SqueezeSeg FireDeconv) expand of `trunk` (any module tree) by a
+    BranchReLUExpand over the same convs, in place; returns how many. An expand that still has its BatchNorm
+    raises ValueError, or is left as it is with `skip_batch_norm` (a post-ReLU BN the fold had to keep)."""
+    from squeeze.fire import Fire, FireDeconv
 
     count = 0
-    for fire in (m for m in trunk.modules() if isinstance(m, Fire)):
+    for fire in [m for m in trunk.modules() if isinstance(m, Fire | FireDeconv)]:
         expand = fire.expand
         if getattr(expand, "bn", None) is not None:
+            if skip_batch_norm:
+                continue
             raise ValueError("a Fire with BatchNorm: fold it first (squeezedet.model.fold_batch_norm)")
         fire.expand = BranchReLUExpand(expand.expand1x1, expand.expand3x3)
         count += 1

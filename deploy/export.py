@@ -207,6 +207,7 @@ def _segmenter(path: Path, crf: bool, fold_style: str) -> _Network:
     import torch
     from torch import nn
 
+    from deploy.equalize import rectify_branches_
     from deploy.fold import fold_post_relu_batch_norm
     from deploy.sidecar import SegmentationParams, Sidecar, default_colors
     from squeeze.segmentation import RAW_CHANNELS
@@ -215,6 +216,9 @@ def _segmenter(path: Path, crf: bool, fold_style: str) -> _Network:
     loaded = load_model(path)
     result = fold_post_relu_batch_norm(loaded.model, fold_style)
     net = result.model
+    # ReLU per expand branch, before the concatenation (exact): the runtimes fuse Conv + Relu, and the quantiser
+    # gives each branch a [0, max] uint8 range instead of one that spans the negative half (deploy.equalize)
+    rectify_branches_(net, skip_batch_norm=True)
     has_crf = crf and net.crf is not None
     if not has_crf:
         net.crf = None

@@ -331,6 +331,13 @@ def test_squeezeseg_without_crf_takes_no_mask(tmp_path):
     assert report.opset == 17 and onnx.load(report.path).opset_import[0].version == 17
     assert not report.crf and "Softmax" not in report.ops and "MatMul" not in report.ops  # no CRF in the graph
     assert [i.name for i in read_sidecar(report.path).inputs] == ["range_image"]
+    # every Fire / FireDeconv expand is rectified per branch (deploy.equalize.BranchReLUExpand): each expand conv
+    # feeds its own Relu (fused by the runtimes, a [0, max] uint8 range each), no Relu reads a Concat
+    model = onnx.load(report.path)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    relu_inputs = [producer[n.input[0]].op_type for n in model.graph.node if n.op_type == "Relu"]
+    # conv1 and its skip, 12 squeezes (8 Fires, 4 FireDeconvs), and two expand branches each
+    assert "Concat" not in relu_inputs and relu_inputs.count("Conv") == 2 + 12 + 2 * 12
     assert_seg_parity(report.path, ckpt, crf=False)
 
 
@@ -358,7 +365,9 @@ def test_squeezesegv2_exports_with_max_squeezes_and_no_odd_channels(tmp_path):
     ckpt = seg_checkpoint(tmp_path / "v2.pt", "squeezeseg_v2_kitti", use_crf=False)
     report = export_onnx(ckpt, tmp_path / "v2.onnx")
     assert (report.batch_norm_folded, report.batch_norm_remaining) == (17, 9)  # random BN: some a < 0
-    assert report.op_counts["Max"] == 12 and report.op_counts["Relu"] == 21 and "Transpose" not in report.ops
+    # Relu: 21 before each expand was rectified per branch; 5 expands here had their BN folded and were (one Relu
+    # each -> two), the others keep a post-ReLU BN (random, scale < 0) and their Concat -> Relu
+    assert report.op_counts["Max"] == 12 and report.op_counts["Relu"] == 26 and "Transpose" not in report.ops
     model = onnx.load(report.path)
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
