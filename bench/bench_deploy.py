@@ -363,9 +363,17 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=8)
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--keep-worst", action="append", default=[], metavar="NAME=K",
+                        help="keep the K most sensitive layers of network NAME in float in its INT8 model (default: "
+                             + ", ".join(f"{k}={v}" for k, v in KEEP_WORST.items()) + ")")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
                         help="networks to prepare and time (default: all; a bar of a network left out is not judged)")
     args = parser.parse_args()
+    for item in args.keep_worst:
+        name, _, k = item.partition("=")
+        if name not in MODELS or not k.isdigit():
+            parser.error(f"--keep-worst wants NAME=K with NAME one of {', '.join(MODELS)}, got {item!r}")
+        KEEP_WORST[name] = int(k)
     with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp:
         work = args.out or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
