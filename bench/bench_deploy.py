@@ -6,8 +6,9 @@ Steps:
 2. export (deploy.export): SqueezeSegV2 (squeezeseg/weights/squeezeseg_v2_sim.pt, no CRF in it), SqueezeDet
    (squeezedet/weights/squeezedet_sim.pt), SqueezeSeg 64x512 with untrained weights, with its CRF and without;
 3. INT8 (deploy.quantize): static, QDQ, per-channel int8 weights, uint8 activations, calibrated on the calibration
-   frames with the runtimes' pre-processing; SqueezeDet is all int8, SqueezeSegV2 keeps its 2 most sensitive layers
-   in float (KEEP_WORST);
+   frames with the runtimes' pre-processing; SqueezeDet is all int8, SqueezeSegV2 keeps its most sensitive layer
+   (conv14, the classifier) in float (KEEP_WORST; with its Fire expands rectified per branch, 1 float layer costs
+   0.67 car IoU points in OpenVINO int8, 2 cost 0.31, none 1.49);
 4. timing (deploy.bench): batch 1, 2 threads, interleaved rounds, medians after warm-up: network only for every
    model and end to end (points / decoded image in, labels / boxes out) for SqueezeSeg with CRF, SqueezeSegV2 and
    SqueezeDet; torch eager from the checkpoint; onnxruntime fp32 / int8; OpenVINO fp32 and int8 models, each with
@@ -59,7 +60,7 @@ ACCURACY_BAR = 1.0  # points (IoU or AP in %) INT8 may lose against fp32
 # export folds 21 of 26 (the BN scales move into the convs before the ReLUs, so channels of one activation tensor
 # differ in range and its single uint8 scale crushes the small ones); conv14 and fire_deconv10's expand3x3 in
 # float bring it back to -0.1.
-KEEP_WORST = {"squeezedet": 0, "squeezeseg_v2": 2}
+KEEP_WORST = {"squeezedet": 0, "squeezeseg_v2": 1}
 HAND = ("squeezeseg", "squeezeseg_v2", "squeezedet")  # the networks of the issue's table (no CRF)
 MODELS = ("squeezeseg_v2", "squeezedet", "squeezeseg_crf", "squeezeseg")
 # The issue's hand export, network only, median ms on this CPU (ours), for reference next to each figure.
