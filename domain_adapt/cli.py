@@ -166,14 +166,7 @@ def run_intensity_train(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from domain_adapt.intensity import (
-        IntensityNetConfig,
-        checkpoint_dict,
-        mean_abs_error,
-        render_intensity,
-        ring_images,
-        train_renderer,
-    )
+    from domain_adapt.intensity import IntensityNetConfig, checkpoint_dict, held_out_error, ring_images, train_renderer
     from domain_adapt.readers import find_scans, read_scan
 
     files = find_scans(args.real_dir)
@@ -184,9 +177,7 @@ def run_intensity_train(args: argparse.Namespace) -> int:
     train, held = images[:-1], images[-1]
     net, losses = train_renderer(train, steps=args.steps, seed=args.seed, progress=True,
                                  config=IntensityNetConfig(rings=args.rings))
-    mean = float(np.mean(np.concatenate([im.intensity[im.mask] for im in train])))
-    metrics = {"held_out_scan": files[-1].name, "held_out_mae": mean_abs_error(render_intensity(net, held), held),
-               "mean_baseline_mae": float(np.abs(held.intensity[held.mask] - mean).mean()),
+    metrics = {"held_out_scan": files[-1].name, **held_out_error(net, train, held),
                "final_loss": float(np.mean(losses[-20:]))}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint_dict(net, str(args.real_dir), args.steps, metrics), args.out)

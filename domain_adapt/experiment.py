@@ -90,8 +90,7 @@ def _realism(target_scans, config: ExperimentConfig, out: Path, need: set[str]):
     from domain_adapt.intensity import (
         IntensityNetConfig,
         checkpoint_dict,
-        mean_abs_error,
-        render_intensity,
+        held_out_error,
         ring_images,
         train_renderer,
     )
@@ -111,11 +110,7 @@ def _realism(target_scans, config: ExperimentConfig, out: Path, need: set[str]):
         net, _ = train_renderer(train, steps=config.renderer_steps, crop_width=128, seed=config.seed, progress=True,
                                 config=IntensityNetConfig(width=config.renderer_width,
                                                            rings=config.renderer_rings))
-        held = images[-1]
-        mean = float(np.mean(np.concatenate([im.intensity[im.mask] for im in train])))
-        metrics = {"held_out_mae": mean_abs_error(render_intensity(net, held), held),
-                   "mean_baseline_mae": float(np.abs(held.intensity[held.mask] - mean).mean()),
-                   "held_out": len(images) > 1}
+        metrics = held_out_error(net, train, images[-1]) | {"held_out": len(images) > 1}
         log.info("intensity renderer: held-out MAE %.4f (training-mean baseline %.4f)",
                  metrics["held_out_mae"], metrics["mean_baseline_mae"])
         torch.save(checkpoint_dict(net, "target", config.renderer_steps, metrics), out / "intensity_renderer.pt")

@@ -168,6 +168,14 @@ def render_intensity(net: IntensityNet, image: RangeImage, mode: str = "median")
     return np.where(image.mask, out, 0.0).astype(np.float32)
 
 
+def held_out_error(net: IntensityNet, train: list[RangeImage], held: RangeImage) -> dict[str, float]:
+    """The renderer's mean absolute error on a scan left out of its training, and that of predicting the training
+    scans' mean intensity everywhere (issue 13's bar: the first <= 0.7x the second)."""
+    mean = float(np.mean(np.concatenate([im.intensity[im.mask] for im in train])))
+    return {"held_out_mae": mean_abs_error(render_intensity(net, held), held),
+            "mean_baseline_mae": float(np.abs(held.intensity[held.mask] - mean).mean())}
+
+
 def checkpoint_dict(net: IntensityNet, trained_on: str, steps: int, metrics: dict) -> dict:
     """What `squeeze da intensity train` saves (weights_only-loadable: tensors and plain types)."""
     return {"kind": "intensity_renderer", "config": asdict(net.config), "state_dict": net.state_dict(),
