@@ -246,18 +246,12 @@ def run_calibrate_sensor(args: argparse.Namespace) -> int:
 
 def run_sim(args: argparse.Namespace) -> int:
     """Run `sim` for parsed arguments; returns the process exit code."""
+    from domain_adapt.sensor_profile import read_profile
     from domain_adapt.sim import simulate
 
-    profile = None
-    if getattr(args, "sensor_profile", None) is not None:
-        from domain_adapt.sensor_profile import read_profile
-
-        profile = read_profile(args.sensor_profile)
-    geometry = None
-    if getattr(args, "laser_geometry", None) is not None:
-        from domain_adapt.sensor_profile import read_profile
-
-        geometry = read_profile(args.laser_geometry)
+    profile_path, geometry_path = getattr(args, "sensor_profile", None), getattr(args, "laser_geometry", None)
+    profile = read_profile(profile_path) if profile_path is not None else None
+    geometry = read_profile(geometry_path) if geometry_path is not None else None
     from domain_adapt.sim.writer import shard_range
 
     shard = getattr(args, "shard", None)

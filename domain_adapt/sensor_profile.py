@@ -52,7 +52,7 @@ class SensorProfile:
     drop_rate: np.ndarray  # (rings, len(RANGE_BINS) - 1) float32 in [0, 1]
     frames: int  # scans measured
     source: str  # where they came from (a folder name), for the record
-    # The lasers' geometry (fit_laser_geometry): per ring, the beam's elevation and the height of its origin above
+    # The lasers' geometry (laser_geometry): per ring, the beam's elevation and the height of its origin above
     # the sensor frame's origin. None when not measured (profiles written before it, or scans without geometry).
     elevations_deg: np.ndarray | None = None  # (rings,) float64, degrees, ring 0 = top
     vertical_offsets: np.ndarray | None = None  # (rings,) float64, metres

@@ -274,10 +274,10 @@ def project_scan(points: np.ndarray, config: ProjectionConfig | None = None, lab
             config.mode == "ring", np.deg2rad(config.fov_up_deg), np.deg2rad(config.fov_up_deg - config.fov_down_deg))
     given = np.ascontiguousarray(rings, dtype=np.int64) if rings is not None and config.mode == "ring" else None
     image, index, pixel, wraps = _project(pts, *args, given if given is not None else np.zeros(0, np.int64))
-    if given is not None:
-        wraps = h - 1  # the rings were given: there is no sweep order to check
-    # A scan whose points all sit at the origin projects to an empty image: there is no ring order to check.
-    if config.mode == "ring" and not _plausible_ring_count(int(wraps) + 1, h) and _has_range(pts):
+    # A scan whose points all sit at the origin projects to an empty image, and given rings need no sweep order:
+    # in both cases there is no ring order to check.
+    if (config.mode == "ring" and given is None and not _plausible_ring_count(int(wraps) + 1, h)
+            and _has_range(pts)):
         # No +180 -> -180 wrap per ring: a cropped scan (its rings found by the jump across the crop) or no ring order.
         rows = ring_rows(pts)
         rings = int(rows.max()) + 1

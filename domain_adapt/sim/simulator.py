@@ -59,6 +59,12 @@ def world_preset(name: str) -> WorldConfig:
     raise ValueError(f"unknown world {name!r}; choose from {', '.join(WORLDS)}")
 
 
+def with_profiled_lasers(lidar: LidarConfig, profile: SensorProfile) -> LidarConfig:
+    """`lidar` firing the profiled sensor's own lasers: their measured elevations, from their measured heights."""
+    return replace(lidar, elevations_deg=tuple(float(e) for e in profile.elevations_deg),
+                   vertical_offsets=tuple(float(o) for o in profile.vertical_offsets))
+
+
 def sim_config(sequence: bool = False, intensity: bool = True, azimuth_steps: int | None = None,
                sensor_profile: SensorProfile | None = None, world: str = "kitti",
                laser_geometry: SensorProfile | None = None) -> SimConfig:
@@ -69,16 +75,13 @@ def sim_config(sequence: bool = False, intensity: bool = True, azimuth_steps: in
         if laser_geometry.elevations_deg is None:
             raise ValueError(f"the sensor profile of {laser_geometry.source or 'these scans'} holds no laser "
                              "geometry (measure it again with `squeeze da calibrate-sensor`)")
-        lidar = replace(lidar, elevations_deg=tuple(float(e) for e in laser_geometry.elevations_deg),
-                        vertical_offsets=tuple(float(o) for o in laser_geometry.vertical_offsets))
+        lidar = with_profiled_lasers(lidar, laser_geometry)
     if azimuth_steps is not None:
         lidar = replace(lidar, azimuth_steps=int(azimuth_steps))
     if sensor_profile is not None and not intensity:
         raise ValueError("a sensor profile maps intensities; it cannot be used with the intensity channel off")
     if sensor_profile is not None and sensor_profile.elevations_deg is not None:
-        # the profiled sensor's own lasers: their measured elevations and the heights they fire from
-        lidar = replace(lidar, elevations_deg=tuple(float(e) for e in sensor_profile.elevations_deg),
-                        vertical_offsets=tuple(float(o) for o in sensor_profile.vertical_offsets))
+        lidar = with_profiled_lasers(lidar, sensor_profile)
     return SimConfig(sequence=sequence, world=world_preset(world), lidar=lidar, sensor_profile=sensor_profile)
 
 
