@@ -7,7 +7,8 @@ What is timed, batch 1, `threads` threads (2 by default, the car computer of the
   points, or resizing, the network, decoding, top-N and NMS (the predictors' own `segment` / `detect`).
 
 Candidates run interleaved, one call each per round, so a slow spell of this shared machine hits all of them
-alike; after `warmup` rounds, `runs` rounds are timed and p50 / p90 / p99 and FPS (1000 / p50) reported.
+alike; after `warmup` rounds, `runs` rounds are timed and p50 / p90 / p99 and FPS (1000 / p50) reported. Each
+timed call waits SETTLE_MS first, so that no runtime's idle threads still spin into it.
 
 Per model file (.onnx or .xml with its sidecar) the runtimes that are installed: onnxruntime (fp32 or int8, the
 model's own precision), OpenVINO with the f32 precision hint and with the bf16 one (on an int8 model it sets the
@@ -30,8 +31,8 @@ import numpy as np
 from deploy.sidecar import Sidecar, read_sidecar
 from squeeze.errors import DataError
 
-__all__ = ["MODES", "Candidate", "Timing", "bar_chart", "bench", "candidates", "format_table", "run_interleaved",
-           "synthetic_image", "synthetic_scan", "write_json_lines"]
+__all__ = ["MODES", "SETTLE_MS", "Candidate", "Timing", "bar_chart", "bench", "candidates", "format_table",
+           "run_interleaved", "synthetic_image", "synthetic_scan", "write_json_lines"]
 
 MODES = ("network", "end_to_end")
 
@@ -217,17 +218,28 @@ def candidates(model_path: str | Path, x: np.ndarray | None = None, threads: int
 
 
 # ------------------------------------------------------------------------------------------------- timing
-def run_interleaved(calls: Sequence[Callable[[], Any]], runs: int = 50, warmup: int = 10) -> np.ndarray:
+# onnxruntime's worker threads spin for about 40 ms of CPU after a session returns (torch's OpenMP threads about
+# 7 ms, OpenVINO's none; measured with time.process_time over an idle 300 ms here). Timed straight after it, the
+# next candidate shares the cores with that spin: two onnxruntime sessions called in turn on 2 cores each ran in
+# 74-78 ms instead of 33-35 ms. So the timer waits this long before each timed call.
+SETTLE_MS = 50.0
+
+
+def run_interleaved(calls: Sequence[Callable[[], Any]], runs: int = 50, warmup: int = 10,
+                    settle_ms: float = SETTLE_MS) -> np.ndarray:
     """(runs, len(calls)) float64 milliseconds: each round calls every function once, in turn; `warmup` rounds
-    first, untimed."""
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"runs must be >= 1 and warmup >= 0, got {runs} and {warmup}")
+    first, untimed. Each timed call starts `settle_ms` after the previous call returned (SETTLE_MS: the threads a
+    runtime leaves spinning must not be timed against the next candidate)."""
+    if runs < 1 or warmup < 0 or settle_ms < 0:
+        raise ValueError(f"runs must be >= 1, warmup and settle_ms >= 0, got {runs}, {warmup} and {settle_ms}")
     for _ in range(warmup):
         for call in calls:
             call()
     out = np.empty((runs, len(calls)))
     for r in range(runs):
         for j, call in enumerate(calls):
+            if settle_ms:
+                time.sleep(settle_ms / 1e3)
             start = time.perf_counter()
             call()
             out[r, j] = (time.perf_counter() - start) * 1e3

@@ -317,6 +317,31 @@ def test_interleaved_timing_calls_each_function_once_per_round_in_turn():
     assert calls == ["a", "b"] * 5 and ms.shape == (3, 2) and (ms >= 0).all()
     with pytest.raises(ValueError, match="runs must be >= 1"):
         run_interleaved([lambda: None], runs=0)
+    with pytest.raises(ValueError, match="settle_ms >= 0"):
+        run_interleaved([lambda: None], settle_ms=-1)
+
+
+def test_each_timed_call_starts_after_the_previous_runtime_has_settled():
+    """onnxruntime's threads spin ~40 ms after a run; a candidate timed at once behind it ran 2x slower. Every timed
+    call must start at least settle_ms after the call before it returned (warm-up calls need not wait)."""
+    import time
+
+    from deploy.bench import SETTLE_MS, run_interleaved
+
+    assert SETTLE_MS >= 45.0  # above the measured spin
+    events: list[tuple[str, float]] = []
+
+    def call(name):
+        def run():
+            events.append((f"{name} start", time.perf_counter()))
+            events.append((f"{name} end", time.perf_counter()))
+        return run
+
+    run_interleaved([call("a"), call("b")], runs=2, warmup=1, settle_ms=20.0)
+    timed = events[4:]  # after one warm-up round of two calls
+    gaps = [timed[i + 1][1] - timed[i][1] for i in range(1, len(timed) - 1, 2)]
+    assert [e[0] for e in timed] == ["a start", "a end", "b start", "b end"] * 2
+    assert len(gaps) == 3 and min(gaps) >= 0.019
 
 
 def test_synthetic_scan_is_ring_ordered_and_projects_to_every_row():
