@@ -7,11 +7,13 @@ squeeze.segmentation (deploy.runtimes.common), with the sidecar's parameters.
 Settings, and why:
 - 2 intra-op threads by default (a car computer's budget, and these machines' core count), 1 inter-op thread (the
   graphs are one chain of convolutions), sequential execution, all graph optimisations;
-- idle threads sleep instead of spinning (`spin=False`). onnxruntime's default keeps a worker spinning for about
-  40 ms of CPU after every run, which on 2 cores fights the pre- and post-processing and any other session. Measured
-  here, end to end back to back, INT8: SqueezeDet 24.9 ms against 27.3 with spinning, SqueezeSeg with its CRF 34.6
-  against 50.0, the two alternating in one process (LATTE's case) 65.5 against 109. Spinning only wins a bare
-  network loop, by 4% (33.3 against 34.7 ms, SqueezeSeg fp32), so `spin=True` is there for that;
+- threads spin while a run lasts and stop when it returns (`session.force_spinning_stop`). onnxruntime's default
+  keeps a worker spinning for 47-54 ms of CPU after every run, which on 2 cores fights the pre- and post-processing
+  and any other session (LATTE runs a detector and a segmenter). Measured here, INT8, 2 threads, network only, each
+  call after a 60 ms pause / back to back: SqueezeDet 27.3 / 22.6 ms against 28.3 / 26.8 with the default, SqueezeSeg
+  + CRF 38.5 / 39.2 against 40.2 / 39.3, and 0.1 ms of CPU burnt after a run against ~50. Not spinning at all
+  (`allow_spinning` 0) is slower: 28.8 / 27.3 and 42.3 / 42.6, each parallel section waking sleeping threads.
+  `idle_spin=True` restores the default;
 - execution providers: TensorRT, then CUDA, where the installed onnxruntime has them, then the CPU; `providers`
   chooses explicitly (an unavailable one is an error, not a silent fallback).
 
@@ -61,7 +63,7 @@ class OnnxNetwork:
     """
 
     def __init__(self, model_path: str | Path, sidecar: Sidecar | None = None, threads: int = DEFAULT_THREADS,
-                 providers: Sequence[str] | None = None, spin: bool = False):
+                 providers: Sequence[str] | None = None, idle_spin: bool = False):
         model_path = Path(model_path)
         if model_path.suffix != ".onnx":
             raise DataError(model_path, "onnxruntime reads .onnx files")
@@ -83,9 +85,9 @@ class OnnxNetwork:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: the CPU provider's notes on unused providers are noise
-        for pool in ("intra_op", "inter_op"):  # module doc: spinning idle threads cost 1.1-1.7x end to end on 2 cores
-            options.add_session_config_entry(f"session.{pool}.allow_spinning", "1" if spin else "0")
-        self.spin = spin
+        if not idle_spin:  # module doc: spin within a run, not for ~50 ms of CPU after it
+            options.add_session_config_entry("session.force_spinning_stop", "1")
+        self.idle_spin = idle_spin
         try:
             self.session = ort.InferenceSession(str(model_path), options, providers=chosen)
         except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph / InvalidProtobuf types
@@ -113,16 +115,16 @@ class OnnxDetector(NetworkDetector):
     """squeeze.predictor.Detector over an exported SqueezeDet / SqueezeDet+ in onnxruntime."""
 
     def __init__(self, model_path: str | Path, sidecar: Sidecar | None = None, threads: int = DEFAULT_THREADS,
-                 providers: Sequence[str] | None = None, spin: bool = False):
-        super().__init__(OnnxNetwork(model_path, sidecar, threads, providers, spin), model_path)
+                 providers: Sequence[str] | None = None, idle_spin: bool = False):
+        super().__init__(OnnxNetwork(model_path, sidecar, threads, providers, idle_spin), model_path)
 
 
 class OnnxSegmenter(NetworkSegmenter):
     """squeeze.predictor.Segmenter and RangeSegmenter over an exported SqueezeSeg / SqueezeSegV2 in onnxruntime."""
 
     def __init__(self, model_path: str | Path, sidecar: Sidecar | None = None, threads: int = DEFAULT_THREADS,
-                 providers: Sequence[str] | None = None, spin: bool = False):
-        super().__init__(OnnxNetwork(model_path, sidecar, threads, providers, spin), model_path)
+                 providers: Sequence[str] | None = None, idle_spin: bool = False):
+        super().__init__(OnnxNetwork(model_path, sidecar, threads, providers, idle_spin), model_path)
 
 
 def load_onnxruntime(model_path: str | Path, threads: int = DEFAULT_THREADS,
