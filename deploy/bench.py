@@ -247,13 +247,13 @@ def run_interleaved(calls: Sequence[Callable[[], Any]], runs: int = 50, warmup: 
 
 
 def bench(cands: Sequence[Candidate], runs: int = 50, warmup: int = 10, threads: int = 2,
-          modes: Sequence[str] = MODES, progress: bool = False) -> list[Timing]:
+          modes: Sequence[str] = MODES, progress: bool = False, settle_ms: float = SETTLE_MS) -> list[Timing]:
     """Time every candidate in every mode, interleaved (one mode at a time, all candidates together)."""
     rows: list[Timing] = []
     for mode in modes:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        ms = run_interleaved([getattr(c, mode) for c in cands], runs, warmup)
+        ms = run_interleaved([getattr(c, mode) for c in cands], runs, warmup, settle_ms)
         for c, column in zip(cands, ms.T, strict=True):
             p50, p90, p99 = np.percentile(column, [50, 90, 99])
             rows.append(Timing(c.model, c.task, c.runtime, c.precision, mode, round(float(p50), 3),

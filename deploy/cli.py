@@ -103,6 +103,9 @@ def add_deploy_parser(subparsers) -> None:
     p.add_argument("--runs", type=int, default=50, help="timed rounds (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="untimed rounds first (default 10)")
     p.add_argument("--threads", type=int, default=2, help="threads per runtime (default 2)")
+    p.add_argument("--settle-ms", type=float, default=None, metavar="MS",
+                   help="pause before each timed call, so that threads a runtime leaves spinning are not timed "
+                        "against the next candidate (default 50, deploy.bench.SETTLE_MS; 0: calls back to back)")
     p.add_argument("--mode", choices=("network", "end_to_end", "both"), default="both", help="what to time")
     p.add_argument("--out", type=Path, default=Path("deploy_bench"), help="folder for bench.jsonl and bench.png")
     p.set_defaults(run=run_bench)
@@ -227,10 +230,19 @@ def run_quantize(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     from squeeze.errors import DataError
 
-    if args.runs < 1 or args.warmup < 0 or args.threads < 1:
-        raise DataError(None, f"--runs and --threads must be >= 1 and --warmup >= 0, got {args.runs}, "
-                              f"{args.threads} and {args.warmup}")
-    from deploy.bench import bar_chart, bench, candidates, data_input, format_table, torch_candidate, write_json_lines
+    if args.runs < 1 or args.warmup < 0 or args.threads < 1 or (args.settle_ms or 0) < 0:
+        raise DataError(None, f"--runs and --threads must be >= 1, --warmup and --settle-ms >= 0, got {args.runs}, "
+                              f"{args.threads}, {args.warmup} and {args.settle_ms}")
+    from deploy.bench import (
+        SETTLE_MS,
+        bar_chart,
+        bench,
+        candidates,
+        data_input,
+        format_table,
+        torch_candidate,
+        write_json_lines,
+    )
     from deploy.sidecar import read_sidecar
 
     by_task: dict[str, list] = {}
@@ -250,7 +262,8 @@ def run_bench(args: argparse.Namespace) -> int:
             cands += candidates(model, x, args.threads)
         if not cands:
             raise DataError(models[0], "no runtime is installed to run it (pip install 'squeeze-suite[deploy]')")
-        rows += bench(cands, runs=args.runs, warmup=args.warmup, threads=args.threads, modes=modes, progress=True)
+        rows += bench(cands, runs=args.runs, warmup=args.warmup, threads=args.threads, modes=modes, progress=True,
+                      settle_ms=SETTLE_MS if args.settle_ms is None else args.settle_ms)
     print(format_table(rows))
     args.out.mkdir(parents=True, exist_ok=True)
     write_json_lines(rows, args.out / "bench.jsonl")

@@ -379,3 +379,14 @@ def test_bench_command_times_each_runtime_and_precision_and_writes_json_and_char
     assert (chart == (244, 160, 0)).all(axis=2).sum() > 100  # end-to-end bars, in orange
     assert "openvino" in capsys.readouterr().out
     assert main(["deploy", "bench", str(model), "--runs", "0", "--out", str(out)]) == 2
+    assert main(["deploy", "bench", str(model), "--settle-ms", "-1", "--out", str(out)]) == 2
+
+
+def test_bench_help_states_the_settle_default_it_uses(capsys):
+    from deploy.bench import SETTLE_MS
+    from squeeze_suite.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["deploy", "bench", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {SETTLE_MS:g}, deploy.bench.SETTLE_MS; 0: calls back to back)" in help_text
