@@ -218,10 +218,11 @@ def candidates(model_path: str | Path, x: np.ndarray | None = None, threads: int
 
 
 # ------------------------------------------------------------------------------------------------- timing
-# onnxruntime's worker threads spin for about 40 ms of CPU after a session returns (torch's OpenMP threads about
-# 7 ms, OpenVINO's none; measured with time.process_time over an idle 300 ms here). Timed straight after it, the
-# next candidate shares the cores with that spin: two onnxruntime sessions called in turn on 2 cores each ran in
-# 74-78 ms instead of 33-35 ms. So the timer waits this long before each timed call.
+# By default onnxruntime's worker threads spin for 40-50 ms of CPU after a session returns (our runtime stops them:
+# deploy.runtimes.onnxruntime), torch's OpenMP threads for about 7 ms, OpenVINO's not at all (time.process_time over
+# an idle 300 ms here). Timed straight after such a spin, the next candidate shares the cores with it: two default
+# onnxruntime sessions called in turn on 2 cores each ran in 74-78 ms instead of 33-35 ms. So the timer waits this
+# long before each timed call, whatever runtime went before.
 SETTLE_MS = 50.0
 
 

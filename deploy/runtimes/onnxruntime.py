@@ -87,7 +87,6 @@ class OnnxNetwork:
         options.log_severity_level = 3  # errors only: the CPU provider's notes on unused providers are noise
         if not idle_spin:  # module doc: spin within a run, not for ~50 ms of CPU after it
             options.add_session_config_entry("session.force_spinning_stop", "1")
-        self.idle_spin = idle_spin
         try:
             self.session = ort.InferenceSession(str(model_path), options, providers=chosen)
         except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph / InvalidProtobuf types
