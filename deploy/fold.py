@@ -44,9 +44,15 @@ And where every a > 0 (a trained network's usual case), BNs whose outputs meet o
 a * ReLU(z) + b = ReLU(a * z) + b puts the scale into the conv before the ReLU, and the shift b, a constant per
 channel, passes max-pools and skip additions unchanged into the 1x1 convs that finally read it (their biases):
 - the decoder expands of fire_deconv10-12 and the skip stage fire5 (pool5 -> fire6, and the skip addition).
-What stays: a BN whose output feeds a CAM (it multiplies the BN output itself: conv1, fire2, fire3) or the padded
-conv14 through the last skip addition (fire_deconv13, conv1_skip). For the paper's SqueezeSegV2 with positive scales
-(the bundled weights), 21 of the 26 BNs fold and 5 stay; with some negative scale, 17 fold.
+- the output BN of a stage that only a CAM reads (conv1, fire2, fire3): the CAM multiplies its input itself, so b
+  cannot leave it, but the scale goes into the conv before the ReLU and b into the CAM (ShiftedContextAggregation):
+  the CAM reads r = ReLU(a * z), its max-pools pass b into its first 1x1 conv's bias, and its gate multiplies
+  r + b. Why it matters: left as a BN, the CAM's pools read a float tensor, so onnxruntime's INT8 graph ran them as
+  plain NCHW float pools (26.6 of 65 ms a frame in its profiler) and SqueezeSegV2 int8 ran slower than fp32
+  there; with the pools reading the conv's quantised ReLU output they run as uint8 NhwcMaxPool.
+What stays: the BNs that reach the padded conv14 through the last skip addition (fire_deconv13, conv1_skip). For the
+paper's SqueezeSegV2 with positive scales (the bundled weights), 24 of the 26 BNs fold and 2 stay; with some
+negative scale, 17 fold.
 tests/test_deploy_export.py checks the folded network against the original, border pixels included.
 """
 
@@ -58,9 +64,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from squeeze.fire import ConvReLU, Fire, FireDeconv
+from squeeze.fire import ContextAggregation, ConvReLU, Fire, FireDeconv
 
-__all__ = ["SQUEEZE_STYLES", "ConvMax", "FoldResult", "count_batch_norms", "fold_post_relu_batch_norm"]
+__all__ = ["SQUEEZE_STYLES", "ConvMax", "FoldResult", "ShiftedContextAggregation", "count_batch_norms",
+           "fold_post_relu_batch_norm"]
 
 SQUEEZE_STYLES = ("max", "ones_channel")  # how a Fire squeeze's BN folds (module docstring); the first is the default
 
@@ -89,6 +96,29 @@ class ConvMax(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.maximum(self.conv(x), self.floor)
+
+
+class ShiftedContextAggregation(nn.Module):
+    """A CAM whose input's post-ReLU BN (y = r + b, r = ReLU(a * z), a > 0) is folded into it: it reads r.
+
+    y * sigmoid(gate(maxpool(y))) with maxpool(r + b) = maxpool(r) + b (a constant per channel passes a max-pool;
+    its -inf padding never wins), so b goes into the first 1x1 conv's bias and the product is (r + b) * gate.
+    Same submodule names as ContextAggregation, so the layers keep their names (cam1.squeeze) in the export.
+    (B, C, H, W) -> (B, C, H, W)."""
+
+    def __init__(self, cam: ContextAggregation, shift: Tensor) -> None:
+        super().__init__()
+        if shift.shape != (cam.excite.out_channels,):
+            raise ValueError(f"shift must have one value per channel ({cam.excite.out_channels}), "
+                             f"got shape {tuple(shift.shape)}")
+        self.pool_rows, self.pool_cols = cam.pool_rows, cam.pool_cols
+        self.squeeze, self.excite = cam.squeeze, cam.excite
+        _shift_into(self.squeeze, shift)
+        self.register_buffer("shift", shift.detach().clone().view(1, -1, 1, 1))
+
+    def forward(self, r: Tensor) -> Tensor:
+        gate = self.excite(torch.relu(self.squeeze(self.pool_cols(self.pool_rows(r)))))
+        return (r + self.shift) * torch.sigmoid(gate)
 
 
 def count_batch_norms(model: nn.Module) -> int:
@@ -211,7 +241,10 @@ def fold_post_relu_batch_norm(model: nn.Module, squeeze_style: str = SQUEEZE_STY
     #    into the conv before the ReLU, the shift into those 1x1 convs' biases.
     if stages and decoder:
         _fold_through_skips(out, stages, decoder)
-    # 3. Every Fire / FireDeconv squeeze BN, in the chosen style (the list first: "max" replaces the squeezes).
+    # 3. A BN with every a > 0 that only a CAM reads: the scale into the conv before the ReLU, the shift into the CAM.
+    if stages:
+        _fold_into_cams(out, stages)
+    # 4. Every Fire / FireDeconv squeeze BN, in the chosen style (the list first: "max" replaces the squeezes).
     fires = [m for m in out.modules() if isinstance(m, Fire | FireDeconv) and isinstance(m.squeeze, ConvReLU)]
     for fire in fires:
         if fire.squeeze.bn is not None and not fire.squeeze.bn_before_relu:
@@ -287,6 +320,23 @@ def _fold_through_skips(model: nn.Module, stages: list[Any], decoder: tuple[tupl
         for conv in consumers:
             _shift_into(conv, b)
         _drop_post_bn(module)
+
+
+@torch.no_grad()
+def _fold_into_cams(model: nn.Module, stages: list[Any]) -> None:
+    """Fold the post-ReLU BN of each main-path stage that only a CAM reads (not a skip: the CAM after it takes its
+    skip over; SqueezeSegV2's conv1, fire2 and fire3) into that CAM (ShiftedContextAggregation), where every a > 0."""
+    for stage, nxt in zip(stages, stages[1:], strict=False):
+        module, cam = getattr(model, stage.name), getattr(model, nxt.name)
+        bn = _post_bn(module)
+        if bn is None or stage.skip or not isinstance(cam, ContextAggregation):
+            continue
+        a, b = _affine(bn)
+        if not bool((a > 0).all()):
+            continue
+        _scale_back(module, a)
+        _drop_post_bn(module)
+        setattr(model, nxt.name, ShiftedContextAggregation(cam, b))
 
 
 def describe(result: FoldResult) -> dict[str, Any]:

@@ -18,7 +18,7 @@ pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from deploy.export import ExportReport, export_onnx  # noqa: E402
-from deploy.fold import ConvMax, fold_post_relu_batch_norm  # noqa: E402
+from deploy.fold import ConvMax, ShiftedContextAggregation, fold_post_relu_batch_norm  # noqa: E402
 from deploy.formats import FORMATS, format_of_path, get_format, load_predictor  # noqa: E402
 from deploy.runtimes.onnxruntime import OnnxDetector, OnnxNetwork, OnnxSegmenter  # noqa: E402
 from deploy.sidecar import Sidecar, anchor_grid, read_sidecar  # noqa: E402
@@ -258,8 +258,8 @@ def test_max_style_handles_negative_and_zero_scales_without_a_channel():
 
 def test_positive_batch_norm_scales_fold_through_pools_and_skip_additions():
     """With every BN scale > 0 (trained weights) the decoder's BNs fold too: the scale into the conv before the ReLU,
-    the shift through max-pools and skip additions into 1x1 convs. 21 of 26 go; the CAM inputs and the last skip
-    addition (into the padded conv14) keep theirs."""
+    the shift through max-pools and skip additions into 1x1 convs, or into the CAM that reads it. 24 of 26 go; the
+    two read through the last skip addition (into the padded conv14) keep theirs."""
     from squeezeseg.squeezeseg_v2 import SqueezeSegV2, SqueezeSegV2Config
 
     torch.manual_seed(0)
@@ -270,9 +270,10 @@ def test_positive_batch_norm_scales_fold_through_pools_and_skip_additions():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.weight.abs_().add_(0.1)
     result = fold_post_relu_batch_norm(model)
-    assert (result.folded, result.remaining) == (21, 5)
+    assert (result.folded, result.remaining) == (24, 2)
     left = sorted(n for n, m in result.model.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
-    assert left == ["conv1.bn", "conv1_skip.bn", "fire2.expand.bn", "fire3.expand.bn", "fire_deconv13.expand.bn"]
+    assert left == ["conv1_skip.bn", "fire_deconv13.expand.bn"]
+    assert all(isinstance(getattr(result.model, n), ShiftedContextAggregation) for n in ("cam1", "cam2", "cam3"))
     x, mask = torch.randn(2, 5, SEG_H, SEG_W), torch.rand(2, SEG_H, SEG_W) > 0.3
     with torch.no_grad():
         assert float((model.logits(x, mask) - result.model.logits(x, mask)).abs().max()) < 2e-5
