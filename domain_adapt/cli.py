@@ -51,6 +51,11 @@ def add_sim_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
                    help="street generator: 'kitti' (KITTI's object density; ground height, slopes and roughness "
                         "drawn per scene) or 'dense' (the earlier, denser world on a flat road that the bundled "
                         "models were trained on and the learning bars measured on) (default: %(default)s)")
+    p.add_argument("--clutter", type=float, default=0.0, metavar="P",
+                   help="street clutter: garages, fences and garden walls, wheelie bins, each chance for one (a gap "
+                        "between buildings, a front garden) taken with probability P in [0, 1]; objects a car's "
+                        "size that are not cars (default: %(default)s, none: the worlds the bundled models were "
+                        "trained on)")
     p.add_argument("--sequence", action="store_true",
                    help="one street driven through at 10 Hz: the ego and the traffic move between frames, "
                         "instance ids stay stable (for tracking); ego poses in training/pose/")
@@ -260,7 +265,8 @@ def run_sim(args: argparse.Namespace) -> int:
                        intensity=not args.no_intensity, azimuth_steps=args.azimuth_steps,
                        progress=not getattr(args, "quiet", False), sensor_profile=profile,
                        workers=getattr(args, "workers", 1), frame_range=frame_range,
-                       world=getattr(args, "world", "kitti"), laser_geometry=geometry)
+                       world=getattr(args, "world", "kitti"), laser_geometry=geometry,
+                       clutter=getattr(args, "clutter", 0.0))
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(summary.labels.items())) or "no labelled objects"
     part = "" if frame_range is None else f" (frames {frame_range[0]}..{frame_range[1] - 1} of {args.frames})"
     print(f"wrote {summary.frames} frames{part} to {summary.out_dir} ({summary.points_mean:.0f} points per scan "

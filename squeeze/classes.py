@@ -53,6 +53,8 @@ POINT_CLASS_IDS: dict[str, int] = {
     "pole": 14,  # lamp posts and sign posts
     "traffic_sign": 15,
     "terrain": 16,  # grass beside the road
+    "fence": 17,  # fences and garden walls
+    "other_object": 18,  # bins and other movable things that are none of the classes above
 }
 POINT_CLASS_TO_SEGMENTATION: dict[int, int] = {1: 1, 4: 1, 2: 2, 3: 3}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from domain_adapt.sim.clutter import Clutter, front_clutter, gap_clutter
 from domain_adapt.sim.materials import FACADE_COLORS, MATERIAL_IDS, material_color, tint
 from domain_adapt.sim.mesh import MeshBuilder
 from domain_adapt.sim.road import RoadLayout, StreetChunks, place, strip
@@ -107,9 +108,11 @@ def _facade_paint(rng: np.random.Generator) -> tuple[np.ndarray, float]:
     return color, float(np.clip(rng.normal(0.38, 0.08), 0.15, 0.7))
 
 
-def building_row(rng: np.random.Generator, chunks: StreetChunks, side: int, sgn: int, residential: bool) -> None:
+def building_row(rng: np.random.Generator, chunks: StreetChunks, side: int, sgn: int, residential: bool,
+                 clutter: Clutter | None = None) -> None:
     """Buildings along one side of the street (0 right, sgn -1; 1 left, +1), with vegetated gaps between
-    them, leaving the crossing street free. Residential streets have lower houses, set back, more gaps."""
+    them, leaving the crossing street free. Residential streets have lower houses, set back, more gaps. With
+    `clutter`, gaps and front gardens get garages, fences and bins (domain_adapt.sim.clutter, its own draws)."""
     layout = chunks.layout
     line = layout.edge(side) + layout.sidewalk[side]  # building line before setback
     cross, ch = layout.crossing, layout.cross_half
@@ -119,13 +122,16 @@ def building_row(rng: np.random.Generator, chunks: StreetChunks, side: int, sgn:
             s = cross + ch + 4.0
             continue
         if rng.random() < (0.35 if residential else 0.15):
-            s += _vegetation_gap(rng, chunks, s, sgn, line)
+            gap = _vegetation_gap(rng, chunks, s, sgn, line)
+            if clutter is not None:
+                gap_clutter(chunks.at(s + gap / 2), clutter, layout, s, gap, sgn, line, layout.curb)
+            s += gap
             continue
         width = _building_width(rng, layout, s, residential)
         if width is None:  # no room left before the crossing street
             s = cross + ch + 4.0
             continue
-        s += _building(rng, chunks, s, width, sgn, line, residential)
+        s += _building(rng, chunks, s, width, sgn, line, residential, clutter)
 
 
 def _vegetation_gap(rng: np.random.Generator, chunks: StreetChunks, s: float, sgn: int, line: float) -> float:
@@ -156,7 +162,7 @@ def _building_width(rng: np.random.Generator, layout: RoadLayout, s: float, resi
 
 
 def _building(rng: np.random.Generator, chunks: StreetChunks, s: float, width: float, sgn: int, line: float,
-              residential: bool) -> float:
+              residential: bool, clutter: Clutter | None = None) -> float:
     """One building of frontage `width` from s on, behind the building line |d| = line (maybe set back, with a
     hedge in the front garden). Returns how far the next building starts (width plus an alley)."""
     layout = chunks.layout
@@ -179,6 +185,8 @@ def _building(rng: np.random.Generator, chunks: StreetChunks, s: float, width: f
         col = tint(rng, material_color("foliage"), 0.15)
         chunks.at(s + width / 2).add(place(layout, hv, s + 0.3, hd, layout.curb), ht, "foliage", "vegetation",
                                      0, col)
+    if clutter is not None and setback > 1.0:  # a front garden: a fence on its street side, bins
+        front_clutter(chunks.at(s + width / 2), clutter, layout, s, width, sgn, line, layout.curb)
     return width + (0.0 if rng.random() < 0.6 else rng.uniform(0.5, 3.0))
 
 

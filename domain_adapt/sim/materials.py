@@ -51,6 +51,9 @@ MATERIALS: tuple[Material, ...] = (
     Material("cloth", 0.28, (0.20, 0.20, 0.20), texture=0.08),  # per-person colour
     Material("skin", 0.40, (0.55, 0.38, 0.28), texture=0.02),
     Material("ego", 0.0, (0.05, 0.05, 0.05), drop=1.0, texture=0.0),  # the LiDAR's own car
+    # street clutter (domain_adapt.sim.clutter); appended, so the ids above stay those of the written scans
+    Material("wood", 0.30, (0.30, 0.20, 0.11), texture=0.30),  # board fences
+    Material("plastic", 0.15, (0.03, 0.05, 0.04), texture=0.02),  # wheelie bins; per-bin colour and reflectance
 )
 MATERIAL_IDS: dict[str, int] = {m.name: i for i, m in enumerate(MATERIALS)}
 

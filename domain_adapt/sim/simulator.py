@@ -67,9 +67,10 @@ def with_profiled_lasers(lidar: LidarConfig, profile: SensorProfile) -> LidarCon
 
 def sim_config(sequence: bool = False, intensity: bool = True, azimuth_steps: int | None = None,
                sensor_profile: SensorProfile | None = None, world: str = "kitti",
-               laser_geometry: SensorProfile | None = None) -> SimConfig:
+               laser_geometry: SensorProfile | None = None, clutter: float = 0.0) -> SimConfig:
     """The default simulation with the command line's switches applied. `laser_geometry`: take only the lasers'
-    measured elevations and origin heights from this profile (not its intensities or ray drop)."""
+    measured elevations and origin heights from this profile (not its intensities or ray drop). `clutter`: the
+    street clutter density of the world (WorldConfig.clutter; 0, none, keeps the preset's worlds as they were)."""
     lidar = hdl64e(intensity=intensity)
     if laser_geometry is not None:
         if laser_geometry.elevations_deg is None:
@@ -82,7 +83,10 @@ def sim_config(sequence: bool = False, intensity: bool = True, azimuth_steps: in
         raise ValueError("a sensor profile maps intensities; it cannot be used with the intensity channel off")
     if sensor_profile is not None and sensor_profile.elevations_deg is not None:
         lidar = with_profiled_lasers(lidar, sensor_profile)
-    return SimConfig(sequence=sequence, world=world_preset(world), lidar=lidar, sensor_profile=sensor_profile)
+    if not 0.0 <= clutter <= 1.0:
+        raise ValueError(f"clutter must be in [0, 1], got {clutter}")
+    return SimConfig(sequence=sequence, world=replace(world_preset(world), clutter=float(clutter)), lidar=lidar,
+                     sensor_profile=sensor_profile)
 
 
 @dataclass

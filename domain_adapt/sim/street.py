@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from domain_adapt.sim.buildings import building_row, street_end
+from domain_adapt.sim.clutter import Clutter
 from domain_adapt.sim.mesh import MeshData
 from domain_adapt.sim.road import RoadLayout, StreetChunks, road_surface
 from domain_adapt.sim.roadside import Obstacle, street_furniture
@@ -22,8 +23,10 @@ class Chunk:
     radius: float  # m, half the bounding box diagonal
 
 
-def build_static(rng: np.random.Generator, layout: RoadLayout) -> tuple[list[Chunk], list[Obstacle]]:
-    """Road, markings, curbs, sidewalks, terrain, buildings and street furniture, cut into chunks along s.
+def build_static(rng: np.random.Generator, layout: RoadLayout,
+                 clutter: Clutter | None = None) -> tuple[list[Chunk], list[Obstacle]]:
+    """Road, markings, curbs, sidewalks, terrain, buildings and street furniture, cut into chunks along s; with
+    `clutter`, garages, fences and bins too (domain_adapt.sim.clutter).
 
     Returns the non-empty chunks and the (s, d, radius) obstacles on the sidewalks (trees, poles) that
     standing pedestrians must avoid.
@@ -33,7 +36,7 @@ def build_static(rng: np.random.Generator, layout: RoadLayout) -> tuple[list[Chu
     residential = rng.random() < 0.45
     obstacles: list[Obstacle] = []
     for side, sgn in ((0, -1), (1, 1)):
-        building_row(rng, chunks, side, sgn, residential)
+        building_row(rng, chunks, side, sgn, residential, clutter)
         obstacles += street_furniture(rng, chunks, side, sgn)
     for end in (0, 1):
         street_end(rng, chunks, end)

@@ -149,10 +149,10 @@ def simulate(out_dir: str | Path, frames: int, seed: int, sequence: bool = False
              azimuth_steps: int | None = None, progress: bool = True,
              config: SimConfig | None = None, sensor_profile: SensorProfile | None = None,
              workers: int = 1, frame_range: tuple[int, int] | None = None, world: str = "kitti",
-             laser_geometry: SensorProfile | None = None) -> SimSummary:
+             laser_geometry: SensorProfile | None = None, clutter: float = 0.0) -> SimSummary:
     """Simulate `frames` KITTI-format frames from `seed` into `out_dir` (layout in the module docstring).
 
-    `config` overrides sequence / intensity / azimuth_steps / sensor_profile / laser_geometry when given. The
+    `config` overrides sequence / intensity / azimuth_steps / sensor_profile / laser_geometry / clutter when given. The
     folder may be new, empty or a previous simulate() output holding only simulated files (it is replaced as a
     whole); any other non-empty folder is refused so that real data is never overwritten. The folder appears
     only once complete.
@@ -170,7 +170,8 @@ def simulate(out_dir: str | Path, frames: int, seed: int, sequence: bool = False
     if not first < stop <= frames:
         raise ValueError(f"frame range {first}..{stop - 1} is not a non-empty part of frames 0..{frames - 1}")
     cfg = config or sim_config(sequence=sequence, intensity=intensity, azimuth_steps=azimuth_steps,
-                               sensor_profile=sensor_profile, world=world, laser_geometry=laser_geometry)
+                               sensor_profile=sensor_profile, world=world, laser_geometry=laser_geometry,
+                               clutter=clutter)
     out = Path(out_dir)
     target = Path(os.path.realpath(out))  # "." and symlinks: rename the folder itself, beside it
     output.check_out_dir(target)
