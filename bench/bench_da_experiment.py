@@ -9,7 +9,8 @@ evaluation set kitti_mini's three real scans (the same scans: said so in table.m
 held-out simulated frames (seed 1001), as simulated. `--small` runs two rows for a
 few seconds each: a smoke test of the pipeline, not a measurement. Exits 1 when a bar is missed.
 
-    .venv/bin/python bench/bench_da_experiment.py --out outputs/bench_da [--small] [--laser-geometry] [--rows R,..]
+    .venv/bin/python bench/bench_da_experiment.py --out outputs/bench_da [--small] [--laser-geometry] [--clutter P]
+        [--rows R,..]
 """
 
 from __future__ import annotations
@@ -27,15 +28,18 @@ KITTI_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_mi
 BUDGET_MIN = 90.0
 
 
-def simulation_config(target: Path):
-    """The default simulation with the target sensor's lasers: elevations and origin heights fitted on its scans."""
+def simulation_config(target: Path | None, clutter: float = 0.0):
+    """The default simulation with `clutter` (WorldConfig.clutter) and, given a target, the target sensor's lasers:
+    elevations and origin heights fitted on its scans."""
     from domain_adapt.readers import find_scans, read_scan
     from domain_adapt.sensor_profile import SensorProfile, calibrate_sensor
     from domain_adapt.sim.simulator import sim_config
 
+    if target is None:
+        return sim_config(clutter=clutter)
     profile = calibrate_sensor((read_scan(f) for f in find_scans(target)), source=str(target))
     # through the profile's JSON, so `squeeze sim --laser-geometry` with `calibrate-sensor`'s file gives the same
-    return sim_config(laser_geometry=SensorProfile.from_json(profile.to_json()))
+    return sim_config(laser_geometry=SensorProfile.from_json(profile.to_json()), clutter=clutter)
 
 
 def main() -> int:
@@ -52,11 +56,13 @@ def main() -> int:
                     help="simulate the source and the held-out simulated frames with the target sensor's laser "
                          "geometry (elevations and origin heights measured on the target scans, "
                          "sensor_profile.laser_geometry) instead of the simulator's evenly spaced lasers")
+    ap.add_argument("--clutter", type=float, default=0.0,
+                    help="street clutter in the simulated source (`squeeze sim --clutter`; default: 0, none)")
     ap.add_argument("--rows", default=None, help="comma-separated rows to run (default: all)")
     args = ap.parse_args()
     started = time.perf_counter()
-    sim = simulation_config(args.target) if args.laser_geometry else None
-    suffix = "_geometry" if args.laser_geometry else ""
+    sim = simulation_config(args.target if args.laser_geometry else None, args.clutter)
+    suffix = ("_geometry" if args.laser_geometry else "") + (f"_clutter{args.clutter:g}" if args.clutter else "")
     source = args.source
     if source is None:
         from domain_adapt.sim import simulate

@@ -1,9 +1,9 @@
 """Street clutter: garages and sheds, fences and garden walls, wheelie bins.
 
-Real streets are lined with objects a car's size and shape that are not cars. On KITTI's scans the sim-trained
-segmenter painted exactly these as car (docs/domain_adaptation.md, "Where the false positives sit"): a row of
-2.4 m garages, a wooden fence, wheelie bins, a trailer. The simulator's street had none of them (facades 3.3 m and
-taller, hedges, trees), so nothing taught the network that a smooth box 1-2.5 m tall beside the road can be
+Real streets are lined with objects a car's size and shape that are not cars. On kitti_mini's scans the
+sim-trained segmenter painted exactly these as car (docs/domain_adaptation.md, "Street clutter"): a row of 2.4 m
+garages, a board fence, a trailer, the low parts of a plaza. The simulator's street had none of them (facades 3.3 m
+and taller, hedges, trees), so nothing taught the network that a smooth box 1-2.5 m tall beside the road can be
 background. Sizes are those of German residential streets (Karlsruhe, where KITTI drove): single garages 2.6-3.2 m
 wide and 2.2-2.9 m tall; fences and garden walls 0.8-2.0 m; 120-240 l wheelie bins 0.48-0.58 m wide, 0.55-0.74 m
 deep, 0.93-1.07 m tall.
