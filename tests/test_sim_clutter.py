@@ -16,6 +16,7 @@ from domain_adapt.sim.clutter import Clutter, bins, fence, garage_row
 from domain_adapt.sim.materials import CLASS_IDS
 from domain_adapt.sim.mesh import MeshBuilder
 from domain_adapt.sim.road import sample_layout
+from domain_adapt.sim.simulator import sim_config
 from squeeze.classes import POINT_CLASS_TO_SEGMENTATION, map_ids
 
 
@@ -91,7 +92,9 @@ def test_clutter_adds_to_a_world_and_changes_nothing_else():
     for name in ("road", "sidewalk", "vegetation", "pole", "terrain"):
         assert after.get(CLASS_IDS[name]) == before.get(CLASS_IDS[name]), name
     with pytest.raises(ValueError, match=r"clutter must be in \[0, 1\], got 1.5"):
-        world.generate_world(np.random.default_rng(7), 0.0, replace(config, clutter=1.5))
+        replace(config, clutter=1.5)
+    with pytest.raises(ValueError, match=r"clutter must be in \[0, 1\], got -0.1"):
+        sim_config(clutter=-0.1)
 
 
 def test_sim_command_takes_clutter():

@@ -83,8 +83,6 @@ def sim_config(sequence: bool = False, intensity: bool = True, azimuth_steps: in
         raise ValueError("a sensor profile maps intensities; it cannot be used with the intensity channel off")
     if sensor_profile is not None and sensor_profile.elevations_deg is not None:
         lidar = with_profiled_lasers(lidar, sensor_profile)
-    if not 0.0 <= clutter <= 1.0:
-        raise ValueError(f"clutter must be in [0, 1], got {clutter}")
     return SimConfig(sequence=sequence, world=replace(world_preset(world), clutter=float(clutter)), lidar=lidar,
                      sensor_profile=sensor_profile)
 

@@ -69,6 +69,10 @@ class WorldConfig:
     # were trained on. Its draws come from a generator of its own, so the rest of a world is the same either way.
     clutter: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.clutter <= 1.0:
+            raise ValueError(f"clutter must be in [0, 1], got {self.clutter}")
+
 
 def kitti_world() -> WorldConfig:
     """The default: KITTI-like city and residential streets."""
@@ -252,8 +256,6 @@ def generate_world(rng: np.random.Generator, duration: float = 0.0,
     cfg = config or kitti_world()
     ego_speed = float(rng.uniform(*cfg.ego_speed)) if duration > 0 else 0.0
     layout = sample_layout(rng, cfg.margin, ego_speed * duration)
-    if not 0.0 <= cfg.clutter <= 1.0:
-        raise ValueError(f"clutter must be in [0, 1], got {cfg.clutter}")
     clutter = Clutter(rng.spawn(1)[0], cfg.clutter) if cfg.clutter > 0 else None  # spawning draws nothing
     chunks, obstacles = build_static(rng, layout, clutter)
     ego_lane = int(rng.integers(layout.lanes))  # 0 = innermost right-hand lane
