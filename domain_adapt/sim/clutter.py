@@ -1,4 +1,4 @@
-"""Street clutter: garages and sheds, fences and garden walls, wheelie bins.
+"""Street clutter: garages, fences and garden walls, wheelie bins.
 
 Real streets are lined with objects a car's size and shape that are not cars. On kitti_mini's scans the
 sim-trained segmenter painted exactly these as car (docs/domain_adaptation.md, "Street clutter"): a row of 2.4 m
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from domain_adapt.sim.materials import FACADE_COLORS, material_color, tint
+from domain_adapt.sim.materials import FACADE_COLORS, MATERIAL_IDS, MATERIALS, material_color, tint
 from domain_adapt.sim.mesh import MeshBuilder
 from domain_adapt.sim.road import RoadLayout, place
 from domain_adapt.sim.shapes import box_mesh
@@ -42,8 +42,8 @@ class Clutter:
 def garage_row(parts: MeshBuilder, clutter: Clutter, layout: RoadLayout, s: float, length: float, sgn: int,
                line: float, z: float) -> float:
     """Single garages side by side from s along the building line |d| = line (side sgn), their doors to the
-    street, within `length` m. Each is a flat-roofed box 2.2-2.9 m tall, 5.5-6.5 m deep, with its door recessed
-    0.1 m. Returns the frontage used (0 when not even one fits)."""
+    street, within `length` m. Each is a flat-roofed box 2.2-2.9 m tall, 5.5-6.5 m deep, its metal door a 0.1 m
+    slab on the street side. Returns the frontage used (0 when not even one fits)."""
     rng = clutter.rng
     height, depth = rng.uniform(2.2, 2.9), rng.uniform(5.5, 6.5)
     color = FACADE_COLORS[rng.integers(len(FACADE_COLORS))] * rng.uniform(0.9, 1.3)
@@ -54,7 +54,7 @@ def garage_row(parts: MeshBuilder, clutter: Clutter, layout: RoadLayout, s: floa
         if used + width > length:
             return used
         u = s + used
-        # local (x along the road, y away from it), placed at d = sgn * line; y < 0 mirrors on the left side
+        # local (x along the road, y away from it); _add mirrors y onto the right side (sgn -1)
         v, t = box_mesh((0.0, 0.1, 0.0), (width, depth, height))  # the body behind its door plane
         _add(parts, layout, v, t, u, sgn, line, z, "facade", "building", color, refl)
         door_w = width - 0.5
@@ -73,7 +73,7 @@ def fence(parts: MeshBuilder, clutter: Clutter, layout: RoadLayout, s: float, le
     height = rng.uniform(0.8, 2.0)
     v, t = box_mesh((0.0, 0.0, 0.0), (length, thick, height))
     color = tint(rng, material_color(material), 0.2)
-    refl = float(np.clip(rng.normal(_REFLECTANCE[material], 0.08), 0.03, 0.8))
+    refl = float(np.clip(rng.normal(MATERIALS[MATERIAL_IDS[material]].reflectance, 0.08), 0.03, 0.8))
     _add(parts, layout, v, t, s, sgn, line, z, material, "fence", color, refl)
 
 
@@ -115,8 +115,6 @@ def gap_clutter(parts: MeshBuilder, clutter: Clutter, layout: RoadLayout, s: flo
     if clutter.chance():
         bins(parts, clutter, layout, s + clutter.rng.uniform(0.0, max(0.1, gap - 2.5)), sgn, line, z)
 
-
-_REFLECTANCE = {"wood": 0.30, "concrete": 0.40, "metal": 0.40}
 
 
 def _add(parts: MeshBuilder, layout: RoadLayout, v: np.ndarray, t: np.ndarray, s: float, sgn: int, line: float,
