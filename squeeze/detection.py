@@ -41,6 +41,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from squeeze.jit import njit
 from squeeze.predictor import Detections2D
 
 __all__ = [
@@ -248,6 +249,26 @@ def soft_nms(boxes: np.ndarray, scores: np.ndarray, sigma: float = 0.5, labels: 
 
 
 # ------------------------------------------------------------------------------------------------ whole pipeline
+@njit(cache=True)
+def _best_class(class_probs, confidence):
+    # Per anchor in one pass (numpy's product, argmax and gather took 0.25 of 0.68 ms on SqueezeDet's 16,848
+    # anchors): the first class with the largest class_prob * confidence (argmax's tie rule) and that product.
+    n, k = class_probs.shape
+    labels = np.zeros(n, np.int64)
+    probs = np.empty(n, class_probs.dtype)
+    for i in range(n):
+        best = class_probs[i, 0] * confidence[i]
+        label = 0
+        for c in range(1, k):
+            p = class_probs[i, c] * confidence[i]
+            if p > best:
+                best = p
+                label = c
+        labels[i] = label
+        probs[i] = best
+    return labels, probs
+
+
 def postprocess(deltas: np.ndarray, confidence: np.ndarray, class_probs: np.ndarray, anchors: np.ndarray,
                 image_w: float, image_h: float, *, exp_thresh: float = 1.0, top_n: int = 64,
                 prob_thresh: float = 0.005, nms_thresh: float = 0.4, final_threshold: float = 0.0,
@@ -268,9 +289,8 @@ def postprocess(deltas: np.ndarray, confidence: np.ndarray, class_probs: np.ndar
     n = deltas.shape[0]
     if np.shape(anchors) != (n, 4):
         raise ValueError(f"anchors must be ({n}, 4) to match the outputs, got {np.shape(anchors)}")
-    scored = class_probs * confidence[:, None]  # (N, K)
-    labels = scored.argmax(axis=1)  # best class per anchor
-    probs = np.take_along_axis(scored, labels[:, None], axis=1)[:, 0]
+    dtype = np.result_type(class_probs.dtype, confidence.dtype, np.float32)
+    labels, probs = _best_class(np.ascontiguousarray(class_probs, dtype), np.ascontiguousarray(confidence, dtype))
     k = n if top_n <= 0 else min(top_n, n)
     if k < n:
         top = np.sort(np.argpartition(-probs, k - 1)[:k])  # index order first, so ties keep it

@@ -266,6 +266,17 @@ def test_postprocess_picks_each_anchors_best_class():
     assert det.classes.tolist() == [0, 1] and det.scores.tolist() == pytest.approx([0.6, 0.35])
 
 
+
+def test_postprocess_best_class_takes_the_first_of_equal_scores():
+    """Ties (equal class_prob * confidence) go to the lower class, as numpy's argmax has it; the score is the
+    product in the outputs' precision."""
+    anchors = grid_anchors(1, 3, 300, 50, 20)
+    class_probs = np.array([[0.25, 0.5, 0.5], [0.4, 0.4, 0.2], [0.1, 0.2, 0.7]], np.float32)
+    confidence = np.array([0.5, 1.0, 0.3], np.float32)
+    det = postprocess(np.zeros((3, 4), np.float32), confidence, class_probs, anchors, 300, 50, nms_thresh=1.0)
+    assert det.classes.tolist() == [0, 1, 2]
+    assert det.scores.tolist() == [np.float32(0.4), np.float32(0.25), np.float32(0.7) * np.float32(0.3)]
+
 @pytest.mark.slow
 def test_decode_and_nms_of_one_kitti_image_within_5_ms():
     n, k = 24 * 78 * 9, 3  # the SqueezeDet KITTI grid
