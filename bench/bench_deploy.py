@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy.bench import SETTLE_MS
+
 ROOT = Path(__file__).resolve().parents[1]
 SEG_V2 = ROOT / "squeezeseg" / "weights" / "squeezeseg_v2_sim.pt"
 DET = ROOT / "squeezedet" / "weights" / "squeezedet_sim.pt"
@@ -222,7 +224,8 @@ def prepare(work: Path, calib_frames: int, val_frames: int, names: tuple[str, ..
 
 
 # ------------------------------------------------------------------------------------------------- speed
-def speed(models: dict[str, dict], work: Path, runs: int, warmup: int) -> tuple[list, bool]:
+def speed(models: dict[str, dict], work: Path, runs: int, warmup: int, settle_ms: float = SETTLE_MS
+          ) -> tuple[list, bool]:
     from deploy.bench import bench, candidates, data_input, torch_candidate
     from deploy.sidecar import read_sidecar
 
@@ -240,7 +243,7 @@ def speed(models: dict[str, dict], work: Path, runs: int, warmup: int) -> tuple[
             cands += [_renamed(c, f"{name}_hand") for c in candidates(m["hand_fp32"], x) +
                       candidates(m["hand_int8"], x)]
         modes = ("network", "end_to_end") if name != "squeezeseg" else ("network",)
-        rows += bench(cands, runs=runs, warmup=warmup, modes=modes)
+        rows += bench(cands, runs=runs, warmup=warmup, modes=modes, settle_ms=settle_ms)
     for r in rows:
         emit({"name": f"{r.model}_{r.runtime}_{r.precision}_{r.mode}_fps", "value": r.fps, "unit": "FPS",
               "p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms, "runs": r.runs, "threads": r.threads,
@@ -364,6 +367,9 @@ def main() -> int:
     parser.add_argument("--val-frames", type=int, default=40)
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=8)
+    parser.add_argument("--settle-ms", type=float, default=SETTLE_MS,
+                        help=f"pause in ms before each timed call (default {SETTLE_MS:g}; 0: back to back, as a "
+                             "stream of frames arriving faster than the network runs)")
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--keep-worst", action="append", default=[], metavar="NAME=K",
                         help="keep the K most sensitive layers of network NAME in float in its INT8 model (default: "
@@ -380,7 +386,7 @@ def main() -> int:
         work = args.out or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         models = prepare(work, args.calib_frames, args.val_frames, tuple(args.models))
-        rows, ok = speed(models, work, args.runs, args.warmup)
+        rows, ok = speed(models, work, args.runs, args.warmup, args.settle_ms)
         from deploy.bench import bar_chart, format_table, write_json_lines
 
         print(format_table(rows), file=sys.stderr)
