@@ -97,7 +97,10 @@ class OpenVinoNetwork:
         """Inputs of batch B (any B >= 1) -> the outputs, batch B, in the sidecar's output order."""
         batch = len(next(iter(feeds.values())))
         if batch == 1:
-            results = self.request.infer({k: np.ascontiguousarray(v, self._dtypes[k]) for k, v in feeds.items()})
+            # Shared both ways (no copy in, none out): the call is synchronous, and the outputs are copied out below
+            # before the next call overwrites the request's buffers.
+            results = self.request.infer({k: np.ascontiguousarray(v, self._dtypes[k]) for k, v in feeds.items()},
+                                         share_inputs=True, share_outputs=True)
             return [np.array(results[o]) for o in self._outputs]
         items = [self.run({k: v[i:i + 1] for k, v in feeds.items()}) for i in range(batch)]
         return [np.concatenate(parts) for parts in zip(*items, strict=True)]
