@@ -93,20 +93,9 @@ def preprocess_image(rgb: np.ndarray, width: int, height: int, pixel_mean_bgr: S
 
     Means are subtracted before the bilinear resize, as the reference does.
     """
-    _check_rgb(rgb)
-    if len(pixel_mean_bgr) != 3:
-        raise ValueError(f"pixel_mean_bgr must hold 3 values (B, G, R), got {tuple(pixel_mean_bgr)}")
     h, w = rgb.shape[:2]
-    # Plane by plane, each resized straight into its slot of the (3, H, W) input: the same numbers as resizing the
-    # (H, W, 3) `network_image` and transposing it, without two full-size float copies (1.1 against 3.5 ms on a
-    # KITTI image here, most of it memory traffic).
-    out = np.empty((3, int(height), int(width)), np.float32)
-    planes = cv2.split(rgb)
-    for c, mean in enumerate(pixel_mean_bgr):
-        plane = planes[2 - c].astype(np.float32)  # BGR order from RGB planes
-        plane -= np.float32(mean)
-        cv2.resize(plane, (int(width), int(height)), dst=out[c], interpolation=cv2.INTER_LINEAR)
-    return out, (width / w, height / h)
+    image = cv2.resize(network_image(rgb, pixel_mean_bgr), (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(image.transpose(2, 0, 1)), (width / w, height / h)
 
 
 # ------------------------------------------------------------------------------------------------------- boxes

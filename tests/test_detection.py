@@ -9,7 +9,6 @@ import math
 import statistics
 import time
 
-import cv2
 import numpy as np
 import pytest
 
@@ -58,23 +57,6 @@ def test_preprocess_image_resizes_and_gives_the_scale():
     # Channel 0 is blue (0 - 103.939), channel 2 red (255 - 123.68), everywhere after the resize.
     np.testing.assert_allclose(inputs[0], -VGG_MEANS_BGR[0], rtol=1e-6)
     np.testing.assert_allclose(inputs[2], 255 - VGG_MEANS_BGR[2], rtol=1e-6)
-
-
-
-def test_preprocess_image_equals_resizing_the_network_image():
-    """The planar fast path gives the numbers of resizing `network_image` (what training feeds) and transposing."""
-    rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 256, (37, 61, 3), dtype=np.uint8)
-    means = (101.5, 17.25, 200.0)
-    for width, height in ((40, 5), (128, 48), (61, 37)):
-        inputs, scale = preprocess_image(rgb, width, height, means)
-        expected = cv2.resize(network_image(rgb, means), (width, height), interpolation=cv2.INTER_LINEAR)
-        np.testing.assert_array_equal(inputs, expected.transpose(2, 0, 1))
-        assert inputs.flags.c_contiguous and scale == (width / 61, height / 37)
-    with pytest.raises(ValueError, match="uint8 RGB"):
-        preprocess_image(rgb.astype(np.float32), 40, 5)
-    with pytest.raises(ValueError, match="3 values"):
-        preprocess_image(rgb, 40, 5, (1.0, 2.0))
 
 
 # ------------------------------------------------------------------------------------------------------- boxes
