@@ -248,7 +248,6 @@ def test_postprocess_picks_each_anchors_best_class():
     assert det.classes.tolist() == [0, 1] and det.scores.tolist() == pytest.approx([0.6, 0.35])
 
 
-
 def test_postprocess_best_class_takes_the_first_of_equal_scores():
     """Ties (equal class_prob * confidence) go to the lower class, as numpy's argmax has it; the score is the
     product in the outputs' precision."""
