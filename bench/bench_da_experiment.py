@@ -58,6 +58,9 @@ def main() -> int:
                          "sensor_profile.laser_geometry) instead of the simulator's evenly spaced lasers")
     ap.add_argument("--clutter", type=float, default=0.0,
                     help="street clutter in the simulated source (`squeeze sim --clutter`; default: 0, none)")
+    ap.add_argument("--intensity-jitter", default=None, metavar="GAIN,FLOOR",
+                    help="laser response jitter of the +jitter rows (SegDataConfig.intensity_jitter; default: "
+                         f"{','.join(f'{v:g}' for v in ExperimentConfig.intensity_jitter)})")
     ap.add_argument("--rows", default=None, help="comma-separated rows to run (default: all)")
     args = ap.parse_args()
     started = time.perf_counter()
@@ -84,7 +87,9 @@ def main() -> int:
         rows = tuple(r.strip() for r in args.rows.split(","))
     config = ExperimentConfig(steps_per_row=8 if args.small else args.steps_per_row,
                               source_frames=6 if args.small else args.source_frames,
-                              renderer_steps=5 if args.small else 400)
+                              renderer_steps=5 if args.small else 400,
+                              **({"intensity_jitter": tuple(float(v) for v in args.intensity_jitter.split(","))}
+                                 if args.intensity_jitter else {}))
     results = run_experiment(source, args.target, args.eval, args.out, rows, init, config, source_eval)
     minutes = (time.perf_counter() - started) / 60
     for r in results:

@@ -27,6 +27,18 @@ def _shard(text: str) -> tuple[int, int]:
     return k, m
 
 
+def _gain_floor(text: str) -> tuple[float, float]:
+    """argparse type for GAIN,FLOOR: GAIN >= 1, FLOOR >= 0 (1,0 turns the laser response jitter off)."""
+    parts = text.split(",")
+    try:
+        gain, floor = (float(x) for x in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        gain = floor = None
+    if gain is None or floor is None or gain < 1 or floor < 0:
+        raise argparse.ArgumentTypeError(f"must be GAIN,FLOOR with GAIN >= 1 and FLOOR >= 0 (e.g. 2,0.15), got {text!r}")
+    return gain, floor
+
+
 def add_sim_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the `sim` command on an argparse subparsers object and return its parser."""
     p = subparsers.add_parser(
@@ -135,7 +147,8 @@ def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
 
     r = sub.add_parser("run", help="the sim-to-real ablation: every adaptation step alone and together",
                        description="Train the ablation rows (none / +profile / +intensity / +ray-drop / +alignment / "
-                                   "+calibration / all, SqueezeSegV2; SqueezeSeg all) on labelled SOURCE scans, "
+                                   "+calibration / +jitter / +jitter+calibration / all, SqueezeSegV2; SqueezeSeg "
+                                   "all) on labelled SOURCE scans, "
                                    "adapting to unlabelled TARGET scans, and evaluate each on labelled real "
                                    "EVAL scans. Writes table.md, results.json and ablation.png.")
     r.add_argument("--source", type=Path, required=True, metavar="SIM",
@@ -149,7 +162,7 @@ def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
                         "what adaptation costs on the source (default: none)")
     r.add_argument("--rows", nargs="+", default=None, metavar="ROW",
                    help="rows to run (default: all: none +profile +intensity +ray-drop +alignment +calibration "
-                        "all 'SqueezeSeg all')")
+                        "+jitter +jitter+calibration all 'SqueezeSeg all')")
     r.add_argument("--init", type=Path, default=None, metavar="CKPT",
                    help="source-trained SqueezeSegV2 every V2 row fine-tunes from (default: the bundled "
                         "squeezeseg_v2_sim.pt)")
@@ -162,6 +175,9 @@ def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
                    help="the renderer's per-ring bias, as `da intensity train --rings` (default: %(default)s)")
     r.add_argument("--align-weight", type=float, default=1.0, help="correlation alignment weight (default: "
                                                                    "%(default)s)")
+    r.add_argument("--jitter", type=_gain_floor, default=(2.0, 0.15), metavar="GAIN,FLOOR",
+                   help="laser response jitter of the +jitter rows: each training scan's lasers get gains drawn in "
+                        "[1/GAIN, GAIN], and returns under a floor drawn in [0, FLOOR] read 0 (default: 2,0.15)")
     r.add_argument("--threads", type=int_at_least(1), default=2, help="torch threads (default: %(default)s)")
     r.set_defaults(run=run_experiment_command)
     return p
@@ -211,7 +227,7 @@ def run_experiment_command(args: argparse.Namespace) -> int:
         from squeezeseg.predict import SIM_WEIGHTS as init
     config = ExperimentConfig(steps_per_row=args.steps_per_row, source_frames=args.source_frames,
                               renderer_steps=args.renderer_steps, renderer_rings=args.renderer_rings,
-                              align_weight=args.align_weight,
+                              align_weight=args.align_weight, intensity_jitter=args.jitter,
                               threads=args.threads)
     results = run_experiment(args.source, args.target, args.eval, args.out, tuple(args.rows or ROW_NAMES), init,
                              config, args.source_eval)

@@ -8,6 +8,9 @@ Rows (SqueezeSegV2 unless said; reference/tools.md (b) has the paper's version o
     +ray-drop     returns dropped by the model learned on the target scans (domain_adapt.ray_drop)
     +alignment    geodesic correlation alignment against the target scans (domain_adapt.alignment)
     +calibration  progressive domain calibration on the target scans (domain_adapt.calibration)
+    +jitter       laser response jitter in training: per-laser gains and a detection floor drawn for every scan
+                  (squeezeseg.data.jitter_laser_response); uses no target scans
+    +jitter+calibration  the two together (the bundled model's recipe)
     all           every step above
     SqueezeSeg all  the same, SqueezeSeg (no BatchNorm: calibration has nothing to do)
 
@@ -43,6 +46,7 @@ class Row:
     ray_drop: bool = False
     alignment: bool = False
     calibration: bool = False
+    response_jitter: bool = False
 
 
 ROWS = (
@@ -52,8 +56,11 @@ ROWS = (
     Row("+ray-drop", ray_drop=True),
     Row("+alignment", alignment=True),
     Row("+calibration", calibration=True),
-    Row("all", profile=True, intensity=True, ray_drop=True, alignment=True, calibration=True),
-    Row("SqueezeSeg all", model="squeezeseg_kitti", profile=True, intensity=True, ray_drop=True, alignment=True),
+    Row("+jitter", response_jitter=True),
+    Row("+jitter+calibration", calibration=True, response_jitter=True),
+    Row("all", profile=True, intensity=True, ray_drop=True, alignment=True, calibration=True, response_jitter=True),
+    Row("SqueezeSeg all", model="squeezeseg_kitti", profile=True, intensity=True, ray_drop=True, alignment=True,
+        response_jitter=True),
 )
 ROW_NAMES = tuple(r.name for r in ROWS)
 
@@ -71,6 +78,10 @@ class ExperimentConfig:
     lr: float = 5e-4
     threads: int = 2
     pose_jitter: tuple[float, float] = (0.0, 0.0)  # training augmentation (squeezeseg.data.SegDataConfig)
+    # (gain, floor) of the laser response jitter in the rows that use it (SegDataConfig.intensity_jitter). The
+    # spread of KITTI's lasers: ring medians 0.13-0.37 (a gain of about 2 either way) and 2-37% zeros per ring
+    # (sensor_profile on kitti_mini), where the simulated road's lowest decile reads under 0.11.
+    intensity_jitter: tuple[float, float] = (2.0, 0.15)
     bf16: bool = True  # bfloat16 autocast in training (domain_adapt.train.fine_tune_config)
     seed: int = 0
 
@@ -160,7 +171,9 @@ def run_experiment(source: Path, target: Path, evaluation: Path, out: Path, rows
             model_config = named_config(MODELS, row.model, use_crf=False)
             data_config = SegDataConfig(class_names=model_config.class_names)
             start_state = None
-        data_config = dataclasses.replace(data_config, flip=True, seed=config.seed, pose_jitter=config.pose_jitter)
+        data_config = dataclasses.replace(data_config, flip=True, seed=config.seed, pose_jitter=config.pose_jitter,
+                                          intensity_jitter=config.intensity_jitter if row.response_jitter
+                                          else (1.0, 0.0))
         source_set = RangeDataset(source, None, data_config)
         if config.source_frames is not None and config.source_frames < len(source_set):
             source_set.source.frame_ids = source_set.source.frame_ids[: config.source_frames]

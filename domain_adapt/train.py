@@ -166,8 +166,10 @@ class PairedDataset(Dataset):
 
 def target_dataset(target: str | Path, data_config: SegDataConfig, split: str | None = None) -> RangeDataset:
     """Unlabelled target scans as a dataset with the source's normalisation and projection (labels unused: a
-    KITTI folder without label_2 gives all-background labels, which nothing reads)."""
-    return RangeDataset(Path(target), split, dataclasses.replace(data_config, point_drop=0.0), train=True)
+    KITTI folder without label_2 gives all-background labels, which nothing reads). The target is real: no point
+    drop, pose or laser-response jitter (those make simulated scans vary like real ones); flips only."""
+    return RangeDataset(Path(target), split, dataclasses.replace(data_config, point_drop=0.0, pose_jitter=(0.0, 0.0),
+                                                                 intensity_jitter=(1.0, 0.0)), train=True)
 
 
 def fine_tune_config(steps: int, batch_size: int = 4, lr: float = 5e-4, seed: int = 0,

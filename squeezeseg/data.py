@@ -81,6 +81,11 @@ class SegDataConfig:
     # by up to the second, uniformly; (0, 0) = off. Mounting height and pitch differ between cars and over a drive,
     # and a model trained on one simulated pose paints real ground as car when it sits 10 cm off (issue 13).
     pose_jitter: tuple[float, float] = (0.0, 0.0)
+    # Laser response jitter (gain, floor): each ring's intensities are scaled by a gain drawn log-uniformly in
+    # [1/gain, gain], then returns below a floor drawn uniformly in [0, floor] read 0; (1, 0) = off. A real
+    # HDL-64E's lasers differ in gain (ring medians 0.13-0.37 on KITTI) and its dim ones read 0 on 19-37% of
+    # returns, dark road included; a simulator where only dark paint reads 0 teaches "0 = car" (issue 13).
+    intensity_jitter: tuple[float, float] = (1.0, 0.0)
     seed: int = 0  # augmentation seed; a sample's generator is seeded by (seed, epoch, index)
 
 
@@ -232,6 +237,21 @@ def jitter_sensor_pose(sample: RangeSample, rng: np.random.Generator, height: fl
     return RangeSample(sample.frame_id, raw, sample.mask, sample.labels, sample.pixel_of_point, sample.point_labels)
 
 
+def jitter_laser_response(sample: RangeSample, rng: np.random.Generator, gain: float, floor: float) -> RangeSample:
+    """The sample as a sensor with other laser gains would see it: each row's (laser's) intensities scaled by a
+    gain drawn log-uniformly in [1/gain, gain] and clipped to 1, then those below a floor drawn in [0, floor] set
+    to 0 (too weak to register). Geometry, mask and labels unchanged. A new sample."""
+    if gain < 1.0 or floor < 0.0:
+        raise ValueError(f"intensity jitter needs gain >= 1 and floor >= 0, got ({gain}, {floor})")
+    gains = np.exp(rng.uniform(-np.log(gain), np.log(gain), sample.raw.shape[0])).astype(np.float32)
+    cut = np.float32(rng.uniform(0.0, floor))
+    raw = sample.raw.copy()
+    intensity = np.minimum(raw[..., 3] * gains[:, None], np.float32(1.0))
+    intensity[intensity < cut] = 0.0
+    raw[..., 3] = np.where(sample.mask, intensity, 0.0)
+    return RangeSample(sample.frame_id, raw, sample.mask, sample.labels, sample.pixel_of_point, sample.point_labels)
+
+
 class RangeDataset(Dataset):
     """Range images with labels from any supported folder, as tensors for the segmentation models.
 
@@ -287,6 +307,8 @@ class RangeDataset(Dataset):
             sample = flip_sample(sample)
         if rng is not None and any(self.config.pose_jitter):
             sample = jitter_sensor_pose(sample, rng, *self.config.pose_jitter)
+        if rng is not None and self.config.intensity_jitter != (1.0, 0.0):
+            sample = jitter_laser_response(sample, rng, *self.config.intensity_jitter)
         return sample
 
     def to_tensors(self, sample: RangeSample) -> dict[str, torch.Tensor]:

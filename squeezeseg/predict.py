@@ -53,7 +53,9 @@ def data_config_from_dict(d: dict[str, Any]) -> SegDataConfig:
     stats = ChannelStats(mean=tuple(d["stats"]["mean"]), std=tuple(d["stats"]["std"]))
     return SegDataConfig(projection=proj, stats=stats, class_names=segmentation_class_names(d["class_names"]),
                          flip=bool(d["flip"]),
-                         point_drop=float(d["point_drop"]), seed=int(d["seed"]))
+                         point_drop=float(d["point_drop"]), seed=int(d["seed"]),
+                         pose_jitter=tuple(d.get("pose_jitter", (0.0, 0.0))),
+                         intensity_jitter=tuple(d.get("intensity_jitter", (1.0, 0.0))))
 
 
 def checkpoint_config(model_name: str, model_config: Any, data_config: SegDataConfig) -> dict[str, Any]:

@@ -132,12 +132,19 @@ def test_da_run_command_end_to_end_on_real_scans(kitti_mini, tmp_path, capsys):
     simulate(tmp_path / "sim", frames=4, seed=4, azimuth_steps=512, progress=False)  # one batch of 4
     out = tmp_path / "da"
     assert main(["da", "run", "--source", str(tmp_path / "sim"), "--target", str(kitti_mini), "--eval",
-                 str(kitti_mini), "-o", str(out), "--rows", "+intensity", "+calibration", "--steps-per-row", "1",
-                 "--renderer-steps", "2", "--threads", "1"]) == 0
+                 str(kitti_mini), "-o", str(out), "--rows", "+intensity", "+calibration", "+jitter",
+                 "--steps-per-row", "1", "--renderer-steps", "2", "--threads", "1", "--jitter", "3,0.2"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert [r["row"] for r in results["rows"]] == ["+intensity", "+calibration"]
+    assert [r["row"] for r in results["rows"]] == ["+intensity", "+calibration", "+jitter"]
+    # the laser response jitter is the +jitter row's alone, and its checkpoint records it
+    from squeezeseg.predict import load_model
+
+    assert load_model(out / "plus_jitter" / "adapted.pt").data_config.intensity_jitter == (3.0, 0.2)
+    assert load_model(out / "plus_calibration" / "adapted.pt").data_config.intensity_jitter == (1.0, 0.0)
     assert all(r["steps"] == 1 and set(r["iou"]) == {"car", "pedestrian", "cyclist"} for r in results["rows"])
     renderer = results["renderer"]
     assert renderer["held_out"] and 0 < renderer["held_out_mae"] and 0 < renderer["mean_baseline_mae"]
     assert "(the target scans themselves)" in (out / "table.md").read_text()
     assert (out / "plus_calibration" / "adapted.pt").exists() and (out / "ablation.png").exists()
+    with pytest.raises(SystemExit):
+        main(["da", "run", "--source", "s", "--target", "t", "--eval", "e", "-o", "o", "--jitter", "0.5,0"])

@@ -193,3 +193,54 @@ def test_sensor_pose_jitter_moves_the_scan_rigidly_and_leaves_empty_pixels_alone
     assert np.allclose(np.linalg.norm(p[1:] - p[0], axis=1), np.linalg.norm(q[1:] - q[0], axis=1), atol=1e-4)
     assert np.abs(p - q).max() > 0.05 and np.all(turned.raw[mask, 3] == 0.4)
     assert np.array_equal(turned.labels, labels) and raw[mask, 2].tolist() == xyz[:, 2].tolist()  # input untouched
+
+
+def test_laser_response_jitter_scales_each_ring_and_zeroes_weak_returns():
+    from squeezeseg.data import RangeSample, jitter_laser_response
+
+    h, w = 6, 40
+    rng = np.random.default_rng(0)
+    raw = np.zeros((h, w, 5), np.float32)
+    mask = rng.random((h, w)) > 0.2
+    raw[mask, :3] = rng.uniform(-20, 20, (int(mask.sum()), 3))
+    raw[..., 3] = np.where(mask, np.linspace(0.0, 0.5, w, dtype=np.float32)[None, :], 0.0)
+    raw[mask, 4] = np.linalg.norm(raw[mask, :3], axis=1)
+    labels = np.where(mask, 2, 0).astype(np.int64)
+    sample = RangeSample("f", raw, mask, labels, None, None)
+    out = jitter_laser_response(sample, np.random.default_rng(3), 2.0, 0.1)
+    assert np.array_equal(out.raw[..., [0, 1, 2, 4]], raw[..., [0, 1, 2, 4]]) and out.labels is labels
+    assert np.all(out.raw[~mask, 3] == 0) and np.array_equal(out.mask, mask)
+    ratios = []
+    for r in range(h):
+        kept = mask[r] & (out.raw[r, :, 3] > 0)
+        ratio = out.raw[r, kept, 3] / raw[r, kept, 3]
+        assert np.allclose(ratio, ratio[0], rtol=1e-5)  # one gain per laser
+        assert 0.5 - 1e-6 <= ratio[0] <= 2.0 + 1e-6
+        ratios.append(ratio[0])
+        zeroed = mask[r] & (out.raw[r, :, 3] == 0)
+        # a floor: every zeroed return was weaker (after the gain) than every one kept, and it is at most 0.1
+        if zeroed.any():
+            assert (raw[r, zeroed, 3] * ratio[0]).max() < (raw[r, kept, 3] * ratio[0]).min()
+            assert (raw[r, zeroed, 3] * ratio[0]).max() < 0.1
+    assert np.ptp(ratios) > 0.1  # the lasers differ
+    assert raw[mask, 3].max() == np.float32(0.5)  # input untouched
+    same = jitter_laser_response(sample, np.random.default_rng(3), 1.0, 0.0)
+    assert np.array_equal(same.raw, raw)
+    with pytest.raises(ValueError):
+        jitter_laser_response(sample, rng, 0.5, 0.0)
+
+
+def test_laser_response_jitter_applies_in_training_only_and_survives_the_checkpoint(tmp_path):
+    from domain_adapt.train import target_dataset
+    from squeezeseg.predict import data_config_from_dict, data_config_to_dict
+
+    _npy_folder(tmp_path)
+    cfg = SegDataConfig(intensity_jitter=(2.0, 0.2), pose_jitter=(0.1, 1.0), seed=1)
+    plain = RangeDataset(tmp_path, "train", cfg).sample(0)
+    jittered = RangeDataset(tmp_path, "train", cfg, train=True).sample(0, augment=True)
+    assert not np.allclose(jittered.raw[..., 3], plain.raw[..., 3])
+    # real target scans keep their own intensities and pose
+    target = target_dataset(tmp_path, cfg, "train").sample(0, augment=True)
+    assert target.raw[..., 3].tolist() in (plain.raw[..., 3].tolist(), plain.raw[:, ::-1, 3].tolist())
+    back = data_config_from_dict(data_config_to_dict(cfg))
+    assert (back.intensity_jitter, back.pose_jitter) == ((2.0, 0.2), (0.1, 1.0))
