@@ -35,7 +35,8 @@ def _gain_floor(text: str) -> tuple[float, float]:
     except ValueError:
         gain = floor = None
     if gain is None or floor is None or gain < 1 or floor < 0:
-        raise argparse.ArgumentTypeError(f"must be GAIN,FLOOR with GAIN >= 1 and FLOOR >= 0 (e.g. 2,0.15), got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be GAIN,FLOOR with GAIN >= 1 and FLOOR >= 0 (e.g. 2,0.15), "
+                                         f"got {text!r}")
     return gain, floor
 
 
