@@ -180,7 +180,7 @@ def run_experiment(source: Path, target: Path, evaluation: Path, out: Path, rows
         transform = SourceTransform(ray_drop=pieces.get("ray_drop") if row.ray_drop else None,
                                     renderer=pieces.get("renderer") if row.intensity else None,
                                     profile=pieces.get("profile") if row.profile else None)
-        row_dir = out / row.name.replace(" ", "_").replace("+", "plus_")
+        row_dir = out / row_folder(row.name)
         data_dir = out / "source" / transform.name
         if not (data_dir / "ImageSet" / "all.txt").exists():
             transform_source(source_set, data_dir, transform, seed=config.seed, progress=True)
@@ -203,6 +203,12 @@ def run_experiment(source: Path, target: Path, evaluation: Path, out: Path, rows
         log.info("%s: %s", row.name, ", ".join(f"{k} {v:.3f}" for k, v in iou.items()))
         write_results(out, results, pieces.get("renderer_metrics"), source, target, evaluation)
     return results
+
+
+def row_folder(name: str) -> str:
+    """A row's folder name: "+calibration" -> plus_calibration, "+jitter+calibration" ->
+    plus_jitter_plus_calibration, "SqueezeSeg all" -> SqueezeSeg_all."""
+    return name.replace(" ", "_").replace("+", "_plus_").strip("_")
 
 
 def _class_iou(metrics) -> dict[str, float]:

@@ -148,3 +148,7 @@ def test_da_run_command_end_to_end_on_real_scans(kitti_mini, tmp_path, capsys):
     assert (out / "plus_calibration" / "adapted.pt").exists() and (out / "ablation.png").exists()
     with pytest.raises(SystemExit):
         main(["da", "run", "--source", "s", "--target", "t", "--eval", "e", "-o", "o", "--jitter", "0.5,0"])
+    from domain_adapt.experiment import row_folder
+
+    assert [row_folder(n) for n in ("+jitter+calibration", "SqueezeSeg all", "none")] == [
+        "plus_jitter_plus_calibration", "SqueezeSeg_all", "none"]
