@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from domain_adapt.cli import gain_floor
 from domain_adapt.experiment import ROW_NAMES, ExperimentConfig, run_experiment
 
 KITTI_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_mini"
@@ -58,7 +59,8 @@ def main() -> int:
                          "sensor_profile.laser_geometry) instead of the simulator's evenly spaced lasers")
     ap.add_argument("--clutter", type=float, default=0.0,
                     help="street clutter in the simulated source (`squeeze sim --clutter`; default: 0, none)")
-    ap.add_argument("--intensity-jitter", default=None, metavar="GAIN,FLOOR",
+    ap.add_argument("--intensity-jitter", type=gain_floor, default=ExperimentConfig.intensity_jitter,
+                    metavar="GAIN,FLOOR",
                     help="laser response jitter of the +jitter rows (SegDataConfig.intensity_jitter; default: "
                          f"{','.join(f'{v:g}' for v in ExperimentConfig.intensity_jitter)})")
     ap.add_argument("--rows", default=None, help="comma-separated rows to run (default: all)")
@@ -88,8 +90,7 @@ def main() -> int:
     config = ExperimentConfig(steps_per_row=8 if args.small else args.steps_per_row,
                               source_frames=6 if args.small else args.source_frames,
                               renderer_steps=5 if args.small else 400,
-                              **({"intensity_jitter": tuple(float(v) for v in args.intensity_jitter.split(","))}
-                                 if args.intensity_jitter else {}))
+                              intensity_jitter=args.intensity_jitter)
     results = run_experiment(source, args.target, args.eval, args.out, rows, init, config, source_eval)
     minutes = (time.perf_counter() - started) / 60
     for r in results:

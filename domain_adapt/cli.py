@@ -27,7 +27,7 @@ def _shard(text: str) -> tuple[int, int]:
     return k, m
 
 
-def _gain_floor(text: str) -> tuple[float, float]:
+def gain_floor(text: str) -> tuple[float, float]:
     """argparse type for GAIN,FLOOR: GAIN >= 1, FLOOR >= 0 (1,0 turns the laser response jitter off)."""
     parts = text.split(",")
     try:
@@ -176,9 +176,12 @@ def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
                    help="the renderer's per-ring bias, as `da intensity train --rings` (default: %(default)s)")
     r.add_argument("--align-weight", type=float, default=1.0, help="correlation alignment weight (default: "
                                                                    "%(default)s)")
-    r.add_argument("--jitter", type=_gain_floor, default=(2.0, 0.15), metavar="GAIN,FLOOR",
+    from domain_adapt.experiment import ExperimentConfig
+
+    r.add_argument("--jitter", type=gain_floor, default=ExperimentConfig.intensity_jitter, metavar="GAIN,FLOOR",
                    help="laser response jitter of the +jitter rows: each training scan's lasers get gains drawn in "
-                        "[1/GAIN, GAIN], and returns under a floor drawn in [0, FLOOR] read 0 (default: 2,0.15)")
+                        "[1/GAIN, GAIN], and returns under a floor drawn in [0, FLOOR] read 0 (default: "
+                        + ",".join(f"{v:g}" for v in ExperimentConfig.intensity_jitter) + ")")
     r.add_argument("--threads", type=int_at_least(1), default=2, help="torch threads (default: %(default)s)")
     r.set_defaults(run=run_experiment_command)
     return p
