@@ -32,8 +32,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 log = logging.getLogger(__name__)
 
 
@@ -219,6 +217,8 @@ def _class_iou(metrics) -> dict[str, float]:
 def write_results(out: Path, results: list[RowResult], renderer_metrics: dict | None, source: Path, target: Path,
                   evaluation: Path) -> None:
     """table.md, results.json, ablation.png."""
+    import numpy as np  # here, not at the top: `squeeze --help` reads ExperimentConfig and imports nothing heavy
+
     classes = list(results[0].iou) if results else []
     lines = [f"Sim-to-real ablation: source {source}, unlabelled target {target}, evaluated on {evaluation}"
              + (" (the target scans themselves)" if Path(target).resolve() == Path(evaluation).resolve() else ""),
