@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from domain_adapt.cli import gain_floor
+from domain_adapt.cli import gain_floor, gain_floor_text
 from domain_adapt.experiment import ROW_NAMES, ExperimentConfig, run_experiment
 
 KITTI_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_mini"
@@ -62,7 +62,7 @@ def main() -> int:
     ap.add_argument("--intensity-jitter", type=gain_floor, default=ExperimentConfig.intensity_jitter,
                     metavar="GAIN,FLOOR",
                     help="laser response jitter of the +jitter rows (SegDataConfig.intensity_jitter; default: "
-                         f"{','.join(f'{v:g}' for v in ExperimentConfig.intensity_jitter)})")
+                         f"{gain_floor_text(ExperimentConfig.intensity_jitter)})")
     ap.add_argument("--rows", default=None, help="comma-separated rows to run (default: all)")
     args = ap.parse_args()
     started = time.perf_counter()

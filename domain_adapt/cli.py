@@ -27,6 +27,11 @@ def _shard(text: str) -> tuple[int, int]:
     return k, m
 
 
+def gain_floor_text(pair: tuple[float, float]) -> str:
+    """(2.0, 0.15) -> "2,0.15": a GAIN,FLOOR pair as gain_floor reads it (for --help defaults)."""
+    return ",".join(f"{v:g}" for v in pair)
+
+
 def gain_floor(text: str) -> tuple[float, float]:
     """argparse type for GAIN,FLOOR: GAIN >= 1, FLOOR >= 0 (1,0 turns the laser response jitter off)."""
     parts = text.split(",")
@@ -181,7 +186,7 @@ def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     r.add_argument("--jitter", type=gain_floor, default=ExperimentConfig.intensity_jitter, metavar="GAIN,FLOOR",
                    help="laser response jitter of the +jitter rows: each training scan's lasers get gains drawn in "
                         "[1/GAIN, GAIN], and returns under a floor drawn in [0, FLOOR] read 0 (default: "
-                        + ",".join(f"{v:g}" for v in ExperimentConfig.intensity_jitter) + ")")
+                        + gain_floor_text(ExperimentConfig.intensity_jitter) + ")")
     r.add_argument("--threads", type=int_at_least(1), default=2, help="torch threads (default: %(default)s)")
     r.set_defaults(run=run_experiment_command)
     return p
