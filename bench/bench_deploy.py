@@ -377,6 +377,9 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
                         help="networks to prepare and time (default: all; a bar of a network left out is not judged)")
     args = parser.parse_args()
+    from squeeze.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as `squeeze` does for every command: a deployed loop's temporaries stop page-faulting
     for item in args.keep_worst:
         name, _, k = item.partition("=")
         if name not in MODELS or not k.isdigit():

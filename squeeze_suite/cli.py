@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    from squeeze.allocator import keep_freed_memory
+
+    keep_freed_memory()  # per-frame temporaries stop page-faulting (squeeze.allocator has the measurement)
     try:
         return int(args.run(args) or 0)
     except (DataError, ValueError, OSError) as e:

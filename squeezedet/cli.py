@@ -197,9 +197,8 @@ def _label_dir(data: Path) -> Path:
 def run_eval(args: argparse.Namespace) -> int:
     from squeeze.atomic import atomic_write_text
     from squeeze.jsonio import dumps
-    from squeezedet.kitti_eval import evaluate_folders, format_table, keep_freed_memory, plot_pr_curves
+    from squeezedet.kitti_eval import evaluate_folders, format_table, plot_pr_curves
 
-    keep_freed_memory()  # this process is short-lived; see the function for the measured effect
     args.out.mkdir(parents=True, exist_ok=True)
     frame_ids = None
     if args.split:

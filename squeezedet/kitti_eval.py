@@ -212,25 +212,6 @@ def _columns_from_labels(frames: Sequence[ObjectLabels], what: str, need_score: 
         score=cat([f.score if need_score and len(f) else np.zeros(len(f)) for f in frames], np.float64))
 
 
-# ----------------------------------------------------------------------------------------------- process
-def keep_freed_memory(pad_bytes: int = 64 << 20) -> bool:
-    """Ask glibc's malloc to keep up to `pad_bytes` of freed heap instead of returning it to the system at once.
-
-    The vectorised reader and matcher allocate and free numpy temporaries of a few hundred kB block after block.
-    By default glibc trims the freed top of the heap each time and the next block page-faults it back in, which
-    on the machines measured (virtual machines, where a page fault is costly) doubles the time of reading a
-    3,769-frame split. M_TOP_PAD keeps the pages. Meant for a short-lived command (`squeeze det eval` calls it);
-    a process-wide setting, so a library caller decides for itself. True when set (glibc), False elsewhere.
-    """
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(ctypes.c_int(-2), ctypes.c_int(pad_bytes)))  # -2: M_TOP_PAD
-    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to tune
-        return False
-
-
 # --------------------------------------------------------------------------------------------- file reading
 class _SlowPath(Exception):
     """Input the vectorised reader leaves to `read_labels`, which reads it or raises the error naming file and line."""
