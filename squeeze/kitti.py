@@ -394,6 +394,26 @@ def parse_velodyne(data: bytes, source: str | Path = "<scan>") -> np.ndarray:
     return points
 
 
+# Where a dataset folder keeps its scans and camera images, in the layouts the suite reads: a KITTI object folder
+# (or one of its splits), a SqueezeSeg range-image folder, a KITTI raw drive.
+SCAN_FOLDERS = ("training/velodyne", "velodyne", "lidar_2d", "velodyne_points/data")
+IMAGE_FOLDERS = ("training/image_2", "image_2", "image_02/data")
+
+
+def folder_files(folder: str | Path, suffixes: tuple[str, ...], subfolders: tuple[str, ...] = ()) -> list[Path]:
+    """The files of `folder` whose suffix (in lower case) is one of `suffixes`, sorted by name, not recursively; when
+    it holds none, those of the first of its `subfolders` that holds any (a dataset's root given for its velodyne/
+    or image_2/). DataError naming the folder, and the subfolders looked in, when there are none."""
+    folder = Path(folder)
+    for candidate in (folder, *(folder / sub for sub in subfolders)):
+        if candidate.is_dir():
+            found = sorted(p for p in candidate.iterdir() if p.suffix.lower() in suffixes and p.is_file())
+            if found:
+                return found
+    where = f" (nor in {', '.join(f'{sub}/' for sub in subfolders)})" if subfolders else ""
+    raise DataError(folder, f"no {', '.join(suffixes)} files in this folder{where}")
+
+
 def check_points(points: np.ndarray, source: str | Path = "<points>") -> None:
     """Raise ScanError unless `points` is a non-empty finite (N, >=3) float array."""
     if points.ndim != 2 or points.shape[1] < 3:

@@ -45,6 +45,20 @@ def checkpoint_or_bundled(checkpoint: Path | None, bundled: Path) -> Path:
     return bundled
 
 
+def model_and_inputs(first: Path | None, rest: Sequence[Path], model: Path | None,
+                     input_suffixes: tuple[str, ...]) -> tuple[Path | None, list[Path]]:
+    """(the model file, None for the bundled weights; the inputs) of a predict command whose positional arguments
+    are [CHECKPOINT] INPUT...: with --model every positional is an input; without it the first positional is the
+    checkpoint unless it is a folder or a file of the inputs' kind (`input_suffixes`), which makes it the first
+    input, so that `squeeze det predict image.png` and `squeeze seg predict scan.bin` run the bundled weights."""
+    given = [first] if first is not None else []
+    if model is not None:
+        return model, given + list(rest)
+    if first is not None and (first.is_dir() or first.suffix.lower() in input_suffixes):
+        return None, given + list(rest)
+    return first, list(rest)
+
+
 def print_pictures(pictures: Sequence[Path], out: Path) -> None:
     """List the pictures a demo wrote under the full folder (a default such as outputs/seg_demo is relative to
     wherever the command was run, so the relative path alone does not say where to look)."""

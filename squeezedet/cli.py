@@ -88,7 +88,10 @@ def add_det_parser(subparsers, load_detector: Callable[..., Any] | None = None) 
     p.add_argument("--model", type=Path, default=None, metavar="FILE",
                    help="an exported model instead of the checkpoint: .onnx (onnxruntime), .xml (OpenVINO IR) or "
                         ".engine (TensorRT), with its .json sidecar beside it (squeeze deploy export); no torch")
-    p.add_argument("--inputs", type=Path, nargs="+", required=True, help="image files or folders of them")
+    p.add_argument("inputs", type=Path, nargs="*", default=[],
+                   help="image files or folders of them (a dataset folder: its training/image_2 or image_2)")
+    p.add_argument("--inputs", type=Path, nargs="+", default=[], dest="more_inputs", metavar="INPUT",
+                   help="more images or folders, as the positional inputs")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--threshold", type=float, default=None,
                    help="drop detections scoring at or below this from the result files (default: keep all)")
@@ -274,10 +277,15 @@ def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from squeeze.kitti import read_image, read_labels, write_image
-    from squeezedet.predict import detections_to_labels, draw_detections, image_files
+    from squeeze.model_cli import model_and_inputs
+    from squeezedet.predict import IMAGE_SUFFIXES, detections_to_labels, draw_detections, image_files
 
+    checkpoint, inputs = model_and_inputs(args.checkpoint, [*args.inputs, *args.more_inputs], None, IMAGE_SUFFIXES)
+    if not inputs:
+        raise ValueError("give the images to detect on (files or folders) after the checkpoint")
+    args.checkpoint = checkpoint
     detector = _detector(args, nms=args.nms, final_threshold=args.threshold)
-    files = image_files(args.inputs)
+    files = image_files(inputs)
     names = [f.stem for f in files]
     if len(set(names)) != len(names):
         raise ValueError("two inputs share a file name; predict them into separate --out folders")

@@ -176,14 +176,14 @@ def draw_detections(image: np.ndarray, detections: ObjectLabels, ground_truth: O
 
 
 def image_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files named directly or found (sorted, not recursively) in the given folders; DataError if none."""
+    """Image files named directly or found (sorted, not recursively) in the given folders, or in a dataset folder's
+    camera folder (training/image_2, image_2, image_02/data: squeeze.kitti.IMAGE_FOLDERS); DataError if none."""
+    from squeeze.kitti import IMAGE_FOLDERS, folder_files
+
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise DataError(item, f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-            files += found
+            files += folder_files(item, IMAGE_SUFFIXES, IMAGE_FOLDERS)
         elif item.is_file():
             files.append(item)
         else:

@@ -67,8 +67,11 @@ def add_seg_parser(subparsers, load_segmenter: Callable[..., Any] | None = None)
                                    ".npy input, a (H, W) class .npy; and PNGs of the range image and bird's-eye view "
                                    "coloured by class.")
     p.add_argument("checkpoint", type=Path, nargs="?", default=None,
-                   help="segmentation checkpoint, or an exported model as with --model")
-    p.add_argument("inputs", type=Path, nargs="+", help=".bin / .npy / .pcd files or folders of them")
+                   help="segmentation checkpoint, or an exported model as with --model (default: the bundled "
+                        "SqueezeSegV2 adapted to real scans)")
+    p.add_argument("inputs", type=Path, nargs="+",
+                   help=".bin / .npy / .pcd files or folders of them (a dataset folder: its training/velodyne, "
+                        "velodyne or lidar_2d)")
     p.add_argument("--model", type=Path, default=None, metavar="FILE",
                    help="an exported model instead of the checkpoint: .onnx (onnxruntime), .xml (OpenVINO IR) or "
                         ".engine (TensorRT), with its .json sidecar beside it (squeeze deploy export)")
@@ -174,12 +177,19 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- predict
+SCAN_SUFFIXES = (".bin", ".npy", ".pcd")
+
+
 def _scan_files(inputs: list[Path]) -> list[Path]:
+    """The scans of `predict`: files named directly, or found in folders (or in a dataset folder's
+    training/velodyne, velodyne, lidar_2d: squeeze.kitti.SCAN_FOLDERS)."""
+    from squeeze.kitti import SCAN_FOLDERS, folder_files
+
     files: list[Path] = []
     for p in inputs:
         if p.is_dir():
-            files += sorted(q for q in p.iterdir() if q.suffix in (".bin", ".npy", ".pcd"))
-        elif p.suffix in (".bin", ".npy", ".pcd"):
+            files += folder_files(p, SCAN_SUFFIXES, SCAN_FOLDERS)
+        elif p.suffix in SCAN_SUFFIXES:
             files.append(p)
         else:
             raise ValueError(f"{p}: expected a .bin, .npy or .pcd file or a folder of them")
@@ -228,19 +238,21 @@ def check_predict_outputs(files: list[Path], out: Path) -> None:
                                         "--out folder")
 
 
-def _predict_model_and_inputs(args: argparse.Namespace) -> tuple[Path, list[Path]]:
-    """(the model file, the input paths) of `predict`. With --model the first positional argument is an input
-    (argparse fills the optional CHECKPOINT first)."""
-    if args.model is None:
-        if args.checkpoint is None:
-            raise ValueError("give a segmentation checkpoint (or --model FILE) before the inputs")
-        return args.checkpoint, list(args.inputs)
-    return args.model, ([args.checkpoint] if args.checkpoint is not None else []) + list(args.inputs)
+def _predict_model_and_inputs(args: argparse.Namespace) -> tuple[Path | None, list[Path]]:
+    """(the model file, None for the bundled weights; the input paths) of `predict` (argparse fills the optional
+    CHECKPOINT first: squeeze.model_cli.model_and_inputs tells a scan or folder from a checkpoint)."""
+    from squeeze.model_cli import model_and_inputs
+
+    return model_and_inputs(args.checkpoint, args.inputs, args.model, SCAN_SUFFIXES)
 
 
-def _segmenter(args: argparse.Namespace, path: Path) -> Any:
+def _segmenter(args: argparse.Namespace, path: Path | None) -> Any:
     """The segmenter `predict` runs: through the loader the command root gave (checkpoints and exported models),
-    else as a checkpoint."""
+    else as a checkpoint; the bundled weights when `path` is None."""
+    from squeeze.model_cli import checkpoint_or_bundled
+    from squeezeseg.predict import BUNDLED_WEIGHTS
+
+    path = checkpoint_or_bundled(path, BUNDLED_WEIGHTS)
     load = getattr(args, "load_segmenter", None)
     if load is not None:
         return load(path)

@@ -252,6 +252,48 @@ def test_anchors_fewer_shapes_than_k_suggests_the_flag(kitti_dir, tmp_path, caps
 
 
 # ------------------------------------------------------------------------------------------------- seg predict
+def test_predict_reads_a_kitti_folder_with_the_bundled_weights(tmp_path, capsys, kitti_dir):
+    """`squeeze seg predict KITTI_DIR` and `squeeze det predict KITTI_DIR`, as a new user types them: the scans of
+    training/velodyne and the images of training/image_2, through the bundled weights (no checkpoint given)."""
+    code, err = run(capsys, "seg", "predict", str(kitti_dir), "--out", str(tmp_path / "seg"))
+    assert code == 0, err
+    labels = np.fromfile(tmp_path / "seg" / "000000.label", np.uint32)
+    assert len(labels) == 2000 and set(np.unique(labels & 0xFFFF)) <= {0, 1, 2, 3}
+    code, err = run(capsys, "det", "predict", str(kitti_dir), "--out", str(tmp_path / "det"))
+    assert code == 0, err
+    assert (tmp_path / "det" / "data" / "000000.txt").is_file()
+    assert cv2.imread(str(tmp_path / "det" / "images" / "000000.png")).shape == (188, 620, 3)
+
+
+def test_predict_tells_an_input_from_a_checkpoint(tmp_path, capsys, kitti_dir, det_ckpt):
+    image = kitti_dir / "training" / "image_2" / "000000.png"
+    code, err = run(capsys, "det", "predict", str(det_ckpt), str(image), "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    code, err = run(capsys, "det", "predict", str(det_ckpt), "--inputs", str(image), "--out", str(tmp_path / "b"))
+    assert code == 0, err  # the option form still works
+    # the same untrained checkpoint on the same image both ways: the same result file
+    results = [(tmp_path / d / "data" / "000000.txt").read_bytes() for d in ("a", "b")]
+    assert results[0] == results[1]
+    code, err = run(capsys, "det", "predict", str(det_ckpt), "--out", str(tmp_path / "c"))
+    assert code == 2
+    assert one_error_line(err, "squeeze det predict") == (
+        "give the images to detect on (files or folders) after the checkpoint")
+
+
+def test_predict_on_a_folder_without_inputs_says_where_it_looked(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, err = run(capsys, "seg", "predict", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert one_error_line(err, "squeeze seg predict") == (
+        f"{tmp_path / 'empty'}: no .bin, .npy, .pcd files in this folder (nor in training/velodyne/, velodyne/, "
+        "lidar_2d/, velodyne_points/data/)")
+    code, err = run(capsys, "det", "predict", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert one_error_line(err, "squeeze det predict") == (
+        f"{tmp_path / 'empty'}: no .png, .jpg, .jpeg, .bmp files in this folder (nor in training/image_2/, image_2/, "
+        "image_02/data/)")
+
+
 def test_seg_predict_refuses_two_scans_of_the_same_name(tmp_path, capsys, seg_ckpt, kitti_dir):
     scan = kitti_dir / "training" / "velodyne" / "000000.bin"
     for d in ("a", "b"):

@@ -190,8 +190,6 @@ def test_loaders_pick_by_suffix_and_refuse_the_other_task(models, tmp_path, caps
                  "--out", out]) == 2
     assert "give the checkpoint or --model, not both" in capsys.readouterr().err
     np.float32([[1, 2, 3, 0.5]]).tofile(tmp_path / "one.bin")
-    assert main(["seg", "predict", str(tmp_path / "one.bin"), "--out", out]) == 2
-    assert "give a segmentation checkpoint (or --model FILE)" in capsys.readouterr().err
     assert main(["seg", "predict", "--model", str(models["det_onnx"]), str(tmp_path / "one.bin"), "--out", out]) == 2
     assert "det.onnx: this is a detection model, not a segmenter" in capsys.readouterr().err
 
