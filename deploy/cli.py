@@ -74,8 +74,9 @@ def add_deploy_parser(subparsers) -> None:
     p.add_argument("--frames", type=int, default=32, help="calibration frames, spread over the folder (default 32)")
     p.add_argument("--keep-float", nargs="+", default=[], metavar="LAYER",
                    help="layers left in float, by layer name (e.g. convdet, fire11.expand.expand1x1) or node name")
-    p.add_argument("--keep-worst", type=int, default=0, metavar="K",
-                   help="also keep in float the K layers that hurt most (per-layer sensitivity; default 0)")
+    p.add_argument("--keep-worst", type=int, default=None, metavar="K",
+                   help="also keep in float the K layers that hurt most (per-layer sensitivity; default: "
+                        "1 for a segmenter, 0 for a detector, deploy.quantize.DEFAULT_KEEP_WORST)")
     p.add_argument("--sensitivity", action="store_true",
                    help="print every layer's sensitivity (its error when it alone is int8) and write it to "
                         "OUT.sensitivity.json")
@@ -192,7 +193,7 @@ def run_formats(args: argparse.Namespace) -> int:
 def run_quantize(args: argparse.Namespace) -> int:
     from squeeze.errors import DataError
 
-    for flag, value, low in (("--frames", args.frames, 1), ("--keep-worst", args.keep_worst, 0),
+    for flag, value, low in (("--frames", args.frames, 1), ("--keep-worst", args.keep_worst or 0, 0),
                              ("--sensitivity-frames", args.sensitivity_frames, 1)):
         if value < low:
             raise DataError(None, f"{flag} must be >= {low}, got {value}")
@@ -200,13 +201,15 @@ def run_quantize(args: argparse.Namespace) -> int:
         raise DataError(args.out, "the int8 model is an ONNX file: the output must end in .onnx")
     import json
 
-    from deploy.quantize import calibration_inputs, layer_sensitivity, quantize_model
+    from deploy.quantize import DEFAULT_KEEP_WORST, calibration_inputs, layer_sensitivity, quantize_model
     from deploy.sidecar import read_sidecar
     from squeeze.atomic import atomic_write_text
 
     sidecar = read_sidecar(args.model)
     feeds = calibration_inputs(sidecar, args.calib, args.frames)
     keep = list(args.keep_float)
+    if args.keep_worst is None:
+        args.keep_worst = DEFAULT_KEEP_WORST[sidecar.task]
     if args.keep_worst or args.sensitivity:
         ranking = layer_sensitivity(args.model, feeds, frames=args.sensitivity_frames, sidecar=sidecar, progress=True,
                                     target=args.target)

@@ -17,6 +17,7 @@ import onnx  # noqa: E402
 from onnx import TensorProto, numpy_helper  # noqa: E402
 
 from deploy.quantize import (  # noqa: E402
+    DEFAULT_KEEP_WORST,
     calibration_files,
     calibration_inputs,
     int8_weights,
@@ -169,6 +170,15 @@ def test_quantize_command_keeps_the_worst_layer_float_and_writes_the_ranking(tmp
     assert [r["layer"] for r in ranking] and f"kept in float: {worst}" in text
     assert f"{worst}.weight_quantized" not in int8_weights(onnx.load(str(out)))
     assert len(int8_weights(onnx.load(str(out)))) == 2
+    # without --keep-worst a segmenter keeps its most sensitive layer too (DEFAULT_KEEP_WORST); 0 keeps none
+    default = tmp_path / "int8" / "default.onnx"
+    assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(default)]) == 0
+    assert f"kept in float: {worst}" in capsys.readouterr().out
+    assert int8_weights(onnx.load(str(default))) == int8_weights(onnx.load(str(out)))
+    assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(default), "--keep-worst",
+                 "0"]) == 0
+    assert "kept in float: none" in capsys.readouterr().out and len(int8_weights(onnx.load(str(default)))) == 3
+    assert DEFAULT_KEEP_WORST == {"segmentation": 1, "detection": 0}
     assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(out), "--frames", "0"]) == 2
     assert "--frames must be >= 1, got 0" in capsys.readouterr().err
     assert main(["deploy", "quantize", str(model), "--calib", str(tmp_path / "nothing"), "-o", str(out)]) == 2
