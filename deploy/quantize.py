@@ -95,8 +95,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # kitti_mini) paints 2.6x the car points and 26x the pedestrian points of fp32 on kitti_mini's scans (8,556 car and
 # 3,029 pedestrian points against 3,330 and 117; with conv14 in float 3,099 and 14), and on the four labelled real
 # scans of docs/domain_adaptation.md scores car IoU 0.488 against fp32's 0.717 (conv14 in float: 0.690). On
-# simulated frames it costs
-# 0.67 car IoU points instead of 1.49 (bench/bench_deploy.py). SqueezeDet needs none (deploy.equalize).
+# simulated frames it costs 0.67 car IoU points instead of 1.49 (bench/bench_deploy.py). SqueezeDet needs none
+# (deploy.equalize).
 DEFAULT_KEEP_WORST = {"segmentation": 1, "detection": 0}
 
 
