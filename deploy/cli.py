@@ -82,7 +82,7 @@ def add_deploy_parser(subparsers) -> None:
                         "OUT.sensitivity.json")
     p.add_argument("--sensitivity-frames", type=int, default=4, metavar="N",
                    help="calibration frames the sensitivity is measured on (default 4)")
-    p.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax",
+    p.add_argument("--method", choices=("minmax", "percentile"), default="minmax",
                    help="how activation ranges are set from the calibration frames (default minmax)")
     p.add_argument("--target", choices=tuple(TARGETS), default="cpu",
                    help="the runtime the Q/DQ graph is written for: cpu (onnxruntime, OpenVINO: uint8 activations) "
