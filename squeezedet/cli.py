@@ -60,13 +60,17 @@ def add_det_parser(subparsers, load_detector: Callable[..., Any] | None = None) 
     p = sub.add_parser("eval", help="KITTI 2D evaluation: of result folders, or of a checkpoint on a folder",
                        description="KITTI 2D object evaluation, equal to the official devkit's evaluate_object: "
                                    "Easy/Moderate/Hard, 11- and 40-point AP, AOS when results carry alpha. Either "
-                                   "--results DIR (result .txt files, 16 fields) against DATA's label_2, or "
-                                   "--checkpoint CKPT, which runs the detector on DATA's images first. Prints the "
-                                   "table; writes metrics.json and precision-recall curves (PNG) into --out.")
+                                   "--results DIR (result .txt files, 16 fields) against DATA's label_2, or a "
+                                   "detector (CKPT, --model FILE, else the bundled SqueezeDet), which runs on DATA's "
+                                   "images first. Prints the table; writes metrics.json and precision-recall curves "
+                                   "(PNG) into --out.")
+    p.add_argument("checkpoint_arg", type=Path, nargs="?", default=None, metavar="CKPT",
+                   help="detector checkpoint to run on DATA's images, as --checkpoint (default: the bundled "
+                        "SqueezeDet trained on the simulated world, when neither --results nor --model is given)")
     p.add_argument("data", type=Path, help="KITTI object folder with training/label_2 (or a label_2 folder itself)")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--results", type=Path, help="result folder: <frame>.txt files, or a data/ folder of them")
-    src.add_argument("--checkpoint", type=Path, help="detector checkpoint to run on DATA's images")
+    src.add_argument("--checkpoint", type=Path, help="detector checkpoint to run on DATA's images (or CKPT)")
     src.add_argument("--model", type=Path, metavar="FILE",
                      help="exported detector to run on DATA's images instead: .onnx, .xml (OpenVINO IR), .engine")
     p.add_argument("--split", default=None, help="ImageSets list name (default: every labelled frame)")
@@ -202,6 +206,15 @@ def run_eval(args: argparse.Namespace) -> int:
     from squeeze.jsonio import dumps
     from squeezedet.kitti_eval import evaluate_folders, format_table, plot_pr_curves
 
+    if args.checkpoint_arg is not None:
+        if args.results is not None or args.checkpoint is not None or args.model is not None:
+            raise ValueError(f"{args.checkpoint_arg}: give one of a checkpoint, --checkpoint, --model or --results")
+        args.checkpoint = args.checkpoint_arg
+    elif args.results is None and args.checkpoint is None and args.model is None:
+        from squeeze.model_cli import checkpoint_or_bundled
+        from squeezedet.predict import BUNDLED_WEIGHTS
+
+        args.checkpoint = checkpoint_or_bundled(None, BUNDLED_WEIGHTS)
     args.out.mkdir(parents=True, exist_ok=True)
     frame_ids = None
     if args.split:

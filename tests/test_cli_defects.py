@@ -280,6 +280,24 @@ def test_predict_tells_an_input_from_a_checkpoint(tmp_path, capsys, kitti_dir, d
         "give the images to detect on (files or folders) after the checkpoint")
 
 
+def test_det_eval_takes_its_checkpoint_as_seg_eval_does(tmp_path, capsys, kitti_dir, det_ckpt):
+    """`squeeze det eval CKPT DATA` like `squeeze seg eval CKPT DATA`; --checkpoint still works; without any
+    detector or results the bundled one runs."""
+    code, err = run(capsys, "det", "eval", str(det_ckpt), str(kitti_dir), "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    code, err = run(capsys, "det", "eval", str(kitti_dir), "--checkpoint", str(det_ckpt), "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
+    code, err = run(capsys, "det", "eval", str(det_ckpt), str(kitti_dir), "--results", str(tmp_path / "a" / "data"),
+                    "--out", str(tmp_path / "c"))
+    assert code == 2
+    assert one_error_line(err, "squeeze det eval") == (
+        f"{det_ckpt}: give one of a checkpoint, --checkpoint, --model or --results")
+    code, err = run(capsys, "det", "eval", str(kitti_dir), "--out", str(tmp_path / "d"))
+    assert code == 0, err  # the bundled SqueezeDet
+    assert sorted(p.name for p in (tmp_path / "d" / "data").iterdir()) == ["000000.txt"]
+
+
 def test_predict_on_a_folder_without_inputs_says_where_it_looked(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, err = run(capsys, "seg", "predict", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
