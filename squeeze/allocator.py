@@ -1,12 +1,14 @@
 """glibc's malloc told to keep freed memory, so that per-frame numpy temporaries stop page-faulting.
 
 A perception loop allocates and frees the same large arrays every frame: a KITTI image as float32 (5.5 MB), its
-resized copy, the network's output. With glibc's defaults each of them is either mmap'ed (above the mmap threshold)
-and unmapped on free, or taken from the top of the heap that `free` trims back to the system; either way the next
-frame touches fresh pages and page-faults every 4 kB of them again. Measured on this suite's 2-core VM
-(ru_minflt, OpenVINO int8 SqueezeDet, 1242 x 375 image): 541 minor faults per `detect` by default, 0.05 with
-`keep_freed_memory()`; end to end 22.1-25.4 ms before, 20.2-21.2 ms after (interleaved processes, medians of 80).
-The vectorised KITTI label reader (squeezedet.kitti_eval) had the same trouble with its block temporaries.
+resized copy, the network's output. glibc mmaps a block above its mmap threshold and unmaps it on free, and trims
+the freed top of its heap back to the system; its threshold adapts to one model's pattern, but in a process that
+runs two networks in turn (LATTE, the deploy bench, a car computer with a camera and a LiDAR model) the blocks of
+one come back as fresh pages for the other, and every 4 kB of them page-faults again. `bench/bench_allocator.py`
+(OpenVINO int8 SqueezeDet on a KITTI image, a SqueezeSegV2 segmenting a scan between frames): 542 minor faults per
+`detect` by default, 0.02 with `keep_freed_memory()`, end to end 20.5 -> 18.9 ms (0.92x); with the detector alone
+in the process, 0.1 faults either way and 0.98x. The vectorised KITTI label reader (squeezedet.kitti_eval) had the
+same trouble with its block temporaries.
 
 The setting is process-wide, so commands choose it (`squeeze` sets it for every command, as do bench/ scripts that
 time, and a bundle's infer.py); a library caller decides for itself. The cost: up to `trim_bytes` of freed memory
