@@ -41,9 +41,9 @@ class BundleError(Exception):
 
 # ------------------------------------------------------------------------------------------------- the process
 def keep_freed_memory() -> bool:
-    """glibc's malloc keeps freed memory (the suite's squeeze.allocator, same settings): without it the per-frame
-    temporaries page-fault back in every frame, ~2 ms of a SqueezeDet frame on a 2-core VM. False where malloc is
-    not glibc's."""
+    """glibc's malloc keeps freed memory (the suite's squeeze.allocator, same settings): where other work runs
+    between frames (here reading each input and drawing its picture; in the suite a second network), the per-frame
+    temporaries otherwise page-fault back in. False where malloc is not glibc's."""
     import ctypes
 
     try:
