@@ -321,6 +321,23 @@ def test_interleaved_timing_calls_each_function_once_per_round_in_turn():
         run_interleaved([lambda: None], settle_ms=-1)
 
 
+def test_bench_times_network_and_end_to_end_in_the_same_rounds():
+    """A network-only figure and its end-to-end one are taken under the same load: one round calls every candidate
+    in every mode, so the two can be compared (e2e minus network is the pre- and post-processing)."""
+    from deploy.bench import Candidate, bench
+
+    calls: list[str] = []
+    cands = [Candidate(name, "segmentation", "onnxruntime", "fp32", lambda n=name: calls.append(f"{n} net"),
+                       lambda n=name: calls.append(f"{n} e2e")) for name in ("a", "b")]
+    rows = bench(cands, runs=2, warmup=1, settle_ms=0)
+    assert calls == ["a net", "b net", "a e2e", "b e2e"] * 3
+    assert [(r.model, r.mode, r.runs) for r in rows] == [("a", "network", 2), ("b", "network", 2),
+                                                         ("a", "end_to_end", 2), ("b", "end_to_end", 2)]
+    with pytest.raises(ValueError, match="mode must be one of"):
+        bench(cands, runs=1, modes=("network", "warm"))
+    assert calls == ["a net", "b net", "a e2e", "b e2e"] * 3  # refused before calling anything
+
+
 def test_each_timed_call_starts_after_the_previous_runtime_has_settled():
     """onnxruntime's threads spin ~40 ms after a run; a candidate timed at once behind it ran 2x slower. Every timed
     call must start at least settle_ms after the call before it returned (warm-up calls need not wait)."""
