@@ -116,9 +116,13 @@ def preprocess_image(rgb: np.ndarray, width: int, height: int, pixel_mean_bgr) -
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {rgb.dtype} array of shape {rgb.shape}")
     h, w = rgb.shape[:2]
-    bgr = cv2.subtract(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR).astype(np.float32), (*map(float, pixel_mean_bgr), 0.0))
-    image = cv2.resize(bgr, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(image.transpose(2, 0, 1)), (width / w, height / h)
+    out = np.empty((3, int(height), int(width)), np.float32)
+    rgb_planes = cv2.split(rgb)
+    for c in range(3):  # plane by plane, resized straight into the (3, H, W) input (network channel c: B, G, R)
+        plane = rgb_planes[2 - c].astype(np.float32)
+        cv2.subtract(plane, float(pixel_mean_bgr[c]), dst=plane)
+        cv2.resize(plane, (int(width), int(height)), dst=out[c], interpolation=cv2.INTER_LINEAR)
+    return out, (width / w, height / h)
 
 
 def anchor_grid(grid_h: int, grid_w: int, image_w: float, image_h: float, shapes) -> np.ndarray:

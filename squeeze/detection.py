@@ -91,11 +91,23 @@ def preprocess_image(rgb: np.ndarray, width: int, height: int, pixel_mean_bgr: S
     """(3, height, width) float32 network input of one RGB uint8 image of any size, and the (sx, sy) scale
     (net-input pixels per original pixel) that maps boxes back (`boxes_to_original`).
 
-    Means are subtracted before the bilinear resize, as the reference does.
+    Means are subtracted before the bilinear resize, as the reference does. This is `network_image` resized and
+    transposed, done channel by channel: each plane is resized straight into its place in the (3, H, W) input, which
+    saves the colour swap and the transposing copy (1.7-1.8 ms against 2.5-2.9 ms for a KITTI image, each call after
+    a 50 ms pause as between camera frames). The values are the same bit for bit at KITTI's sizes; on large upscales
+    OpenCV's one- and three-channel bilinear paths can round 1 ulp apart (<= 2e-5 here).
     """
+    _check_rgb(rgb)
+    if len(pixel_mean_bgr) != 3:
+        raise ValueError(f"pixel_mean_bgr must hold 3 values (B, G, R), got {tuple(pixel_mean_bgr)}")
     h, w = rgb.shape[:2]
-    image = cv2.resize(network_image(rgb, pixel_mean_bgr), (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(image.transpose(2, 0, 1)), (width / w, height / h)
+    out = np.empty((3, int(height), int(width)), np.float32)
+    rgb_planes = cv2.split(rgb)
+    for c in range(3):  # network channel c is B, G, R: the RGB image's plane 2 - c
+        plane = rgb_planes[2 - c].astype(np.float32)
+        cv2.subtract(plane, float(pixel_mean_bgr[c]), dst=plane)
+        cv2.resize(plane, (int(width), int(height)), dst=out[c], interpolation=cv2.INTER_LINEAR)
+    return out, (width / w, height / h)
 
 
 # ------------------------------------------------------------------------------------------------------- boxes

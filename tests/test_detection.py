@@ -57,6 +57,23 @@ def test_preprocess_image_resizes_and_gives_the_scale():
     # Channel 0 is blue (0 - 103.939), channel 2 red (255 - 123.68), everywhere after the resize.
     np.testing.assert_allclose(inputs[0], -VGG_MEANS_BGR[0], rtol=1e-6)
     np.testing.assert_allclose(inputs[2], 255 - VGG_MEANS_BGR[2], rtol=1e-6)
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        preprocess_image(rgb.astype(np.float32), 40, 5)
+    with pytest.raises(ValueError, match="3 values"):
+        preprocess_image(rgb, 40, 5, (1.0, 2.0))
+
+
+@pytest.mark.parametrize("size", [(375, 1242), (370, 1224), (376, 1241)])
+def test_preprocess_image_equals_the_reference_order_bit_for_bit(size):
+    """Plane by plane (each resized straight into the network input) gives exactly the reference's order of work,
+    BGR minus the means, resized as one 3-channel image, then transposed, at KITTI's image sizes."""
+    import cv2
+
+    rgb = np.random.default_rng(size[1]).integers(0, 256, (*size, 3), dtype=np.uint8)
+    reference = cv2.resize(network_image(rgb), (1248, 384), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
+    inputs, scale = preprocess_image(rgb, 1248, 384)
+    assert inputs.flags.c_contiguous and np.array_equal(inputs, reference)
+    assert scale == (1248 / size[1], 384 / size[0])
 
 
 # ------------------------------------------------------------------------------------------------------- boxes
