@@ -249,10 +249,11 @@ def _predict_model_and_inputs(args: argparse.Namespace) -> tuple[Path | None, li
 def _segmenter(args: argparse.Namespace, path: Path | None) -> Any:
     """The segmenter `predict` runs: through the loader the command root gave (checkpoints and exported models),
     else as a checkpoint; the bundled weights when `path` is None."""
-    from squeeze.model_cli import checkpoint_or_bundled
-    from squeezeseg.predict import BUNDLED_WEIGHTS
+    if path is None:  # squeezeseg.predict imports torch: only when the bundled checkpoint is what runs
+        from squeeze.model_cli import checkpoint_or_bundled
+        from squeezeseg.predict import BUNDLED_WEIGHTS
 
-    path = checkpoint_or_bundled(path, BUNDLED_WEIGHTS)
+        path = checkpoint_or_bundled(None, BUNDLED_WEIGHTS)
     load = getattr(args, "load_segmenter", None)
     if load is not None:
         return load(path)
