@@ -65,7 +65,7 @@ from deploy.formats import WEIGHTED_OPS, get_target
 from deploy.sidecar import Sidecar, read_sidecar, write_sidecar
 from squeeze.detection import preprocess_image
 from squeeze.errors import DataError
-from squeeze.kitti import read_image, read_velodyne
+from squeeze.kitti import IMAGE_FOLDERS, SCAN_FOLDERS, folder_files, read_image, read_velodyne
 from squeeze.range_image import project_scan, read_range_npy
 from squeeze.segmentation import normalize_channels, raw_channels
 
@@ -110,26 +110,15 @@ DEFAULT_KEEP_WORST = {"segmentation": 1, "detection": 0}
 
 # ------------------------------------------------------------------------------------------------- calibration
 def calibration_files(folder: str | Path, task: str) -> list[Path]:
-    """The sorted input files of a dataset folder for a task: camera images for detection (KITTI
-    training/image_2, or images in the folder itself), scans for segmentation (KITTI training/velodyne/*.bin,
-    SqueezeSeg lidar_2d/*.npy, or .bin / .npy files in the folder itself). DataError naming the folder when none."""
+    """The sorted input files of a dataset folder for a task: camera images for detection, scans (.bin, .npy) for
+    segmentation, in the folder itself or else in its KITTI, SqueezeSeg or raw-drive subfolder
+    (squeeze.kitti.folder_files with IMAGE_FOLDERS / SCAN_FOLDERS). DataError naming the folder when none."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "calibration data must be a dataset folder")
     if task == "detection":
-        places = [(folder / "training" / "image_2", IMAGE_SUFFIXES), (folder / "image_2", IMAGE_SUFFIXES),
-                  (folder, IMAGE_SUFFIXES)]
-        what = "camera images (training/image_2/*.png)"
-    else:
-        places = [(folder / "training" / "velodyne", (".bin",)), (folder / "velodyne", (".bin",)),
-                  (folder / "lidar_2d", (".npy",)), (folder, (".bin", ".npy"))]
-        what = "scans (training/velodyne/*.bin or lidar_2d/*.npy)"
-    for place, suffixes in places:
-        if place.is_dir():
-            found = sorted(p for p in place.iterdir() if p.suffix.lower() in suffixes and p.is_file())
-            if found:
-                return found
-    raise DataError(folder, f"no {what} to calibrate a {task} model on")
+        return folder_files(folder, IMAGE_SUFFIXES, IMAGE_FOLDERS)
+    return folder_files(folder, (".bin", ".npy"), SCAN_FOLDERS)
 
 
 def _spread(files: Sequence[Path], count: int) -> list[Path]:

@@ -1,9 +1,9 @@
 """Real and synthetic LiDAR scans for domain adaptation, whatever folder layout they come in.
 
-`find_scans(path)` recognises, in this order:
-- a range-image folder in the SqueezeSeg / GTA-LiDAR `.npy` layout: PATH/lidar_2d/*.npy or PATH/*.npy
+`find_scans(path)` takes the scans in PATH itself (*.npy, *.bin), else, in this order (squeeze.kitti.folder_files):
+- a range-image folder in the SqueezeSeg / GTA-LiDAR `.npy` layout: PATH/lidar_2d/*.npy
   ((64, 512, 6) x, y, z, intensity, range, label; rows are laser rings),
-- a KITTI object folder: PATH/training/velodyne/*.bin, PATH/velodyne/*.bin or PATH/*.bin,
+- a KITTI object folder: PATH/training/velodyne/*.bin or PATH/velodyne/*.bin,
 - a KITTI raw drive: PATH/velodyne_points/data/*.bin (a DATE_drive_NNNN_sync folder; unlabelled target data).
 
 `read_scan(file)` gives (N, 4) points and (N,) laser rings: the row of each valid pixel for range images, the ring
@@ -17,26 +17,24 @@ from pathlib import Path
 import numpy as np
 
 from squeeze.errors import DataError
-from squeeze.kitti import read_velodyne
+from squeeze.kitti import SCAN_FOLDERS, folder_files, read_velodyne
 from squeeze.range_image import read_range_npy, ring_rows
 
 LAYOUTS = ("range-image .npy (lidar_2d/)", "KITTI object (training/velodyne/*.bin)",
            "KITTI raw drive (velodyne_points/data/*.bin)")
+RANGE_IMAGES_FIRST = ("lidar_2d", *(f for f in SCAN_FOLDERS if f != "lidar_2d"))
 
 
 def find_scans(path: str | Path) -> list[Path]:
-    """The scan files of a folder in one of LAYOUTS, sorted by name; DataError naming the folder otherwise."""
+    """The scan files of a folder in one of LAYOUTS, sorted by name; DataError naming the folder otherwise.
+    Range images first: a simulated folder holds both, and its lidar_2d/*.npy carry the labels as range images."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(root, "not a folder")
-    for folder, pattern in ((root / "lidar_2d", "*.npy"), (root, "*.npy"), (root / "training" / "velodyne", "*.bin"),
-                            (root / "velodyne", "*.bin"), (root / "velodyne_points" / "data", "*.bin"),
-                            (root, "*.bin")):
-        if folder.is_dir():
-            files = sorted(p for p in folder.glob(pattern) if p.is_file())
-            if files:
-                return files
-    raise DataError(root, f"no LiDAR scans found; expected one of: {'; '.join(LAYOUTS)}")
+    try:
+        return folder_files(root, (".npy", ".bin"), RANGE_IMAGES_FIRST)
+    except DataError:
+        raise DataError(root, f"no LiDAR scans found; expected one of: {'; '.join(LAYOUTS)}") from None
 
 
 def read_scan(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -73,10 +73,15 @@ def test_detection_calibration_reads_kitti_camera_images(tmp_path):
 
 def test_calibration_folders_without_frames_are_named(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="empty: no scans"):
+    with pytest.raises(DataError, match=r"empty: no \.bin, \.npy files in this folder \(nor in training/velodyne/, "
+                                         r"velodyne/, lidar_2d/, velodyne_points/data/\)"):
         calibration_files(tmp_path / "empty", "segmentation")
-    with pytest.raises(DataError, match="empty: no camera images"):
+    with pytest.raises(DataError, match=r"empty: no \.png, \.jpg, \.jpeg, \.bmp files in this folder"):
         calibration_files(tmp_path / "empty", "detection")
+    drive = tmp_path / "2011_09_26_drive_0001_sync" / "velodyne_points" / "data"  # a KITTI raw drive calibrates too
+    drive.mkdir(parents=True)
+    np.zeros((4, 4), np.float32).tofile(drive / "0000000000.bin")
+    assert calibration_files(drive.parents[1], "segmentation") == [drive / "0000000000.bin"]
     with pytest.raises(DataError, match="must be a dataset folder"):
         calibration_files(tmp_path / "absent", "detection")
 
