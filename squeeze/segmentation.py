@@ -116,15 +116,32 @@ def points_of_pixels(pixels: Segmentation, pixel_of_point: np.ndarray) -> tuple[
     pixel_of_point: (N,) int64 flat pixel row * W + col of each point, -1 outside the image
     (squeeze.range_image.project_scan). Points outside get label 0 and score 0. No points give empty arrays.
     """
-    pixel_of_point = np.asarray(pixel_of_point)
-    in_view = pixel_of_point >= 0
-    labels = np.zeros(len(pixel_of_point), np.int64)
-    scores = np.zeros(len(pixel_of_point), np.float32)
-    if in_view.any():
-        flat = pixel_of_point[in_view]
-        size = pixels.labels.size
-        if flat.max() >= size:
-            raise ValueError(f"pixel_of_point holds pixel {int(flat.max())} of an image of {size} pixels")
-        labels[in_view] = pixels.labels.ravel()[flat]
-        scores[in_view] = pixels.scores.ravel()[flat]
+    pixel_of_point = np.ascontiguousarray(pixel_of_point, np.int64)
+    labels, scores, in_view, bad = _gather_pixels(np.ascontiguousarray(pixels.labels, np.int64).ravel(),
+                                                  np.ascontiguousarray(pixels.scores, np.float32).ravel(),
+                                                  pixel_of_point)
+    if bad >= 0:
+        raise ValueError(f"pixel_of_point holds pixel {int(pixel_of_point.max())} of an image of "
+                         f"{pixels.labels.size} pixels")
     return Segmentation(labels, scores), in_view
+
+
+@njit(cache=True)
+def _gather_pixels(labels, scores, pixel_of_point):
+    # One pass over the points (numpy's masked gathers took 4 passes, 0.6 ms of a 120,000-point KITTI scan).
+    # Returns the per-point labels, scores, in-view mask and the index of a point whose pixel is out of range (-1).
+    n = pixel_of_point.shape[0]
+    out_labels = np.zeros(n, np.int64)
+    out_scores = np.zeros(n, np.float32)
+    in_view = np.zeros(n, np.bool_)
+    size = labels.shape[0]
+    for i in range(n):
+        p = pixel_of_point[i]
+        if p < 0:
+            continue
+        if p >= size:
+            return out_labels, out_scores, in_view, i
+        out_labels[i] = labels[p]
+        out_scores[i] = scores[p]
+        in_view[i] = True
+    return out_labels, out_scores, in_view, -1

@@ -244,3 +244,20 @@ def test_laser_response_jitter_applies_in_training_only_and_survives_the_checkpo
     assert target.raw[..., 3].tolist() in (plain.raw[..., 3].tolist(), plain.raw[:, ::-1, 3].tolist())
     back = data_config_from_dict(data_config_to_dict(cfg))
     assert (back.intensity_jitter, back.pose_jitter) == ((2.0, 0.2), (0.1, 1.0))
+
+
+def test_points_of_pixels_by_hand():
+    from squeeze.predictor import Segmentation
+    from squeeze.segmentation import points_of_pixels
+
+    pixels = Segmentation(np.array([[0, 2, 1], [3, 1, 0]], np.int64),
+                          np.array([[0.5, 0.9, 0.8], [0.7, 0.6, 0.4]], np.float32))
+    # points: pixel 1 (row 0, col 1), outside, pixel 3 (row 1, col 0), pixel 1 again (a hidden point), pixel 5
+    seg, in_view = points_of_pixels(pixels, np.array([1, -1, 3, 1, 5]))
+    assert seg.labels.tolist() == [2, 0, 3, 2, 0] and seg.labels.dtype == np.int64
+    np.testing.assert_array_equal(seg.scores, np.float32([0.9, 0, 0.7, 0.9, 0.4]))
+    assert in_view.tolist() == [True, False, True, True, True]
+    empty, none_in_view = points_of_pixels(pixels, np.zeros(0, np.int64))
+    assert empty.labels.shape == (0,) and empty.scores.shape == (0,) and none_in_view.shape == (0,)
+    with pytest.raises(ValueError, match="pixel_of_point holds pixel 6 of an image of 6 pixels"):
+        points_of_pixels(pixels, np.array([0, 6]))
