@@ -65,7 +65,7 @@ from deploy.formats import WEIGHTED_OPS, get_target
 from deploy.sidecar import Sidecar, read_sidecar, write_sidecar
 from squeeze.detection import preprocess_image
 from squeeze.errors import DataError
-from squeeze.kitti import IMAGE_FOLDERS, SCAN_FOLDERS, folder_files, read_image, read_velodyne
+from squeeze.kitti import IMAGE_FOLDERS, IMAGE_SUFFIXES, SCAN_FOLDERS, folder_files, read_image, read_velodyne
 from squeeze.range_image import project_scan, read_range_npy
 from squeeze.segmentation import normalize_channels, raw_channels
 
@@ -97,7 +97,6 @@ QUANTIZED_OPS = WEIGHTED_OPS  # the layers: their weights are int8; keep_float a
 # of that output is +-OUTPUT_RANGE (here, so that quantisation needs no torch)
 OUTPUT_RANGE = 1.0
 OUTPUT_SCALE = "output_scale"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # Layers `squeeze deploy quantize` keeps in float by default, the most sensitive first (layer_sensitivity), per task.
 # A segmenter keeps one, its classifier in practice: the bundled adapted SqueezeSegV2 made fully int8 (calibrated on
 # kitti_mini) paints 2.6x the car points and 26x the pedestrian points of fp32 on kitti_mini's scans (8,556 car and

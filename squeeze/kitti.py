@@ -397,6 +397,7 @@ def parse_velodyne(data: bytes, source: str | Path = "<scan>") -> np.ndarray:
 # Where a dataset folder keeps its scans and camera images, in the layouts the suite reads: a KITTI object folder
 # (or one of its splits), a SqueezeSeg range-image folder, a KITTI raw drive.
 SCAN_FOLDERS = ("training/velodyne", "velodyne", "lidar_2d", "velodyne_points/data")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # the camera images the suite reads (squeeze.kitti.read_image)
 IMAGE_FOLDERS = ("training/image_2", "image_2", "image_02/data")
 
 

@@ -289,9 +289,9 @@ def _detector(args: argparse.Namespace, **overrides) -> Any:
 def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from squeeze.kitti import read_image, read_labels, write_image
+    from squeeze.kitti import IMAGE_SUFFIXES, read_image, read_labels, write_image
     from squeeze.model_cli import model_and_inputs
-    from squeezedet.predict import IMAGE_SUFFIXES, detections_to_labels, draw_detections, image_files
+    from squeezedet.predict import detections_to_labels, draw_detections, image_files
 
     checkpoint, inputs = model_and_inputs(args.checkpoint, [*args.inputs, *args.more_inputs], None, IMAGE_SUFFIXES)
     if not inputs:

@@ -32,7 +32,6 @@ from squeezedet.model import SqueezeDet, SqueezeDetConfig
 from squeezedet.models import MODELS
 
 BUNDLED_WEIGHTS = Path(__file__).parent / "weights" / "squeezedet_sim.pt"  # trained on the simulated world only
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 GROUND_TRUTH_COLOR = (255, 255, 255)  # RGB of the thin ground-truth boxes under the detections
 
 
@@ -178,7 +177,7 @@ def draw_detections(image: np.ndarray, detections: ObjectLabels, ground_truth: O
 def image_files(inputs: Sequence[str | Path]) -> list[Path]:
     """Image files named directly or found (sorted, not recursively) in the given folders, or in a dataset folder's
     camera folder (training/image_2, image_2, image_02/data: squeeze.kitti.IMAGE_FOLDERS); DataError if none."""
-    from squeeze.kitti import IMAGE_FOLDERS, folder_files
+    from squeeze.kitti import IMAGE_FOLDERS, IMAGE_SUFFIXES, folder_files
 
     files: list[Path] = []
     for item in map(Path, inputs):

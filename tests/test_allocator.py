@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from squeeze.allocator import keep_freed_memory
-
 ROOT = Path(__file__).resolve().parents[1]
 
 FRAME_LOOP = textwrap.dedent("""
@@ -74,6 +72,3 @@ def test_the_squeeze_command_keeps_freed_memory(monkeypatch, tmp_path):
     assert main(["sim", "--out", str(tmp_path / "world"), "--frames", "1", "--quiet"]) == 0
     assert calls == [1]
 
-
-def test_returns_a_bool_in_this_process():
-    assert isinstance(keep_freed_memory(), bool)
