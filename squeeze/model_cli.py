@@ -8,6 +8,7 @@ The two model packages differ in what they load, not in how these commands behav
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,15 @@ def export_checkpoint(args: argparse.Namespace, load_model: Callable[[Path], Any
     return 0
 
 
-def checkpoint_or_bundled(checkpoint: Path | None, bundled: Path) -> Path:
+def checkpoint_or_bundled(checkpoint: Path | None, bundled: Path, what: str = "") -> Path:
     """The checkpoint a command runs: the one given, else the bundled weights (FileNotFoundError when absent, as
-    in a source checkout whose weights were not fetched)."""
+    in a source checkout whose weights were not fetched). Falling back says so on stderr, with `what` the weights
+    are good for: a user who gave no checkpoint should not mistake a demonstration model for a trained one."""
     if checkpoint is not None:
         return checkpoint
     if not bundled.exists():
         raise FileNotFoundError(f"no checkpoint given and the bundled weights {bundled} are absent")
+    print(f"no checkpoint given: running the bundled {bundled.name}" + (f" ({what})" if what else ""), file=sys.stderr)
     return bundled
 
 

@@ -212,9 +212,9 @@ def run_eval(args: argparse.Namespace) -> int:
         args.checkpoint = args.checkpoint_arg
     elif args.results is None and args.checkpoint is None and args.model is None:
         from squeeze.model_cli import checkpoint_or_bundled
-        from squeezedet.predict import BUNDLED_WEIGHTS
+        from squeezedet.predict import BUNDLED_NOTE, BUNDLED_WEIGHTS
 
-        args.checkpoint = checkpoint_or_bundled(None, BUNDLED_WEIGHTS)
+        args.checkpoint = checkpoint_or_bundled(None, BUNDLED_WEIGHTS, BUNDLED_NOTE)
     args.out.mkdir(parents=True, exist_ok=True)
     frame_ids = None
     if args.split:
@@ -281,9 +281,9 @@ def _detector(args: argparse.Namespace, **overrides) -> Any:
     if path is not None and load is not None:
         return load(path, **overrides)
     from squeeze.model_cli import checkpoint_or_bundled
-    from squeezedet.predict import BUNDLED_WEIGHTS, load_model
+    from squeezedet.predict import BUNDLED_NOTE, BUNDLED_WEIGHTS, load_model
 
-    return load_model(checkpoint_or_bundled(path, BUNDLED_WEIGHTS), **overrides).detector
+    return load_model(checkpoint_or_bundled(path, BUNDLED_WEIGHTS, BUNDLED_NOTE), **overrides).detector
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -390,9 +390,9 @@ def demo_step(checkpoint: Path, data: Path, out: Path) -> list[Path]:
 
 def run_demo(args: argparse.Namespace) -> int:
     from squeeze.model_cli import checkpoint_or_bundled, print_pictures
-    from squeezedet.predict import BUNDLED_WEIGHTS
+    from squeezedet.predict import BUNDLED_NOTE, BUNDLED_WEIGHTS
 
-    pictures = demo_step(checkpoint_or_bundled(args.checkpoint, BUNDLED_WEIGHTS), args.data, args.out)
+    pictures = demo_step(checkpoint_or_bundled(args.checkpoint, BUNDLED_WEIGHTS, BUNDLED_NOTE), args.data, args.out)
     print_pictures(pictures, args.out)
     return 0
 

@@ -251,9 +251,9 @@ def _segmenter(args: argparse.Namespace, path: Path | None) -> Any:
     else as a checkpoint; the bundled weights when `path` is None."""
     if path is None:  # squeezeseg.predict imports torch: only when the bundled checkpoint is what runs
         from squeeze.model_cli import checkpoint_or_bundled
-        from squeezeseg.predict import BUNDLED_WEIGHTS
+        from squeezeseg.predict import BUNDLED_NOTE, BUNDLED_WEIGHTS
 
-        path = checkpoint_or_bundled(None, BUNDLED_WEIGHTS)
+        path = checkpoint_or_bundled(None, BUNDLED_WEIGHTS, BUNDLED_NOTE)
     load = getattr(args, "load_segmenter", None)
     if load is not None:
         return load(path)
@@ -362,8 +362,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     from squeeze.model_cli import checkpoint_or_bundled, print_pictures
-    from squeezeseg.predict import BUNDLED_WEIGHTS
+    from squeezeseg.predict import BUNDLED_NOTE, BUNDLED_WEIGHTS
 
-    pictures = demo_step(checkpoint_or_bundled(args.checkpoint, BUNDLED_WEIGHTS), args.data, args.out)
+    pictures = demo_step(checkpoint_or_bundled(args.checkpoint, BUNDLED_WEIGHTS, BUNDLED_NOTE), args.data, args.out)
     print_pictures(pictures, args.out)
     return 0

@@ -257,10 +257,14 @@ def test_predict_reads_a_kitti_folder_with_the_bundled_weights(tmp_path, capsys,
     training/velodyne and the images of training/image_2, through the bundled weights (no checkpoint given)."""
     code, err = run(capsys, "seg", "predict", str(kitti_dir), "--out", str(tmp_path / "seg"))
     assert code == 0, err
+    # which weights ran, and what they are good for (the user gave none)
+    assert "no checkpoint given: running the bundled squeezeseg_v2_adapted.pt (SqueezeSegV2 trained on simulated" in err
     labels = np.fromfile(tmp_path / "seg" / "000000.label", np.uint32)
     assert len(labels) == 2000 and set(np.unique(labels & 0xFFFF)) <= {0, 1, 2, 3}
     code, err = run(capsys, "det", "predict", str(kitti_dir), "--out", str(tmp_path / "det"))
     assert code == 0, err
+    assert ("no checkpoint given: running the bundled squeezedet_sim.pt (SqueezeDet trained on simulated images "
+            "only: on real photographs its boxes are mostly false;") in err
     assert (tmp_path / "det" / "data" / "000000.txt").is_file()
     assert cv2.imread(str(tmp_path / "det" / "images" / "000000.png")).shape == (188, 620, 3)
 
@@ -269,6 +273,7 @@ def test_predict_tells_an_input_from_a_checkpoint(tmp_path, capsys, kitti_dir, d
     image = kitti_dir / "training" / "image_2" / "000000.png"
     code, err = run(capsys, "det", "predict", str(det_ckpt), str(image), "--out", str(tmp_path / "a"))
     assert code == 0, err
+    assert "bundled" not in err
     code, err = run(capsys, "det", "predict", str(det_ckpt), "--inputs", str(image), "--out", str(tmp_path / "b"))
     assert code == 0, err  # the option form still works
     # the same untrained checkpoint on the same image both ways: the same result file
