@@ -51,8 +51,10 @@ def add_seg_parser(subparsers, load_segmenter: Callable[..., Any] | None = None)
                                    "pixels (SqueezeSeg's protocol) and on points; writes metrics.json and confusion "
                                    "matrix PNGs.")
     p.add_argument("checkpoint", type=Path, nargs="?", default=None,
-                   help="segmentation checkpoint, or an exported model as with --model")
-    p.add_argument("data", type=Path, help="folder to evaluate on")
+                   help="segmentation checkpoint, or an exported model as with --model (default: the bundled "
+                        "SqueezeSegV2 adapted to real scans)")
+    p.add_argument("data", type=Path, help="folder to evaluate on: range images (lidar_2d/*.npy or .npy files), a "
+                                           "KITTI object folder or a SemanticKITTI folder")
     p.add_argument("--model", type=Path, default=None, metavar="FILE",
                    help="an exported model instead of the checkpoint: .onnx, .xml (OpenVINO IR) or .engine")
     p.add_argument("--split", default=None, help="split list name (default: every frame)")
@@ -147,9 +149,14 @@ def run_eval(args: argparse.Namespace) -> int:
     check_max_frames(args.max_frames)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if (args.model is None) == (args.checkpoint is None):
-        raise ValueError("give a segmentation checkpoint or --model FILE (one of them) before the data folder")
+    if args.model is not None and args.checkpoint is not None:
+        raise ValueError("give a segmentation checkpoint or --model FILE, not both")
     if args.model is None:
+        if args.checkpoint is None:  # as `squeeze det eval DATA`: the bundled weights
+            from squeeze.model_cli import checkpoint_or_bundled
+            from squeezeseg.predict import BUNDLED_NOTE, BUNDLED_WEIGHTS
+
+            args.checkpoint = checkpoint_or_bundled(None, BUNDLED_WEIGHTS, BUNDLED_NOTE)
         loaded = load_model(args.checkpoint)
         model, class_names, data_config = loaded.model, loaded.class_names, loaded.data_config
     else:  # an exported model: the segmenter its loader gives, with the projection and classes it was trained on

@@ -1,6 +1,7 @@
 """Range-image datasets for LiDAR segmentation: one interface over four folder kinds.
 
-- range-image `.npy` folders (SqueezeSeg's converted KITTI, GTA-LiDAR): `lidar_2d/*.npy` + `ImageSet/{split}.txt`
+- range-image `.npy` folders (SqueezeSeg's converted KITTI, GTA-LiDAR): `lidar_2d/*.npy` + `ImageSet/{split}.txt`,
+  or the `.npy` files straight in the folder
 - KITTI object folders: `training/velodyne/*.bin`; point labels from `velodyne/*.label` when present (the
   simulator writes them), otherwise from the 3D boxes of `label_2` (points inside a box take its class,
   as SqueezeSeg labelled its data)
@@ -112,8 +113,11 @@ class RangeSample:
 class _NpySource:
     kind = "npy"
 
-    def __init__(self, root: Path, split: str | None):
+    def __init__(self, root: Path, split: str | None, files: Path | None = None):
+        """`files`: the folder of the .npy files, root/lidar_2d (the published layout) unless given (a plain
+        folder of range images: root itself)."""
         self.root = root
+        self.files = files = root / "lidar_2d" if files is None else files
         ids = None
         if split is not None:
             list_file = root / "ImageSet" / f"{split}.txt"
@@ -121,19 +125,19 @@ class _NpySource:
                 raise DataError(list_file, f"split list for '{split}' not found")
             ids = read_frame_ids(list_file)  # plain names only: ids become paths
             # A listed frame without its file is an error here, not a smaller set or a failure mid-training.
-            missing = [fid for fid in ids if not (root / "lidar_2d" / f"{fid}.npy").is_file()]
+            missing = [fid for fid in ids if not (files / f"{fid}.npy").is_file()]
             if missing:
                 more = f" (and {len(missing) - 1} more frames)" if len(missing) > 1 else ""
-                raise DataError(root / "lidar_2d" / f"{missing[0]}.npy",
+                raise DataError(files / f"{missing[0]}.npy",
                                 f"not found: frame {missing[0]}, listed in {list_file}, has no .npy file{more}")
-        self.frame_ids = ids if ids is not None else sorted(p.stem for p in (root / "lidar_2d").glob("*.npy"))
+        self.frame_ids = ids if ids is not None else sorted(p.stem for p in files.glob("*.npy"))
 
     def points(self, i: int):
         return None
 
     def range_sample(self, i: int, config: SegDataConfig) -> RangeSample:
         fid = self.frame_ids[i]
-        image = read_range_npy(self.root / "lidar_2d" / f"{fid}.npy",
+        image = read_range_npy(self.files / f"{fid}.npy",
                                shape=(config.projection.height, config.projection.width))
         raw = raw_channels(image)
         return RangeSample(fid, raw, image.mask, image.label.astype(np.int64))
@@ -200,8 +204,10 @@ def open_source(root: str | Path, split: str | None = None):
         return _NpySource(root, split)
     if (root / "sequences").is_dir():
         return _SemanticKittiSource(root, split)
-    raise DataError(root, "not a range-image folder (lidar_2d/), KITTI object folder (training/velodyne/) "
-                          "or SemanticKITTI folder (sequences/)")
+    if any(root.glob("*.npy")):  # range images straight in the folder, as a user gathers a few of them
+        return _NpySource(root, split, files=root)
+    raise DataError(root, "not a range-image folder (lidar_2d/ or .npy files), KITTI object folder "
+                          "(training/velodyne/) or SemanticKITTI folder (sequences/)")
 
 
 # ----------------------------------------------------------------------------------------------- dataset

@@ -285,6 +285,23 @@ def test_predict_tells_an_input_from_a_checkpoint(tmp_path, capsys, kitti_dir, d
         "give the images to detect on (files or folders) after the checkpoint")
 
 
+def test_seg_eval_runs_the_bundled_weights_as_det_eval_does(tmp_path, capsys, npy_dir, seg_ckpt):
+    """`squeeze seg eval DATA`: the bundled SqueezeSegV2, as `squeeze det eval DATA` runs the bundled SqueezeDet; the
+    same report as naming the bundled file. A checkpoint and --model together are refused."""
+    from squeezeseg.predict import BUNDLED_WEIGHTS
+
+    code, err = run(capsys, "seg", "eval", str(npy_dir), "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    assert "no checkpoint given: running the bundled squeezeseg_v2_adapted.pt" in err
+    code, err = run(capsys, "seg", "eval", str(BUNDLED_WEIGHTS), str(npy_dir), "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
+    code, err = run(capsys, "seg", "eval", str(seg_ckpt), str(npy_dir), "--model", str(seg_ckpt),
+                    "--out", str(tmp_path / "c"))
+    assert code == 2
+    assert one_error_line(err, "squeeze seg eval") == "give a segmentation checkpoint or --model FILE, not both"
+
+
 def test_det_eval_takes_its_checkpoint_as_seg_eval_does(tmp_path, capsys, kitti_dir, det_ckpt):
     """`squeeze det eval CKPT DATA` like `squeeze seg eval CKPT DATA`; --checkpoint still works; without any
     detector or results the bundled one runs."""

@@ -88,6 +88,25 @@ def test_npy_folder_dataset(tmp_path):
         RangeDataset(tmp_path, split="test")
 
 
+def test_a_plain_folder_of_range_images(tmp_path):
+    """`.npy` files straight in the folder (a few scans a user gathered, no lidar_2d/): the same samples as in the
+    published layout; a split list still applies, and a listed frame that is missing is named."""
+    _npy_folder(tmp_path / "published")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in (tmp_path / "published" / "lidar_2d").iterdir():
+        (flat / f.name).write_bytes(f.read_bytes())
+    published, plain = RangeDataset(tmp_path / "published"), RangeDataset(flat)
+    assert plain.source.kind == "npy" and plain.frame_ids == published.frame_ids == ["000000", "000001", "000002"]
+    for i in range(3):
+        a, b = published.sample(i), plain.sample(i)
+        assert np.array_equal(a.raw, b.raw) and np.array_equal(a.labels, b.labels)
+    (flat / "ImageSet").mkdir()
+    (flat / "ImageSet" / "val.txt").write_text("000002\n000007\n")
+    with pytest.raises(DataError, match="000007.npy: not found: frame 000007"):
+        RangeDataset(flat, split="val")
+
+
 def test_kitti_folder_labels_from_boxes_and_from_label_files(tmp_path):
     _kitti_folder(tmp_path / "a", with_point_labels=False)
     ds = RangeDataset(tmp_path / "a", split="all")
