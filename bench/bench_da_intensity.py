@@ -9,7 +9,7 @@ sees only geometry cannot know the held-out scan's own medians, so when that cei
 about what the geometry of those scans can say, not about the renderer. Prints one JSON object per line; exits 1
 when a fold misses the bar.
 
-    .venv/bin/python bench/bench_da_intensity.py [--real DIR] [--steps 500] [--threads 2]
+    .venv/bin/python bench/bench_da_intensity.py [--real DIR] [--steps 400] [--rings 64] [--threads 2]
 """
 
 from __future__ import annotations
@@ -57,9 +57,10 @@ def own_table_mae(image) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", type=Path, default=DEFAULT_REAL, help="folder of real scans (default: kitti_mini)")
-    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=400, help="training steps (`squeeze da intensity train`'s default)")
     ap.add_argument("--width", type=int, default=16, help="renderer width (channels of its first stage)")
-    ap.add_argument("--rings", type=int, default=0, help="learned per-ring biases (0: none; 64 for an HDL-64E)")
+    ap.add_argument("--rings", type=int, default=64,
+                    help="learned per-ring biases (0: none; `squeeze da intensity train`'s default: 64)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-scans", type=int, default=None)
     args = ap.parse_args()
@@ -71,8 +72,7 @@ def main() -> int:
         train = [im for j, im in enumerate(images) if j != hold]
         test = images[hold]
         t0 = time.perf_counter()
-        net, _ = train_renderer(train, steps=args.steps, crop_width=128,
-                                config=IntensityNetConfig(width=args.width, rings=args.rings))
+        net, _ = train_renderer(train, steps=args.steps, config=IntensityNetConfig(width=args.width, rings=args.rings))
         seconds = time.perf_counter() - t0
         values = np.concatenate([im.intensity[im.mask] for im in train])
         y = test.intensity[test.mask]

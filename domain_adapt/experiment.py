@@ -67,7 +67,10 @@ ROW_NAMES = tuple(r.name for r in ROWS)
 class ExperimentConfig:
     steps_per_row: int = 500  # fine-tuning updates of each row (batch_size scans each)
     source_frames: int | None = 400  # source frames transformed and trained on (None: all)
-    target_frames: int | None = None  # target scans used (None: all)
+    # Target scans the sensor profile, intensity renderer and ray-drop model learn from, evenly spaced over the folder
+    # by name (None: all). A whole real data set does not fit in memory as ring images (SqueezeSeg's 10,848 scans:
+    # ~60 GB), and a few hundred spread over it say what all would. Alignment and calibration read every target scan.
+    target_frames: int | None = 200
     renderer_steps: int = 400  # intensity renderer training steps
     renderer_width: int = 16  # channels of the renderer's first stage (bench_da_intensity's setting)
     renderer_rings: int = 0  # the renderer's per-ring bias (IntensityNetConfig.rings; 0 = none, as the table ran)
@@ -116,7 +119,7 @@ def _realism(target_scans, config: ExperimentConfig, out: Path, need: set[str]):
 
         images = ring_images(target_scans)
         train = images[:-1] if len(images) > 1 else images
-        net, _ = train_renderer(train, steps=config.renderer_steps, crop_width=128, seed=config.seed, progress=True,
+        net, _ = train_renderer(train, steps=config.renderer_steps, seed=config.seed, progress=True,
                                 config=IntensityNetConfig(width=config.renderer_width,
                                                            rings=config.renderer_rings))
         metrics = held_out_error(net, train, images[-1]) | {"held_out": len(images) > 1}
@@ -139,7 +142,7 @@ def run_experiment(source: Path, target: Path, evaluation: Path, out: Path, rows
     to show what adaptation costs on the source domain."""
     import torch
 
-    from domain_adapt.readers import find_scans, read_scan
+    from domain_adapt.readers import find_scans, read_scan, spread_files
     from domain_adapt.train import SourceTransform, fine_tune_config, target_dataset, train_adapted, transform_source
     from squeeze.config import named_config
     from squeezeseg.data import RangeDataset, SegDataConfig
@@ -154,7 +157,7 @@ def run_experiment(source: Path, target: Path, evaluation: Path, out: Path, rows
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)
     files = find_scans(target)
-    target_scans = [read_scan(f) for f in (files[: config.target_frames] if config.target_frames else files)]
+    target_scans = [read_scan(f) for f in spread_files(files, config.target_frames)]
     need = {k for r in chosen for k in ("profile", "intensity", "ray_drop") if getattr(r, k)}
     pieces = _realism(target_scans, config, out, need)
 

@@ -69,7 +69,7 @@ def geometry_channels(image: RangeImage) -> np.ndarray:
 
 @dataclass(frozen=True)
 class IntensityNetConfig:
-    width: int = 32  # channels of the first stage; the second has twice as many
+    width: int = 16  # channels of the first stage; the second has twice as many (what bench_da_intensity measures)
     bins: int = 10  # intensity bins over [0, 1] (the paper's 10)
     # Laser rings with a learned bias each (0: none). Every laser of an HDL-64E has its own gain (issue 13: the
     # ground's intensity jumps 0.079 from one ring to the next), a jagged function of the ring that the smooth
@@ -220,13 +220,28 @@ def mean_abs_error(predicted: np.ndarray, image: RangeImage) -> float:
     return float(np.abs(predicted[image.mask] - image.intensity[image.mask]).mean())
 
 
-def train_renderer(images: list[RangeImage], steps: int = 600, batch: int = 8, crop_width: int = 256,
+def crop_start_range(mask: np.ndarray, crop_width: int) -> tuple[int, int]:
+    """(lowest, highest) first column of a `crop_width`-wide crop of an (H, W) image that stays inside the image and
+    overlaps no column without returns on both sides: the crops span the columns from the first to the last that
+    hold a return (the whole width for a full scan; (0, W - crop_width) for an image with no return at all)."""
+    w = mask.shape[1]
+    cols = np.flatnonzero(mask.any(axis=0))
+    first, last = (int(cols[0]), int(cols[-1])) if len(cols) else (0, w - 1)
+    if last - first + 1 < crop_width:  # a patch of returns narrower than a crop: the crops that cover it
+        lo = max(0, last + 1 - crop_width)
+        return lo, max(lo, min(first, w - crop_width))
+    return first, last + 1 - crop_width
+
+
+def train_renderer(images: list[RangeImage], steps: int = 400, batch: int = 8, crop_width: int = 128,
                    lr: float = 2e-3, seed: int = 0, config: IntensityNetConfig | None = None,
                    progress: bool = False) -> tuple[IntensityNet, list[float]]:
     """Train a renderer on real ring images (self-supervised: geometry in, the image's own intensity out).
 
     Each step takes `batch` random crops `crop_width` wide (mirrored at random: columns reversed and y negated,
-    a scan seen in a mirror is still a scan). Returns the network (eval mode) and the loss per step."""
+    a scan seen in a mirror is still a scan), each within the columns of its image that hold returns: a front-view
+    scan (the SqueezeSeg `.npy` layout, 90 of 360 degrees) fills a quarter of its ring image, and crops drawn over
+    the whole width would be three quarters empty. Returns the network (eval mode) and the loss per step."""
     if not images:
         raise ValueError("intensity rendering needs at least one real scan to learn from")
     if crop_width % 4:
@@ -236,6 +251,7 @@ def train_renderer(images: list[RangeImage], steps: int = 600, batch: int = 8, c
     inputs = [torch.from_numpy(geometry_channels(im)) for im in images]
     targets = [torch.from_numpy(im.intensity.astype(np.float32)) for im in images]
     masks = [torch.from_numpy(im.mask) for im in images]
+    first_cols = [crop_start_range(im.mask, crop_width) for im in images]
     net = IntensityNet(config)
     bins = net.config.bins
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -251,8 +267,8 @@ def train_renderer(images: list[RangeImage], steps: int = 600, batch: int = 8, c
         xs, ys, ms = [], [], []
         for _b in range(batch):
             i = int(rng.integers(len(images)))
-            w = inputs[i].shape[-1]
-            c0 = int(rng.integers(0, max(w - crop_width, 0) + 1))
+            lo, hi = first_cols[i]
+            c0 = int(rng.integers(lo, hi + 1))
             cols = slice(c0, c0 + crop_width)
             x, y, m = inputs[i][..., cols], targets[i][:, cols], masks[i][:, cols]
             if rng.random() < 0.5:

@@ -49,6 +49,17 @@ def read_scan(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return points, ring_rows(points)
 
 
+def spread_files(files: list[Path], n: int | None) -> list[Path]:
+    """At most `n` of `files`, evenly spaced over the list (its first and last kept); all of them when n is None or
+    at least their number. A drive's neighbouring frames say much the same, and a whole data set does not fit in
+    memory as images: a few hundred scans spread over it teach what all of them would."""
+    if n is None or len(files) <= n:
+        return list(files)
+    if n < 2:
+        return list(files[-n:]) if n > 0 else []
+    return [files[i] for i in np.unique(np.round(np.linspace(0, len(files) - 1, n)).astype(np.int64))]
+
+
 def iter_scans(path: str | Path, max_scans: int | None = None):
     """Yield (points, rings) for the scans of a folder (the first `max_scans` by name when given)."""
     files = find_scans(path)

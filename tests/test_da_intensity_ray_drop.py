@@ -166,13 +166,45 @@ def test_intensity_train_command_with_a_bias_per_ring(kitti_mini, tmp_path, caps
     from squeeze_suite.cli import main
 
     out = tmp_path / "renderer.pt"
-    assert main(["da", "intensity", "train", str(kitti_mini), "-o", str(out), "--steps", "2", "--max-scans", "2",
-                 "--rings", "64"]) == 0
-    assert "held-out scan 000001.bin: MAE" in capsys.readouterr().out
+    # at most 2 scans, spread over the folder: the first and the last (held out); a bias per ring by default
+    assert main(["da", "intensity", "train", str(kitti_mini), "-o", str(out), "--steps", "2", "--max-scans", "2"]) == 0
+    assert "held-out scan 000002.bin: MAE" in capsys.readouterr().out
     net = load_renderer(out)
-    assert net.config.rings == 64 and tuple(net.ring_features.shape) == (32, 64, 1)
+    assert net.config.rings == 64 and tuple(net.ring_features.shape) == (16, 64, 1)
+    assert main(["da", "intensity", "train", str(kitti_mini), "-o", str(out), "--steps", "2", "--rings", "0"]) == 0
+    assert load_renderer(out).ring_features is None
     with pytest.raises(SystemExit):
         main(["da", "intensity", "train", str(kitti_mini), "-o", str(out), "--rings", "32"])
+
+
+def test_training_crops_stay_on_the_columns_that_hold_returns():
+    # A front-view scan (SqueezeSeg's .npy layout) fills columns 768-1279 of its 2048-wide ring image: crops 128
+    # wide start at 768..1152, not anywhere in 0..1920 (three quarters of those would be empty).
+    from domain_adapt.intensity import crop_start_range
+
+    mask = np.zeros((64, 2048), bool)
+    mask[10:50, 768:1280] = True
+    assert crop_start_range(mask, 128) == (768, 1152)
+    assert crop_start_range(np.ones((64, 2048), bool), 128) == (0, 1920)  # a full revolution: anywhere
+    assert crop_start_range(np.zeros((64, 2048), bool), 128) == (0, 1920)  # no return at all: anywhere
+    narrow = np.zeros((64, 2048), bool)
+    narrow[5, 100:150] = True
+    assert crop_start_range(narrow, 128) == (22, 100)  # every crop covers the whole patch
+    edge = np.zeros((64, 2048), bool)
+    edge[5, 2040:] = True
+    assert crop_start_range(edge, 128) == (1920, 1920)
+
+
+def test_spread_files_keeps_the_ends_and_spaces_the_rest_evenly():
+    from pathlib import Path
+
+    from domain_adapt.readers import spread_files
+
+    files = [Path(f"{i:06d}.bin") for i in range(10)]
+    assert [f.stem for f in spread_files(files, 4)] == ["000000", "000003", "000006", "000009"]
+    assert spread_files(files, 2) == [files[0], files[9]]
+    assert spread_files(files, None) == files and spread_files(files, 10) == files and spread_files(files, 50) == files
+    assert spread_files(files, 1) == [files[9]] and spread_files(files, 0) == []
 
 
 def test_ring_images_of_a_range_image_folder_keep_each_pixel_on_its_ring(tmp_path):
