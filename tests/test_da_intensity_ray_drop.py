@@ -32,11 +32,17 @@ def test_hybrid_loss_and_decoding_hand_computed():
     ce = -torch.log_softmax(out[0, :bins, 0, 0], 0)[3]
     assert hybrid_loss(out, intensity, mask, bins).item() == pytest.approx(ce.item(), abs=1e-5)
     assert decode_intensity(out, bins, "mode").item() == pytest.approx(0.37, abs=1e-6)
-    # median: with all mass in bin 3 spread evenly, the median is its middle
-    assert decode_intensity(out, bins).item() == pytest.approx(0.35, abs=1e-3)
-    two = torch.full((1, 2 * bins, 1, 1), -30.0)
-    two[0, [1, 6]] = 0.0  # half the mass in bin 1, half in bin 6: the median is the top of bin 1
-    assert decode_intensity(two, bins).item() == pytest.approx(0.2, abs=1e-3)
+    # median: all the mass in bin 3, at its offset 0.7
+    assert decode_intensity(out, bins).item() == pytest.approx(0.37, abs=1e-6)
+    three = torch.full((1, 2 * bins, 1, 1), -60.0)
+    three[0, [1, 4, 8], 0, 0] = torch.log(torch.tensor([0.3, 0.25, 0.45]))
+    three[0, bins + 4] = float(np.log(0.2 / 0.8))  # bin 4's offset 0.2
+    three[0, bins + 8] = 0.0  # bin 8's offset 0.5
+    # mass 0.3 / 0.25 / 0.45 in bins 1, 4, 8: half is reached in bin 4 (the median), the most in bin 8 (the mode)
+    assert decode_intensity(three, bins).item() == pytest.approx(0.42, abs=1e-6)
+    assert decode_intensity(three, bins, "mode").item() == pytest.approx(0.85, abs=1e-6)
+    with pytest.raises(ValueError, match="'median' or 'mode'"):
+        decode_intensity(three, bins, "mean")
     # a wrong offset costs its L1; masked pixels cost nothing
     assert hybrid_loss(out, torch.tensor([[[0.32]]]), mask, bins).item() == pytest.approx(ce.item() + 0.5, abs=1e-5)
     assert hybrid_loss(out, intensity, torch.zeros_like(mask), bins).item() == 0.0
