@@ -152,6 +152,8 @@ def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     ia.add_argument("-o", "--out", type=Path, required=True, metavar="DIR", help="range-image folder to write")
     ia.set_defaults(run=run_intensity_apply)
 
+    from domain_adapt.experiment import ExperimentConfig
+
     r = sub.add_parser("run", help="the sim-to-real ablation: every adaptation step alone and together",
                        description="Train the ablation rows (none / +profile / +intensity / +ray-drop / +alignment / "
                                    "+calibration / +jitter / +jitter+calibration / all, SqueezeSegV2; SqueezeSeg "
@@ -178,12 +180,12 @@ def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     r.add_argument("--source-frames", type=int_at_least(1), default=400, metavar="N",
                    help="source frames to train on (default: %(default)s)")
     r.add_argument("--renderer-steps", type=int_at_least(1), default=400, help="(default: %(default)s)")
-    r.add_argument("--renderer-rings", type=int, default=0, choices=(0, 64), metavar="{0,64}",
-                   help="the renderer's per-ring bias, as `da intensity train --rings` (default: %(default)s, as the "
-                        "ablation tables of docs/domain_adaptation.md ran; 64 renders real intensity better)")
+    r.add_argument("--renderer-rings", type=int, default=ExperimentConfig.renderer_rings, choices=(0, 64),
+                   metavar="{0,64}", help="the renderer's per-ring bias, as `da intensity train --rings` (default: "
+                                          "%(default)s; the earlier ablation tables of docs/domain_adaptation.md ran "
+                                          "with 0)")
     r.add_argument("--align-weight", type=float, default=1.0, help="correlation alignment weight (default: "
                                                                    "%(default)s)")
-    from domain_adapt.experiment import ExperimentConfig
 
     r.add_argument("--jitter", type=gain_floor, default=ExperimentConfig.intensity_jitter, metavar="GAIN,FLOOR",
                    help="laser response jitter of the +jitter rows: each training scan's lasers get gains drawn in "

@@ -73,7 +73,7 @@ class ExperimentConfig:
     target_frames: int | None = 200
     renderer_steps: int = 400  # intensity renderer training steps
     renderer_width: int = 16  # channels of the renderer's first stage (bench_da_intensity's setting)
-    renderer_rings: int = 0  # the renderer's per-ring bias (IntensityNetConfig.rings; 0 = none, as the table ran)
+    renderer_rings: int = 64  # the renderer's per-ring bias (IntensityNetConfig.rings; 0 = none, as the tables ran)
     align_weight: float = 1.0  # weight of the correlation-alignment loss
     batch_size: int = 4
     lr: float = 5e-4
