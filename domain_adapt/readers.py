@@ -49,15 +49,20 @@ def read_scan(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return points, ring_rows(points)
 
 
-def spread_files(files: list[Path], n: int | None) -> list[Path]:
-    """At most `n` of `files`, evenly spaced over the list (its first and last kept); all of them when n is None or
-    at least their number. A drive's neighbouring frames say much the same, and a whole data set does not fit in
-    memory as images: a few hundred scans spread over it teach what all of them would."""
-    if n is None or len(files) <= n:
-        return list(files)
+def spread_indices(count: int, n: int | None) -> list[int]:
+    """At most `n` of the indices 0..count-1, evenly spaced (the first and last kept); all of them when n is None or
+    at least `count`. A drive's neighbouring frames say much the same, and a whole data set does not fit in memory
+    as images: a few hundred scans spread over it teach what all of them would."""
+    if n is None or count <= n:
+        return list(range(count))
     if n < 2:
-        return list(files[-n:]) if n > 0 else []
-    return [files[i] for i in np.unique(np.round(np.linspace(0, len(files) - 1, n)).astype(np.int64))]
+        return [count - 1] if n == 1 else []
+    return np.unique(np.round(np.linspace(0, count - 1, n)).astype(np.int64)).tolist()
+
+
+def spread_files(files: list[Path], n: int | None) -> list[Path]:
+    """At most `n` of `files`, evenly spaced over the list (`spread_indices`)."""
+    return [files[i] for i in spread_indices(len(files), n)]
 
 
 def iter_scans(path: str | Path, max_scans: int | None = None):

@@ -30,6 +30,7 @@ from domain_adapt.alignment import correlation_alignment_loss
 from domain_adapt.calibration import progressive_domain_calibration
 from domain_adapt.intensity import IntensityNet, render_intensity
 from domain_adapt.ray_drop import RayDropModel, apply_ray_drop
+from domain_adapt.readers import spread_indices
 from domain_adapt.sensor_profile import SensorProfile, apply_sensor_profile
 from squeeze.atomic import atomic_write_text
 from squeeze.checkpoint import save_checkpoint
@@ -224,16 +225,18 @@ def train_adapted(model_name: str, model_config: Any, data_config: SegDataConfig
 
 
 def calibrate_on_target(segmenter: nn.Module, target: RangeDataset, batch_size: int = 8,
-                        max_frames: int | None = None) -> list[str]:
-    """Progressive domain calibration of `segmenter`'s BatchNorm layers on the target scans (no labels)."""
-    n = len(target) if max_frames is None else min(max_frames, len(target))
+                        max_frames: int | None = 200) -> list[str]:
+    """Progressive domain calibration of `segmenter`'s BatchNorm layers on the target scans (no labels): on at most
+    `max_frames` of them, evenly spaced over the set (None: all). The calibration holds its scans in memory and
+    runs them through the network once per layer, so a whole real data set (10,848 scans) would take hours and
+    gigabytes; 200 scans give each statistic millions of pixels."""
     was_train = target.train
     target.train = False  # calibrate on the scans as they are, not augmented
     try:
-        items = [target[i] for i in range(n)]
+        items = [target[i] for i in spread_indices(len(target), max_frames)]
     finally:
         target.train = was_train
-    batches = [items[i:i + batch_size] for i in range(0, n, batch_size)]
+    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     tensors = [(torch.stack([b["inputs"] for b in batch]), torch.stack([b["mask"] for b in batch]))
                for batch in batches]
 

@@ -211,6 +211,10 @@ def test_spread_files_keeps_the_ends_and_spaces_the_rest_evenly():
     assert spread_files(files, 2) == [files[0], files[9]]
     assert spread_files(files, None) == files and spread_files(files, 10) == files and spread_files(files, 50) == files
     assert spread_files(files, 1) == [files[9]] and spread_files(files, 0) == []
+    from domain_adapt.readers import spread_indices
+
+    assert spread_indices(10_848, 200)[:3] == [0, 55, 109] and spread_indices(10_848, 200)[-1] == 10_847
+    assert len(spread_indices(10_848, 200)) == 200 and spread_indices(3, 200) == [0, 1, 2]
 
 
 def test_ring_images_of_a_range_image_folder_keep_each_pixel_on_its_ring(tmp_path):
