@@ -121,7 +121,7 @@ def add_da_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     c.add_argument("-o", "--out", type=Path, required=True, metavar="JSON",
                    help="profile to write; a picture of it is written beside it (.png)")
     c.add_argument("--max-scans", type=int_at_least(1), default=None, metavar="N",
-                   help="measure only the first N scans by name (default: all)")
+                   help="measure at most N scans, evenly spaced by name (default: all)")
     c.set_defaults(run=run_calibrate_sensor)
 
     i = sub.add_parser("intensity", help="learned intensity rendering: train on real scans, apply to simulated",
@@ -252,10 +252,10 @@ def run_experiment_command(args: argparse.Namespace) -> int:
 def run_calibrate_sensor(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from domain_adapt.readers import find_scans, read_scan
+    from domain_adapt.readers import find_scans, read_scan, spread_files
     from domain_adapt.sensor_profile import calibrate_sensor, plot_profile, write_profile
 
-    files = find_scans(args.real_dir)[: args.max_scans] if args.max_scans else find_scans(args.real_dir)
+    files = spread_files(find_scans(args.real_dir), args.max_scans)
     from tqdm import tqdm
 
     scans = (read_scan(f) for f in tqdm(files, desc="measuring", unit="scan", disable=len(files) < 20))

@@ -63,10 +63,3 @@ def spread_indices(count: int, n: int | None) -> list[int]:
 def spread_files(files: list[Path], n: int | None) -> list[Path]:
     """At most `n` of `files`, evenly spaced over the list (`spread_indices`)."""
     return [files[i] for i in spread_indices(len(files), n)]
-
-
-def iter_scans(path: str | Path, max_scans: int | None = None):
-    """Yield (points, rings) for the scans of a folder (the first `max_scans` by name when given)."""
-    files = find_scans(path)
-    for f in files[:max_scans] if max_scans else files:
-        yield read_scan(f)
