@@ -69,7 +69,8 @@ class ExperimentConfig:
     source_frames: int | None = 400  # source frames transformed and trained on (None: all)
     # Target scans the sensor profile, intensity renderer and ray-drop model learn from, evenly spaced over the folder
     # by name (None: all). A whole real data set does not fit in memory as ring images (SqueezeSeg's 10,848 scans:
-    # ~60 GB), and a few hundred spread over it say what all would. Alignment and calibration read every target scan.
+    # ~60 GB), and a few hundred spread over it say what all would. Calibration takes 200 of its own
+    # (train.calibrate_on_target); the alignment draws its batches from every target scan.
     target_frames: int | None = 200
     renderer_steps: int = 400  # intensity renderer training steps
     renderer_width: int = 16  # channels of the renderer's first stage (bench_da_intensity's setting)

@@ -223,9 +223,9 @@ def mean_abs_error(predicted: np.ndarray, image: RangeImage) -> float:
 
 
 def crop_start_range(mask: np.ndarray, crop_width: int) -> tuple[int, int]:
-    """(lowest, highest) first column of a `crop_width`-wide crop of an (H, W) image that stays inside the image and
-    overlaps no column without returns on both sides: the crops span the columns from the first to the last that
-    hold a return (the whole width for a full scan; (0, W - crop_width) for an image with no return at all)."""
+    """(lowest, highest) first column of the `crop_width`-wide crops of an (H, W) image that lie within the columns
+    from the first to the last holding a return (the whole width for a full scan and for an image with no return;
+    when the returns span fewer columns than a crop, the crops that cover them all)."""
     w = mask.shape[1]
     cols = np.flatnonzero(mask.any(axis=0))
     first, last = (int(cols[0]), int(cols[-1])) if len(cols) else (0, w - 1)
