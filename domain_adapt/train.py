@@ -97,7 +97,8 @@ def transform_range_image(raw: np.ndarray, mask: np.ndarray, labels: np.ndarray,
 def transform_source(source: RangeDataset, out: str | Path, transform: SourceTransform, seed: int = 0,
                      progress: bool = False) -> Path:
     """Write every frame of `source` through `transform` into a SqueezeSeg `.npy` folder (lidar_2d/, ImageSet/
-    all.txt, train.txt); returns the folder. Frame i's randomness comes from (seed, i) alone."""
+    all.txt, train.txt), each under its own frame id (a SemanticKITTI "08/000123" as "08_000123"); returns the
+    folder. Frame i's randomness comes from (seed, i) alone."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -106,7 +107,7 @@ def transform_source(source: RangeDataset, out: str | Path, transform: SourceTra
     for i in tqdm(range(len(source)), desc=f"source: {transform.name}", unit="frame", disable=not progress):
         s = source.sample(i)
         image = transform_range_image(s.raw, s.mask, s.labels, transform, np.random.default_rng([seed, i]))
-        fid = f"{i:06d}"
+        fid = s.frame_id.replace("/", "_")
         write_range_npy(out / "lidar_2d" / f"{fid}.npy", image)
         ids.append(fid)
     for name in ("all", "train"):

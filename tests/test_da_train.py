@@ -118,6 +118,16 @@ def test_transform_source_writes_a_range_image_folder(tmp_path):
     again = read_range_npy(out / "lidar_2d" / "000001.npy", shape=(H, W))
     original = np.load(source_dir / "lidar_2d" / "000001.npy")
     assert np.array_equal(again.to_array(), original)  # no step: the frames as they were
+    # a copy keeps the frames' names: a plain folder of range images named by the user
+    named = tmp_path / "named"
+    named.mkdir()
+    sources = sorted((source_dir / "lidar_2d").glob("*.npy"))
+    for src, name in zip(sources, ("drive_b_0040", "drive_a_0010"), strict=True):
+        (named / f"{name}.npy").write_bytes(src.read_bytes())
+    out = transform_source(RangeDataset(named, None, data), tmp_path / "out_named", SourceTransform())
+    assert (out / "ImageSet" / "all.txt").read_text() == "drive_a_0010\ndrive_b_0040\n"
+    again = read_range_npy(out / "lidar_2d" / "drive_a_0010.npy", shape=(H, W))
+    assert np.array_equal(again.to_array(), np.load(named / "drive_a_0010.npy"))
 
 
 def test_da_run_command_end_to_end_on_real_scans(kitti_mini, tmp_path, capsys):
