@@ -130,13 +130,28 @@ def _network_feeds(sidecar: Sidecar, x: np.ndarray) -> dict[str, np.ndarray]:
     return feeds
 
 
+def _network_call(predictor: Any, sidecar: Sidecar, x: np.ndarray) -> Callable[[], Any]:
+    """The timed "network only" call: the graph on prepared feeds of `x`, and the host CRF after it when the model
+    has one (squeeze.crf; the row then compares with an export that has the CRF in its graph)."""
+    feeds = _network_feeds(sidecar, x)
+    crf = sidecar.segmentation.host_crf if sidecar.segmentation is not None else None
+    if crf is None:
+        return lambda: predictor.network.run(feeds)
+    from deploy.runtimes.common import project_points
+    from squeeze.crf import apply_crf
+
+    mask = project_points(x, sidecar.segmentation.projection)[0].mask
+    name = next(i.name for i in sidecar.inputs if i.dtype != "bool")
+    xyz = np.ascontiguousarray(feeds[name][0, list(crf.xyz_channels)])
+    return lambda: apply_crf(predictor.network.run(feeds)[0][0], xyz, mask, crf, predictor.threads)
+
+
 def _onnxruntime_candidate(path: Path, sidecar: Sidecar, x: np.ndarray, threads: int) -> Candidate:
     from deploy.runtimes.onnxruntime import OnnxDetector, OnnxSegmenter
 
     cls = OnnxDetector if sidecar.task == "detection" else OnnxSegmenter
     predictor = cls(path, sidecar, threads=threads, providers=["CPUExecutionProvider"])
-    feeds = _network_feeds(sidecar, x)
-    return Candidate(path.stem, sidecar.task, "onnxruntime", sidecar.precision, lambda: predictor.network.run(feeds),
+    return Candidate(path.stem, sidecar.task, "onnxruntime", sidecar.precision, _network_call(predictor, sidecar, x),
                      _predict(predictor, sidecar.task, x))
 
 
@@ -145,10 +160,9 @@ def _openvino_candidate(path: Path, sidecar: Sidecar, x: np.ndarray, threads: in
 
     cls = OpenVinoDetector if sidecar.task == "detection" else OpenVinoSegmenter
     predictor = cls(path, sidecar, precision=hint, threads=threads)
-    feeds = _network_feeds(sidecar, x)
     precision = sidecar.precision if hint == "f32" else ("bf16" if sidecar.precision == "fp32" else
                                                          f"{sidecar.precision}_bf16")
-    return Candidate(path.stem, sidecar.task, "openvino", precision, lambda: predictor.network.run(feeds),
+    return Candidate(path.stem, sidecar.task, "openvino", precision, _network_call(predictor, sidecar, x),
                      _predict(predictor, sidecar.task, x))
 
 

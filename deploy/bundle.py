@@ -47,7 +47,7 @@ class Bundle:
 def make_bundle(model_path: str | Path, out_dir: str | Path, runtime: str = "onnxruntime") -> Bundle:
     """Write the bundle of an exported .onnx model (with its sidecar beside it) into out_dir (created; the five
     files above are overwritten). DataError naming the file for an unknown runtime, a model that is not .onnx or
-    missing, a missing or bad sidecar, or an output that is a file."""
+    missing, a missing or bad sidecar, a model whose CRF runs on the host, or an output that is a file."""
     model_path, out_dir = Path(model_path), Path(out_dir)
     if runtime not in BUNDLE_RUNTIMES:
         raise DataError(out_dir, f"unknown runtime {runtime!r}: a bundle runs in one of {', '.join(BUNDLE_RUNTIMES)}")
@@ -56,6 +56,9 @@ def make_bundle(model_path: str | Path, out_dir: str | Path, runtime: str = "onn
     if not model_path.is_file():
         raise DataError(model_path, "no such model file")
     sidecar = read_sidecar(model_path)  # DataError naming model.json when it is missing or malformed
+    if sidecar.segmentation is not None and sidecar.segmentation.host_crf is not None:
+        raise DataError(model_path, "this model leaves its CRF to the host (exported with --crf host, which "
+                                    "needs numba); a bundle's infer.py needs only numpy: export with --crf graph")
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(out_dir, "the bundle's output must be a folder, and this is a file")
     out_dir.mkdir(parents=True, exist_ok=True)

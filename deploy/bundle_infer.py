@@ -68,6 +68,9 @@ def read_sidecar(model: Path) -> dict:
     if not isinstance(doc, dict) or doc.get("format") != "squeeze-deploy-sidecar" or \
             doc.get("task") not in ("detection", "segmentation") or doc.get(doc.get("task")) is None:
         raise BundleError(f"{path}: not a squeeze deploy sidecar with a detection or segmentation section")
+    if (doc.get("segmentation") or {}).get("host_crf") is not None:
+        raise BundleError(f"{path}: the model leaves its CRF to the host, which this script does not run (export it "
+                          "with --crf graph)")
     return doc
 
 

@@ -12,7 +12,9 @@ Schema (format "squeeze-deploy-sidecar", version 1), keys in this order::
     detection: {image_width, image_height, channel_order "BGR", pixel_mean_bgr, anchor_shapes, grid, exp_thresh,
                 top_n, prob_thresh, nms_thresh, final_threshold, nms_mode, soft_nms_sigma}      (detection only)
     segmentation: {channel_names, mean, std, crf, projection: {height, width, fov_left_deg, fov_right_deg,
-                   mode, fov_up_deg, fov_down_deg}}                                            (segmentation only)
+                   mode, fov_up_deg, fov_down_deg},
+                   host_crf: null | {mode, iterations, window, theta_a, bilateral_theta_a, theta_r,
+                                     angular_compat, bilateral_compat, xyz_channels}}          (segmentation only)
     export: {exporter, opset, torch, checkpoint}                                                (provenance)
 
 The file is written atomically, UTF-8, 2-space indent, trailing newline; `to_json(from_json(text)) == text` for
@@ -31,6 +33,7 @@ import numpy as np
 
 from squeeze.atomic import atomic_write_text
 from squeeze.classes import color_of
+from squeeze.crf import CrfParams
 from squeeze.detection import NMS_MODES
 from squeeze.errors import DataError
 from squeeze.range_image import ProjectionConfig
@@ -96,6 +99,16 @@ class SegmentationParams:
     std: tuple[float, ...]  # per channel, divided by (> 0)
     crf: bool  # the recurrent CRF is inside the network (it then takes the mask input)
     projection: ProjectionConfig  # points -> range image (squeeze.range_image.project_scan)
+    # The recurrent CRF the runtime applies to the network's logits on the host (squeeze.crf.apply_crf); None when
+    # the network has none or carries it in its graph (`crf`). Absent in sidecars written before it existed.
+    host_crf: CrfParams | None = None
+
+    def __post_init__(self) -> None:
+        if self.crf and self.host_crf is not None:
+            raise ValueError("a segmenter's CRF runs either in the graph (crf) or on the host (host_crf), not both")
+        if self.host_crf is not None and max(self.host_crf.xyz_channels) >= len(self.channel_names):
+            raise ValueError(f"host_crf.xyz_channels {self.host_crf.xyz_channels} are not channels of "
+                             f"{self.channel_names}")
 
 
 @dataclass(frozen=True)
@@ -178,7 +191,9 @@ class Sidecar:
                 class_colors=tuple(tuple(int(v) for v in c) for c in doc["class_colors"]),  # type: ignore[misc]
                 detection=None if det is None else DetectionParams(**_tuples(det, DetectionParams)),
                 segmentation=None if seg is None else SegmentationParams(
-                    **{**_tuples(seg, SegmentationParams), "projection": ProjectionConfig(**seg["projection"])}),
+                    **{**_tuples(seg, SegmentationParams), "projection": ProjectionConfig(**seg["projection"]),
+                       "host_crf": None if seg.get("host_crf") is None else CrfParams(**_tuples(seg["host_crf"],
+                                                                                                  CrfParams))}),
                 export=dict(doc.get("export", {})))
         except KeyError as e:
             raise DataError(source, f"sidecar field {e} is missing") from None

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-CRF_MODES = ("reference", "textbook")
+from squeeze.crf import CRF_MODES, EXP_CUTOFF, CrfParams, half_offsets
 
 
 def gaussian_window(window: tuple[int, int], thetas: Sequence[float]) -> Tensor:
@@ -55,21 +55,6 @@ def gaussian_window(window: tuple[int, int], thetas: Sequence[float]) -> Tensor:
     kernel = torch.exp(-dist2 / (2.0 * theta**2))
     kernel[:, kh // 2, kw // 2] = 0.0
     return kernel[:, None].float()
-
-
-# Exponents below this give weight 0: exp(-80) ~ 1.8e-35, just above float32's smallest normal number.
-EXP_CUTOFF = 80.0
-
-
-def window_offsets(window: tuple[int, int]) -> list[tuple[int, int]]:
-    """(drow, dcol) of the kh * kw - 1 neighbours in raster order, the centre excluded (the TF code's order)."""
-    kh, kw = window
-    return [(r - kh // 2, c - kw // 2) for r in range(kh) for c in range(kw) if (r, c) != (kh // 2, kw // 2)]
-
-
-def half_offsets(window: tuple[int, int]) -> list[tuple[int, int]]:
-    """The offsets after the centre in raster order: one of each pair (o, -o)."""
-    return [o for o in window_offsets(window) if o > (0, 0)]
 
 
 def _shifted(padded: Tensor, offset: tuple[int, int], window: tuple[int, int], size: tuple[int, int]) -> Tensor:
@@ -148,6 +133,7 @@ class RecurrentCRF(nn.Module):
             if not all(v > 0 and math.isfinite(v) for v in values):
                 raise ValueError(f"CRF {name} values must be positive, got {tuple(values)}")
         self.num_classes, self.iterations, self.window, self.mode = num_classes, iterations, (kh, kw), mode
+        self.thetas = tuple(tuple(float(v) for v in t) for t in (theta_a, bilateral_theta_a, theta_r))
         # Depthwise Gaussian kernels (K or 2K, 1, kh, kw): k_a per class, then k_b per class if it differs.
         angular, bi_angular = gaussian_window(self.window, theta_a), gaussian_window(self.window, bilateral_theta_a)
         self.shared_gaussian = bool(torch.equal(angular, bi_angular))
@@ -158,6 +144,18 @@ class RecurrentCRF(nn.Module):
         potts = 1.0 - torch.eye(num_classes)
         self.angular_compat = nn.Parameter(potts * angular_compat)  # (K, K) [message class, target class]
         self.bilateral_compat = nn.Parameter(potts * bilateral_compat)  # (K, K) [message class, target class]
+
+    def host_params(self, xyz_channels: tuple[int, int, int] = (0, 1, 2)) -> CrfParams:
+        """This CRF's settings and trained compatibility matrices for squeeze.crf.apply_crf (a deployed model's
+        host CRF); xyz_channels: the normalised input channels holding x, y, z."""
+        def matrix(m: Tensor) -> tuple[tuple[float, ...], ...]:
+            return tuple(tuple(float(v) for v in row) for row in m.detach().cpu().float())
+
+        theta_a, bilateral_theta_a, theta_r = self.thetas
+        return CrfParams(mode=self.mode, iterations=self.iterations, window=self.window, theta_a=theta_a,
+                         bilateral_theta_a=bilateral_theta_a, theta_r=theta_r,
+                         angular_compat=matrix(self.angular_compat), bilateral_compat=matrix(self.bilateral_compat),
+                         xyz_channels=tuple(xyz_channels))
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, iterations={self.iterations}, window={self.window}, mode={self.mode!r}"

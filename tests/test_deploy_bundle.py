@@ -226,6 +226,22 @@ def test_bad_bundles_and_inputs_give_clear_errors(det_model, seg_model, tmp_path
     assert proc.returncode == 2 and "bad.bin: 8 bytes is not a whole number of 16-byte points" in proc.stderr
 
 
+def test_a_model_with_its_crf_on_the_host_is_not_bundled(seg_model, tmp_path):
+    """infer.py runs numpy only, so a model that leaves its CRF to the host (numba) is refused by `deploy bundle`,
+    and by infer.py when its sidecar is put in a bundle by hand: no run silently without the CRF."""
+    host = export_onnx(seg_model.parent / "seg.pt", tmp_path / "host.onnx", crf="host").path
+    with pytest.raises(DataError, match=r"host\.onnx: this model leaves its CRF to the host .* --crf graph"):
+        make_bundle(host, tmp_path / "refused")
+    folder = make_bundle(seg_model, tmp_path / "bundle").folder
+    (folder / "model.onnx").write_bytes(host.read_bytes())
+    side = json.loads(host.with_suffix(".json").read_text())
+    (folder / "model.json").write_text(json.dumps({**side, "model_file": "model.onnx"}))
+    ring_scan().tofile(tmp_path / "scan.bin")
+    proc, report = run_infer(folder, str(tmp_path / "scan.bin"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and report["leaked"] == []
+    assert "model.json: the model leaves its CRF to the host, which this script does not run" in proc.stderr
+
+
 # ------------------------------------------------------------------------------ the script's own functions
 def random_boxes(rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     xy = rng.uniform(0, 200, (m, 2))

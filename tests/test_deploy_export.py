@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +34,7 @@ from squeeze.range_image import ProjectionConfig  # noqa: E402
 from squeeze_suite.cli import main  # noqa: E402
 
 SEG_H, SEG_W = 16, 64  # tiny range images: every trunk divides the width by 16 at most
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -99,7 +103,7 @@ def assert_seg_parity(onnx_path, checkpoint, crf: bool) -> tuple[float, float]:
     """Max |logit difference| <= 1e-4 and >= 99.9 % equal labels on valid pixels, at batch 3 (the batch is dynamic)."""
     raw, mask = random_range_batch(7)
     segmenter = OnnxSegmenter(onnx_path)
-    ours = segmenter.network.run(segmenter.feeds(raw, mask))[0]
+    ours = segmenter.logits(raw, mask)  # the network, and the CRF after it when the sidecar leaves it to the host
     ref = torch_seg_logits(checkpoint, raw, mask, crf)
     diff = float(np.abs(ours - ref).max())
     same = float((ours.argmax(1) == ref.argmax(1))[mask].mean())
@@ -325,9 +329,59 @@ def test_sidecar_round_trip_is_byte_exact(squeezeseg_crf):
     assert doc["segmentation"]["projection"]["width"] == SEG_W and doc["export"]["exporter"] == "dynamo"
 
 
+HOST_CRF_TORCH_BLOCKED = """
+import json, sys
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+import numpy as np
+from deploy.formats import load_predictor
+model, folder = sys.argv[1], sys.argv[2]
+raw, mask = np.load(folder + "/raw.npy"), np.load(folder + "/mask.npy")
+labels = load_predictor(model).logits(raw[None], mask[None])[0].argmax(0)
+modules = sorted(m for m in sys.modules if m.split(".")[0] in ("squeezedet", "squeezeseg", "torch"))
+print(json.dumps({"labels": labels.tolist(), "modules": modules}))
+"""
+
+
+def test_squeezeseg_with_its_crf_on_the_host(squeezeseg_crf, tmp_path):
+    """--crf host: the graph stops at conv14 (no mask input, no CRF ops), the sidecar carries the CRF's settings
+    and trained matrices, and the runtime's logits after the host CRF match torch's with the CRF in it."""
+    from squeezeseg.predict import load_model
+
+    ckpt, _ = squeezeseg_crf
+    report = export_onnx(ckpt, tmp_path / "host.onnx", crf="host")
+    assert not report.crf and report.host_crf and "CRF on the host" in report.summary()
+    assert "Softmax" not in report.ops and "MatMul" not in report.ops
+    side = read_sidecar(report.path)
+    assert [i.name for i in side.inputs] == ["range_image"] and not side.segmentation.crf
+    assert side.segmentation.host_crf == load_model(ckpt).model.crf.host_params((0, 1, 2))
+    assert side.segmentation.host_crf.iterations == 2 and side.segmentation.host_crf.mode == "textbook"
+    text = report.sidecar.read_text(encoding="utf-8")
+    assert Sidecar.from_json(text).to_json() == text
+    assert json.loads(text)["segmentation"]["host_crf"]["theta_r"] == [0.015, 0.015, 0.01, 0.01]
+    # smooth scans, so that the bilateral weights are not all 0 (random_range_batch's points are metres apart)
+    raw, mask = random_range_batch(7)
+    raw[..., :3] = np.cumsum(raw[..., :3] * 0.002, axis=2)
+    ref = torch_seg_logits(ckpt, raw, mask, crf=True)
+    ours = OnnxSegmenter(report.path).logits(raw, mask)
+    assert np.abs(ours - ref).max() <= 1e-4 and (ours.argmax(1) == ref.argmax(1))[mask].mean() >= 0.999
+    without = torch_seg_logits(ckpt, raw, mask, crf=False)
+    assert (without.argmax(1) != ref.argmax(1))[mask].sum() > 0  # the CRF changed labels, and the host did too
+    # the runtime and its host CRF need no torch and no model package
+    np.save(tmp_path / "raw.npy", raw[0])
+    np.save(tmp_path / "mask.npy", mask[0])
+    blocked = subprocess.run([sys.executable, "-c", HOST_CRF_TORCH_BLOCKED, str(report.path), str(tmp_path)],
+                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert blocked.returncode == 0, blocked.stderr[-2000:]
+    result = json.loads(blocked.stdout.strip().splitlines()[-1])
+    assert result["modules"] == ["torch"]  # only the blocker
+    np.testing.assert_array_equal(result["labels"], ours[0].argmax(0))
+    with pytest.raises(DataError, match="crf must be one of graph, host, none, got 'gpu'"):
+        export_onnx(ckpt, tmp_path / "bad.onnx", crf="gpu")
+
+
 def test_squeezeseg_without_crf_takes_no_mask(tmp_path):
     ckpt = seg_checkpoint(tmp_path / "seg.pt", "squeezeseg_kitti")
-    report = export_onnx(ckpt, tmp_path / "seg.onnx", crf=False, opset=17)
+    report = export_onnx(ckpt, tmp_path / "seg.onnx", crf="none", opset=17)
     # torch 2.13 writes opset 18 whatever it is asked; the export converts to the opset asked for
     assert report.opset == 17 and onnx.load(report.path).opset_import[0].version == 17
     assert not report.crf and "Softmax" not in report.ops and "MatMul" not in report.ops  # no CRF in the graph

@@ -1,6 +1,7 @@
 """What every runtime shares: a Detector and a Segmenter / RangeSegmenter over any `Network` (numpy feeds by input
 name in, outputs in the sidecar's order out), with the pre- and post-processing of squeeze.detection and
-squeeze.segmentation and the parameters of the sidecar. A runtime only supplies the Network.
+squeeze.segmentation and the parameters of the sidecar, and SqueezeSeg's CRF on the host (squeeze.crf) for a model
+exported with `--crf host`. A runtime only supplies the Network.
 
 No torch and no model package here (tests/test_layering.py).
 """
@@ -16,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from deploy.sidecar import Sidecar
+from squeeze.crf import apply_crf
 from squeeze.detection import boxes_to_original, postprocess, preprocess_image
 from squeeze.errors import DataError, ScanError
 from squeeze.predictor import Detections2D, Segmentation
@@ -98,6 +100,7 @@ class NetworkSegmenter:
         inputs = network.sidecar.inputs
         self._input = next(i.name for i in inputs if i.dtype != "bool")
         self._mask = next((i.name for i in inputs if i.dtype == "bool"), None)  # None: the network ignores it
+        self.threads: int | None = getattr(network, "threads", None)  # the host CRF's threads: the network's
 
     @property
     def projection(self) -> ProjectionConfig:
@@ -131,8 +134,18 @@ class NetworkSegmenter:
 
     def segment_pixels(self, raws: np.ndarray, masks: np.ndarray) -> list[Segmentation]:
         """(B, H, W, 5) float32 raw channels and (B, H, W) bool masks -> one (H, W) Segmentation per image."""
-        logits = self.network.run(self.feeds(raws, masks))[0]
-        return [labels_and_scores(lg, m) for lg, m in zip(logits, masks, strict=True)]
+        return [labels_and_scores(lg, m) for lg, m in zip(self.logits(raws, masks), masks, strict=True)]
+
+    def logits(self, raws: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """(B, H, W, 5) float32 raw channels and (B, H, W) bool masks -> (B, K, H, W) float32 logits, after the CRF
+        when the model has one (in its graph, or here on the host as the sidecar's host_crf says)."""
+        feeds = self.feeds(raws, masks)
+        logits = self.network.run(feeds)[0]
+        crf = self.params.host_crf
+        if crf is None:
+            return logits
+        xyz = feeds[self._input][:, list(crf.xyz_channels)]  # the normalised x, y, z, as the torch CRF reads them
+        return np.stack([apply_crf(lg, p, m, crf, self.threads) for lg, p, m in zip(logits, xyz, masks, strict=True)])
 
 
 def project_points(points: np.ndarray, projection: ProjectionConfig) -> tuple[RangeImage, np.ndarray]:

@@ -72,6 +72,7 @@ class OnnxNetwork:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.sidecar = sidecar if sidecar is not None else read_sidecar(model_path)
+        self.threads = int(threads)  # also the host CRF's (deploy.runtimes.common)
         ort = _ort()
         available = ort.get_available_providers()
         chosen = list(providers) if providers is not None else default_providers()

@@ -62,6 +62,7 @@ class OpenVinoNetwork:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.sidecar = sidecar if sidecar is not None else read_sidecar(model_path)
+        self.threads = int(threads)  # also the host CRF's (deploy.runtimes.common)
         self.precision = precision
         ov = _openvino()
         core = ov.Core()
