@@ -156,6 +156,12 @@ def _project(points, height, width, left, span, ring_mode, up, vspan, given_rows
     index = np.full(height * width, -1, np.int64)
     pixel = np.full(n, -1, np.int64)
     scale = width / span
+    # A point whose azimuth lies more than half the field of view plus two columns from the view's centre cannot
+    # land in a column: a dot product with the centre direction tells it (3/4 of a scan for the front 90 degrees).
+    # Every point that lands in a column lies within half the field of view, so this skips no such point.
+    half = span / 2 + 2 * span / width
+    centre_x, centre_y = np.cos(left - span / 2), np.sin(left - span / 2)
+    cos_limit = np.cos(half) if half < np.pi else -2.0  # -2: never skip (a view of about 360 degrees)
     wraps = 0
     prev_neg = False
     use_given = given_rows.shape[0] > 0
@@ -179,6 +185,8 @@ def _project(points, height, width, left, span, ring_mode, up, vspan, given_rows
             row = np.int64(np.floor((up - np.arcsin(z / r)) / vspan * height)) if r > 0.0 else -1
         if row < 0 or row >= height or not r > 0.0:
             continue
+        if x * centre_x + y * centre_y < cos_limit * np.sqrt(x * x + y * y):
+            continue  # outside the field of view by more than two columns: no azimuth needed
         c = (left - _atan2_approx(y, x)) * scale
         if c < -1.0 or c > width + 1.0:  # well outside: the approximation cannot matter
             continue

@@ -100,6 +100,27 @@ def test_numba_equals_numpy_on_synthetic(make_config):
     np.testing.assert_array_equal(pa, pb)
 
 
+@pytest.mark.parametrize("left, right", [(45.0, -45.0), (30.0, -60.0), (100.0, 10.0), (5.0, -5.0), (179.0, -179.0),
+                                         (170.0, -5.0), (270.0, 90.0)])
+def test_views_off_centre_narrow_and_wide_equal_numpy(left, right):
+    """The kernel skips points far outside the view without their azimuth: every view, points on and near its edges
+    included, must still give numpy's image and pixels exactly."""
+    rng = np.random.default_rng(7)
+    az = np.concatenate([rng.uniform(-np.pi, np.pi, 4000),  # everywhere, and crowding both edges
+                         np.deg2rad(left) + rng.normal(0, 0.02, 500), np.deg2rad(right) + rng.normal(0, 0.02, 500)])
+    r = rng.uniform(2, 60, len(az))
+    el = rng.uniform(np.deg2rad(-20), np.deg2rad(1.5), len(az))
+    pts = np.stack([r * np.cos(el) * np.cos(az), r * np.cos(el) * np.sin(az), r * np.sin(el),
+                    rng.random(len(az))], 1).astype(np.float32)
+    cfg = ProjectionConfig(width=256, height=16, mode="uniform", fov_left_deg=left, fov_right_deg=right,
+                           fov_up_deg=2.0, fov_down_deg=-24.9)
+    a, pa = project_scan(pts, cfg)
+    b, pb = project_scan_numpy(pts, cfg)
+    np.testing.assert_array_equal(a.to_array(), b.to_array())
+    np.testing.assert_array_equal(pa, pb)
+    assert a.mask.sum() > 50
+
+
 @pytest.mark.parametrize("make_config", [squeezeseg_front, full_360, squeezeseg_front_uniform])
 def test_numba_equals_numpy_on_real_scans(kitti_mini, make_config):
     for path in sorted((kitti_mini / "training" / "velodyne").glob("*.bin")):
