@@ -24,11 +24,9 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import prange, types
-from numba.extending import intrinsic
+from numba import prange
 
-from squeeze.jit import njit
+from squeeze.jit import exp_nonpositive, njit
 
 __all__ = ["CRF_MODES", "CrfParams", "apply_crf", "gaussian_taps", "half_offsets", "window_offsets"]
 
@@ -135,31 +133,6 @@ def apply_crf(logits: np.ndarray, xyz: np.ndarray, mask: np.ndarray, params: Crf
         numba.set_num_threads(saved)
 
 
-@intrinsic
-def _f32_from_bits(typingctx, bits):  # noqa: ARG001 (numba's intrinsic signature)
-    def codegen(context, builder, signature, args):  # noqa: ARG001
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.int32), codegen
-
-
-@njit(inline="always", fastmath=True)
-def _exp(x):
-    # exp(x) for x <= 0 in float32: x = k ln2 + r, |r| <= ln2 / 2, exp(r) by Cephes' expf polynomial, 2^k from the
-    # exponent bits. Relative error <= 1.2e-7 over [-87, 0]; branch-free, so LLVM vectorises loops that call it.
-    x = max(x, np.float32(-87.0))
-    k = np.floor(x * np.float32(1.44269504) + np.float32(0.5))
-    r = x - k * np.float32(0.693359375) + k * np.float32(2.12194440e-4)  # ln2 in two parts: r stays exact
-    p = np.float32(1.9875691500e-4)
-    p = p * r + np.float32(1.3981999507e-3)
-    p = p * r + np.float32(8.3334519073e-3)
-    p = p * r + np.float32(4.1665795894e-2)
-    p = p * r + np.float32(1.6666665459e-1)
-    p = p * r + np.float32(5.0000001201e-1)
-    p = p * r * r + r + np.float32(1.0)
-    return p * _f32_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))
-
-
 @njit(fastmath=True, parallel=True)
 def _bilateral_weights(xyz, mask, half, scales, cutoff):
     # (M, G, H, W): weights[m, g, i] = exp(scales[g] |p_i - p_(i+o_m)|^2) mask_i mask_(i+o_m), 0 where the exponent
@@ -191,7 +164,7 @@ def _bilateral_weights(xyz, mask, half, scales, cutoff):
                 row = out[m, g, i, lo:hi]
                 for t in range(n):
                     e = max(d2[t] * s, -cutoff)
-                    row[t] = _exp(e) * ((e > -cutoff) * both[t])
+                    row[t] = exp_nonpositive(e) * ((e > -cutoff) * both[t])
     return out
 
 
@@ -216,7 +189,7 @@ def _mean_field(logits, mask, weights, half, group, ka, kb, m_a, m_b, iterations
             for c in range(k):
                 row, qr = current[c, i], q[c, i]
                 for j in range(w):
-                    e = _exp(row[j] - top[j])
+                    e = exp_nonpositive(row[j] - top[j])
                     qr[j] = e
                     total[j] += e
             for c in range(k):

@@ -6,6 +6,8 @@ install used by an account whose HOME is not writable, a container running as an
 cache function ...: no locator available", and the import of the module fails. Every kernel of the suite is
 decorated with `njit` below instead of `numba.njit`, which then caches in a private folder under the temporary
 directory, and compiles without a cache when even that is impossible.
+
+Also here: `exp_nonpositive`, an exp that vectorises inside numba kernels (softmaxes, Gaussian weights).
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
 from numba.core import config as numba_config
+from numba.extending import intrinsic
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +109,31 @@ def njit(*args: Any, cache: bool = True, **options: Any) -> Any:
         return numba.njit(cache=False, **options)(func)
 
     return decorate
+
+
+# ------------------------------------------------------------------------------------ vectorisable maths
+@intrinsic
+def _f32_from_bits(typingctx, bits):  # noqa: ARG001 (numba's intrinsic signature)
+    def codegen(context, builder, signature, args):  # noqa: ARG001
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@njit(inline="always", fastmath=True)
+def exp_nonpositive(x):
+    # exp(x) for float32 x <= 0 (below -87: exp(-87)). x = k ln2 + r with |r| <= ln2 / 2; exp(r) by Cephes' expf
+    # polynomial, 2^k from the exponent bits. Relative error <= 1.2e-7 over [-87, 0]. Branch-free, so LLVM
+    # vectorises loops that call it; numba's np.exp is libm's scalar expf (numba vectorises it only with Intel's
+    # SVML, absent from the PyPI llvmlite).
+    x = max(x, np.float32(-87.0))
+    k = np.floor(x * np.float32(1.44269504) + np.float32(0.5))
+    r = x - k * np.float32(0.693359375) + k * np.float32(2.12194440e-4)  # ln2 in two parts: r stays exact
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    return p * _f32_from_bits((np.int32(k) + np.int32(127)) << np.int32(23))

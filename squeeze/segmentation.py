@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from numba import njit
 
+from squeeze.jit import exp_nonpositive, njit
 from squeeze.predictor import Segmentation
 from squeeze.range_image import RangeImage
 
@@ -85,28 +85,37 @@ def labels_and_scores(logits: np.ndarray, mask: np.ndarray) -> Segmentation:
     return Segmentation(labels, scores)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=True)
 def _argmax_softmax(logits, mask):
-    # Per pixel in one pass (numpy took 6 passes over the logits, 0.9 ms a 64 x 512 frame): the first largest logit
-    # (numpy's argmax tie rule) and the softmax of it, 1 / sum_k exp(l_k - l_max): no overflow, one exp per class.
+    # Row by row over contiguous rows, so the loops vectorise (numpy took 6 passes over the logits, 0.9 ms a 64 x 512
+    # frame; a per-pixel loop with libm's exp 0.54 ms): the first largest logit (numpy's argmax tie rule) and the
+    # softmax of it, 1 / sum_k exp(l_k - l_max), with the vectorisable exp (relative error <= 1.2e-7).
     k, h, w = logits.shape
     labels = np.zeros((h, w), np.int64)
     scores = np.zeros((h, w), np.float32)
+    top = np.empty(w, np.float32)
+    best = np.empty(w, np.int64)
+    total = np.empty(w, np.float32)
     for i in range(h):
+        first = logits[0, i]
         for j in range(w):
-            if not mask[i, j]:
-                continue
-            best = 0
-            top = logits[0, i, j]
-            for c in range(1, k):
-                if logits[c, i, j] > top:
-                    top = logits[c, i, j]
-                    best = c
-            total = np.float32(0.0)
-            for c in range(k):
-                total += np.exp(logits[c, i, j] - top)
-            labels[i, j] = best
-            scores[i, j] = np.float32(1.0) / total
+            top[j] = first[j]
+            best[j] = 0
+            total[j] = 0.0
+        for c in range(1, k):
+            row = logits[c, i]
+            for j in range(w):
+                better = row[j] > top[j]
+                top[j] = row[j] if better else top[j]
+                best[j] = c if better else best[j]
+        for c in range(k):
+            row = logits[c, i]
+            for j in range(w):
+                total[j] += exp_nonpositive(row[j] - top[j])
+        valid, out_labels, out_scores = mask[i], labels[i], scores[i]
+        for j in range(w):
+            out_labels[j] = best[j] if valid[j] else 0
+            out_scores[j] = np.float32(1.0) / total[j] if valid[j] else np.float32(0.0)
     return labels, scores
 
 

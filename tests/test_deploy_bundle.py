@@ -334,6 +334,6 @@ def test_script_normalisation_and_argmax_equal_the_core():
     labels, scores = script.labels_and_scores(logits, mask)
     ref = segmentation.labels_and_scores(logits, mask)
     np.testing.assert_array_equal(labels, ref.labels)
-    # the core's one-pass kernel (numba) takes its exp from libm, the script's from numpy: 1 ulp apart at most
-    np.testing.assert_allclose(scores, ref.scores, rtol=0, atol=float(np.finfo(np.float32).eps))
+    # the core's kernel (numba) takes a polynomial exp (relative error <= 1.2e-7), the script numpy's: 2 ulp at most
+    np.testing.assert_allclose(scores, ref.scores, rtol=0, atol=2 * float(np.finfo(np.float32).eps))
     assert (ref.labels[~mask] == 0).all() and (ref.scores[~mask] == 0).all() and (ref.scores[mask] >= 0.25).all()

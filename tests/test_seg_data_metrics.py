@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -280,3 +282,24 @@ def test_points_of_pixels_by_hand():
     assert empty.labels.shape == (0,) and empty.scores.shape == (0,) and none_in_view.shape == (0,)
     with pytest.raises(ValueError, match="pixel_of_point holds pixel 6 of an image of 6 pixels"):
         points_of_pixels(pixels, np.array([0, 6]))
+
+
+def test_labels_and_scores_by_hand():
+    """Argmax with numpy's tie rule (the first class), softmax of the winner, 0 and 0 on empty pixels, and no
+    overflow for huge logits (SqueezeSegV2's reach 150)."""
+    from squeeze.segmentation import labels_and_scores
+
+    logits = np.zeros((3, 1, 4), np.float32)
+    logits[:, 0, 0] = (0.0, 1.0, 0.0)  # class 1: e / (e + 2)
+    logits[:, 0, 1] = (2.0, 2.0, 0.0)  # tie of 0 and 1: class 0, e^2 / (2 e^2 + 1)
+    logits[:, 0, 2] = (150.0, -150.0, 149.0)  # class 0: 1 / (1 + e^-1)
+    logits[:, 0, 3] = (0.0, 0.0, 5.0)  # an empty pixel
+    mask = np.array([[True, True, True, False]])
+    seg = labels_and_scores(logits, mask)
+    assert seg.labels.tolist() == [[1, 0, 0, 0]] and seg.labels.dtype == np.int64
+    e = math.e
+    np.testing.assert_allclose(seg.scores[0], [e / (e + 2), e**2 / (2 * e**2 + 1), 1 / (1 + math.exp(-1)), 0.0],
+                               rtol=3e-7, atol=0)
+    assert seg.scores.dtype == np.float32
+    with pytest.raises(ValueError, match=r"expected logits \(K, H, W\) and mask \(H, W\)"):
+        labels_and_scores(logits[:, 0], mask)
