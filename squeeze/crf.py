@@ -168,36 +168,48 @@ def _bilateral_weights(xyz, mask, half, scales, cutoff):
     return out
 
 
+@njit(inline="always", fastmath=True)
+def _softmax_row(current, q, q_masked, maskf, i):
+    # q[:, i] = softmax over classes of current[:, i], and q_masked[:, i] = q[:, i] * mask[i]
+    k, _, w = current.shape
+    top = current[0, i].copy()
+    for c in range(1, k):
+        row = current[c, i]
+        for j in range(w):
+            top[j] = max(top[j], row[j])
+    total = np.zeros(w, np.float32)
+    for c in range(k):
+        row, qr = current[c, i], q[c, i]
+        for j in range(w):
+            e = exp_nonpositive(row[j] - top[j])
+            qr[j] = e
+            total[j] += e
+    for c in range(k):
+        qr, qm, mr = q[c, i], q_masked[c, i], maskf[i]
+        for j in range(w):
+            v = qr[j] / total[j]
+            qr[j] = v
+            qm[j] = v * mr[j]
+
+
 @njit(fastmath=True, parallel=True)
 def _mean_field(logits, mask, weights, half, group, ka, kb, m_a, m_b, iterations, reference):
     # squeezeseg.crf.RecurrentCRF.forward on one image; weights from _bilateral_weights. For neighbour offset -o
-    # the weight at pixel i is the one for +o stored at pixel i - o.
+    # the weight at pixel i is the one for +o stored at pixel i - o. The softmax of step t + 1 is taken row by row
+    # as step t writes its rows, into the other of two buffers (rows of step t are still read by their neighbours):
+    # one parallel region per step, each of which wakes numba's threads.
     k, h, w = logits.shape
     n_half = half.shape[0]
     maskf = mask.astype(np.float32)
     current = logits.copy()
-    q = np.empty_like(logits)
-    q_masked = np.empty_like(logits)
-    for _ in range(iterations):
-        for i in prange(h):  # softmax over classes, and its masked copy
-            top = current[0, i].copy()
-            for c in range(1, k):
-                row = current[c, i]
-                for j in range(w):
-                    top[j] = max(top[j], row[j])
-            total = np.zeros(w, np.float32)
-            for c in range(k):
-                row, qr = current[c, i], q[c, i]
-                for j in range(w):
-                    e = exp_nonpositive(row[j] - top[j])
-                    qr[j] = e
-                    total[j] += e
-            for c in range(k):
-                qr, qm, mr = q[c, i], q_masked[c, i], maskf[i]
-                for j in range(w):
-                    v = qr[j] / total[j]
-                    qr[j] = v
-                    qm[j] = v * mr[j]
+    q_both = np.empty((2, k, h, w), np.float32)
+    q_masked_both = np.empty((2, k, h, w), np.float32)
+    for i in prange(h):
+        _softmax_row(logits, q_both[0], q_masked_both[0], maskf, i)
+    for step in range(iterations):
+        q, q_masked = q_both[step % 2], q_masked_both[step % 2]
+        q_next, q_masked_next = q_both[1 - step % 2], q_masked_both[1 - step % 2]
+        last = step == iterations - 1
         for i in prange(h):  # neighbour sums of row i, then its new logits
             ang = np.zeros((k, w), np.float32)  # angular Gaussian message
             bil = np.zeros((k, w), np.float32)  # bilateral message (reference: its weighted sum only)
@@ -243,4 +255,6 @@ def _mean_field(logits, mask, weights, half, group, ka, kb, m_a, m_b, iterations
                     a, b = ang[c], bil[c]
                     for j in range(w):
                         out[j] += fa * a[j] + fb * b[j]
+            if not last:
+                _softmax_row(current, q_next, q_masked_next, maskf, i)
     return current
