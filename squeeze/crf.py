@@ -33,7 +33,7 @@ __all__ = ["CRF_MODES", "CrfParams", "apply_crf", "gaussian_taps", "half_offsets
 CRF_MODES = ("reference", "textbook")
 # numba probes for TBB before settling on OpenMP for its threads, and warns when the TBB it finds (OpenVINO's) is
 # older than it wants: nothing a user of the CRF can act on.
-warnings.filterwarnings("ignore", message="The TBB threading layer", category=numba.NumbaWarning)
+warnings.filterwarnings("ignore", message=".*The TBB threading layer", category=numba.NumbaWarning)
 # Exponents below this give weight 0: exp(-80) ~ 1.8e-35, just above float32's smallest normal number (denormal
 # floats would slow every later product about 10x). The torch module uses the same cut-off.
 EXP_CUTOFF = 80.0

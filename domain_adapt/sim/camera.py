@@ -242,7 +242,7 @@ def render(hits: dict[str, np.ndarray], scene: Scene, config: CameraConfig, rng:
     sky_horizon = np.array([0.62, 0.68, 0.75]) * rng.uniform(0.9, 1.1)
     T = scene.world_from_velo
     with warnings.catch_warnings():  # numba probes an old TBB before settling on OpenMP: not our concern
-        warnings.filterwarnings("ignore", message="The TBB threading layer")
+        warnings.filterwarnings("ignore", message=".*The TBB threading layer")
         img = _shade(t, prim, hits["primitive_normals"], rays[:, 3:], rays[0, :3].astype(np.float64),
                      T[:3, :3], T[:3, 3], tri_color, tri_mat, _MAT_TEXTURE, _GLASS,
                      scene.sun.astype(np.float64), shadow, config.ambient, config.sun_strength,
