@@ -32,7 +32,7 @@ def add_deploy_parser(subparsers) -> None:
     p.add_argument("-o", "--out", type=Path, required=True, help="ONNX file to write (.onnx)")
     p.add_argument("--crf", choices=CRF_PLACES, default="graph",
                    help="where SqueezeSeg's recurrent CRF runs: in the graph (every runtime, TensorRT included), on "
-                        "the host after the network (the sidecar carries it; numba, float32, about 2.5x faster than "
+                        "the host after the network (the sidecar carries it; numba, float32, about 2x faster than "
                         "in the graph on CPUs), or none (the raw conv14 logits); models without a CRF ignore it")
     p.add_argument("--no-crf", dest="crf", action="store_const", const="none", help="the same as --crf none")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17")

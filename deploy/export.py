@@ -5,7 +5,7 @@ Steps of `export_onnx`:
 2. fold BatchNorm: SqueezeDet's training-aid BN before the ReLU into the conv before it
    (squeezedet.model.fold_batch_norm), SqueezeSegV2's post-ReLU BN into the convs after it where that is exact
    (deploy.fold); SqueezeSeg's CRF stays in the graph (`crf="graph"`), goes to the sidecar for the runtime to apply
-   on the host (`crf="host"`, squeeze.crf: about 2.5x faster on CPUs, float32), or is dropped (`crf="none"`);
+   on the host (`crf="host"`, squeeze.crf: about 2x faster on CPUs, float32), or is dropped (`crf="none"`);
 3. put the network in NCHW memory (the torch models run channels_last for oneDNN; an ONNX graph is NCHW and
    the runtimes pick their own layouts, so channels_last would only add transposes);
 4. export with torch.onnx.export(dynamo=True) (torch 2.13's default exporter, through onnxscript); the batch
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 18  # torch 2.13's dynamo exporter emits opset 18 natively (no version conversion)
 MIN_OPSET = 17  # LayerNormalization etc.; TensorRT 8.6+ (JetPack 5.1.2+) parses 17
 # Where SqueezeSeg's recurrent CRF runs: inside the graph (every runtime, TensorRT's GPU included), on the host after
-# the network (squeeze.crf, numba: 1.5 ms against about 4 ms inside OpenVINO's int8 graph on this project's CPU), or
+# the network (squeeze.crf, numba: about 1.9 ms against 3.5 ms inside OpenVINO's int8 graph on this project's CPU), or
 # not at all. Models without a CRF ignore it.
 CRF_PLACES = ("graph", "host", "none")
 
