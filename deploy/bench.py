@@ -131,19 +131,15 @@ def _network_feeds(sidecar: Sidecar, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _network_call(predictor: Any, sidecar: Sidecar, x: np.ndarray) -> Callable[[], Any]:
-    """The timed "network only" call: the graph on prepared feeds of `x`, and the host CRF after it when the model
-    has one (squeeze.crf; the row then compares with an export that has the CRF in its graph)."""
+    """The timed "network only" call on prepared feeds of `x`: the graph, and for a segmenter whose CRF runs on the
+    host, that CRF too (squeeze.crf; the row then compares with an export that has the CRF in its graph)."""
     feeds = _network_feeds(sidecar, x)
-    crf = sidecar.segmentation.host_crf if sidecar.segmentation is not None else None
-    if crf is None:
+    if sidecar.segmentation is None or sidecar.segmentation.host_crf is None:
         return lambda: predictor.network.run(feeds)
     from deploy.runtimes.common import project_points
-    from squeeze.crf import apply_crf
 
-    mask = project_points(x, sidecar.segmentation.projection)[0].mask
-    name = next(i.name for i in sidecar.inputs if i.dtype != "bool")
-    xyz = np.ascontiguousarray(feeds[name][0, list(crf.xyz_channels)])
-    return lambda: apply_crf(predictor.network.run(feeds)[0][0], xyz, mask, crf, predictor.threads)
+    masks = project_points(x, sidecar.segmentation.projection)[0].mask[None]
+    return lambda: predictor.network_logits(feeds, masks)
 
 
 def _onnxruntime_candidate(path: Path, sidecar: Sidecar, x: np.ndarray, threads: int) -> Candidate:

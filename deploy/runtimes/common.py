@@ -139,7 +139,10 @@ class NetworkSegmenter:
     def logits(self, raws: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """(B, H, W, 5) float32 raw channels and (B, H, W) bool masks -> (B, K, H, W) float32 logits, after the CRF
         when the model has one (in its graph, or here on the host as the sidecar's host_crf says)."""
-        feeds = self.feeds(raws, masks)
+        return self.network_logits(self.feeds(raws, masks), masks)
+
+    def network_logits(self, feeds: Mapping[str, np.ndarray], masks: np.ndarray) -> np.ndarray:
+        """The network on prepared feeds (self.feeds), then the host CRF when the sidecar has one: (B, K, H, W)."""
         logits = self.network.run(feeds)[0]
         crf = self.params.host_crf
         if crf is None:
