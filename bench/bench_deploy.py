@@ -215,7 +215,7 @@ def prepare(work: Path, calib_frames: int, val_frames: int, names: tuple[str, ..
         emit({"name": f"{name}_quantize_seconds", "value": round(time.perf_counter() - started, 2), "unit": "s",
               "calibration_frames": result.calibration_frames, "int8_layers": result.quantized_layers,
               "float_layers": list(result.float_layers), "bar": None})
-        models[name] = {"checkpoint": ckpt, "fp32": fp32, "int8": result.path, "sidecar_host_crf": crf == "host"}
+        models[name] = {"checkpoint": ckpt, "fp32": fp32, "int8": result.path}
         if name in HAND:
             started = time.perf_counter()
             hand = hand_export(ckpt, work / f"{name}_hand.onnx")
@@ -255,7 +255,7 @@ def speed(models: dict[str, dict], work: Path, runs: int, warmup: int, settle_ms
               "p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms, "runs": r.runs, "threads": r.threads,
               "issue_hand_export_ms": ISSUE_MS.get((r.model, r.runtime, r.precision)) if r.mode == "network"
               else None, "bar": None})
-    if any(m["sidecar_host_crf"] for m in models.values()):
+    if "squeezeseg_crf_host" in models:
         # numba picks its threads' layer at its first parallel call: TBB when OpenVINO (which brings a recent TBB)
         # is imported by then, as in a process that loads an OpenVINO model first; OpenMP otherwise (here: the host
         # CRF's first run is in the INT8 calibration, before OpenVINO is imported)

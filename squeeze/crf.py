@@ -33,7 +33,8 @@ from numba import prange
 
 from squeeze.jit import exp_nonpositive, njit
 
-__all__ = ["CRF_MODES", "CrfParams", "apply_crf", "gaussian_taps", "half_offsets", "window_offsets"]
+__all__ = ["CRF_MODES", "CrfParams", "apply_crf", "gaussian_taps", "gaussian_window", "half_offsets",
+           "window_offsets"]
 
 CRF_MODES = ("reference", "textbook")
 # numba probes for TBB before settling on OpenMP for its threads, and warns when the TBB it finds (OpenVINO's) is
@@ -55,13 +56,24 @@ def half_offsets(window: tuple[int, int]) -> list[tuple[int, int]]:
     return [o for o in window_offsets(window) if o > (0, 0)]
 
 
+def gaussian_window(window: tuple[int, int], thetas: Sequence[float]) -> np.ndarray:
+    """(K, kh, kw) float32 per-class spatial Gaussian exp(-(drow^2 + dcol^2) / (2 theta_c^2)) over the window,
+    centre 0; computed in float64 and rounded once. squeezeseg.crf.RecurrentCRF's kernels are these."""
+    kh, kw = window
+    rows = np.arange(kh, dtype=np.float64) - kh // 2
+    cols = np.arange(kw, dtype=np.float64) - kw // 2
+    dist2 = rows[:, None] ** 2 + cols[None, :] ** 2
+    theta = np.asarray(thetas, np.float64)[:, None, None]
+    kernel = np.exp(-dist2[None] / (2.0 * theta**2))
+    kernel[:, kh // 2, kw // 2] = 0.0
+    return kernel.astype(np.float32)
+
+
 def gaussian_taps(window: tuple[int, int], thetas: Sequence[float]) -> np.ndarray:
-    """(K, M) float32 spatial Gaussian exp(-(drow^2 + dcol^2) / (2 theta_c^2)) of each class at each half offset
-    (the same for o and -o); computed in float64 and rounded, as squeezeseg.crf.gaussian_window does."""
-    half = np.array(half_offsets(window), np.float64).reshape(-1, 2)
-    dist2 = (half**2).sum(1)
-    theta = np.asarray(thetas, np.float64)[:, None]
-    return np.exp(-dist2[None, :] / (2.0 * theta**2)).astype(np.float32)
+    """(K, M) float32: gaussian_window at each half offset (the same for o and -o)."""
+    kernel = gaussian_window(window, thetas)
+    kh, kw = window
+    return np.stack([kernel[:, kh // 2 + dr, kw // 2 + dc] for dr, dc in half_offsets(window)], axis=1)
 
 
 @dataclass(frozen=True)

@@ -43,18 +43,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from squeeze.crf import CRF_MODES, EXP_CUTOFF, CrfParams, half_offsets
+from squeeze.crf import gaussian_window as host_gaussian_window
 
 
 def gaussian_window(window: tuple[int, int], thetas: Sequence[float]) -> Tensor:
-    """Per-class spatial Gaussian over the window, centre set to 0: (K, 1, kh, kw) float32."""
-    kh, kw = window
-    rows = torch.arange(kh, dtype=torch.float64) - kh // 2
-    cols = torch.arange(kw, dtype=torch.float64) - kw // 2
-    dist2 = rows[:, None] ** 2 + cols[None, :] ** 2  # (kh, kw) squared pixel offsets
-    theta = torch.tensor(list(thetas), dtype=torch.float64)[:, None, None]
-    kernel = torch.exp(-dist2 / (2.0 * theta**2))
-    kernel[:, kh // 2, kw // 2] = 0.0
-    return kernel[:, None].float()
+    """Per-class spatial Gaussian over the window, centre set to 0: (K, 1, kh, kw) float32 (squeeze.crf's)."""
+    return torch.from_numpy(host_gaussian_window(window, thetas))[:, None]
 
 
 def _shifted(padded: Tensor, offset: tuple[int, int], window: tuple[int, int], size: tuple[int, int]) -> Tensor:

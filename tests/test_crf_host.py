@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from squeeze.crf import CrfParams, apply_crf, gaussian_taps, half_offsets
+from squeeze.crf import CrfParams, apply_crf, gaussian_taps, gaussian_window, half_offsets
 from squeeze.jit import exp_nonpositive
-from squeezeseg.crf import RecurrentCRF, gaussian_window
+from squeezeseg.crf import RecurrentCRF
 
 
 def params(**overrides) -> CrfParams:
@@ -90,9 +90,13 @@ def test_a_lone_pixel_joins_its_surface_but_not_across_a_depth_edge():
     assert (on_surface.argmax(0)[mask] == 0).sum() == h * w and (behind.argmax(0) == 0).sum() == h * w - 1
 
 
-def test_gaussian_taps_are_the_torch_windows():
+def test_gaussian_window_and_taps_by_hand():
     window, thetas = (3, 5), (0.9, 0.6, 1.3)
-    kernel = gaussian_window(window, thetas)[:, 0].numpy()  # (K, 3, 5)
+    kernel = gaussian_window(window, thetas)  # (K, 3, 5); the torch module's kernels are these
+    assert kernel.shape == (3, 3, 5) and kernel.dtype == np.float32 and (kernel[:, 1, 2] == 0).all()
+    assert kernel[1, 0, 0] == np.float32(math.exp(-(1 + 4) / (2 * 0.36)))  # two columns left, one row up
+    np.testing.assert_array_equal(RecurrentCRF(3, theta_a=thetas, bilateral_theta_a=thetas,
+                                               theta_r=(0.01,) * 3).spatial_kernels[:, 0].numpy(), kernel)
     taps = gaussian_taps(window, thetas)
     assert half_offsets(window) == [(0, 1), (0, 2), (1, -2), (1, -1), (1, 0), (1, 1), (1, 2)]
     for m, (dr, dc) in enumerate(half_offsets(window)):
