@@ -248,6 +248,97 @@ def test_openvino_ir_gives_the_same_logits_as_the_onnx_file(tmp_path):
         convert_to_ir(path, tmp_path / "seg.bin")
 
 
+# ------------------------------------------------------------------------------------- int8 requantisation
+def qdq_graph(path: Path, drop: tuple[str, ...] = ()) -> Path:
+    """A QDQ graph as deploy.quantize writes it ("cpu": a Q/DQ pair on every quantised op's output), with the Q/DQ
+    pairs named in `drop` left out (their tensors passed straight on):
+
+        x -q_x-> conv1 (int8) -q_gate-> Sigmoid -> gate -q_head-> head (float weights) -> head_out
+                 conv1        -q_cat1-> Concat -q_cat-> conv3 (int8) -> out
+        x -q_x-> conv2 (int8) -q_cat2-> Concat
+                 conv2        -q_pool-> MaxPool -> pooled
+
+    q_gate feeds a Sigmoid and q_head a float conv: OpenVINO computes both in float, so those pairs only round.
+    q_cat1 / q_cat2 feed a Concat that q_cat quantises again. q_x, q_cat and q_pool feed int8 ops and must stay.
+    """
+    rng = np.random.default_rng(4)
+    nodes, inits = [], []
+
+    def qdq(name: str, x: str, scale: float, zero: int) -> str:
+        if name in drop:
+            return x
+        inits.extend([numpy_helper.from_array(np.array(scale, np.float32), f"{name}.scale"),
+                      numpy_helper.from_array(np.array(zero, np.uint8), f"{name}.zero")])
+        nodes.extend([helper.make_node("QuantizeLinear", [x, f"{name}.scale", f"{name}.zero"], [f"{name}.q"]),
+                      helper.make_node("DequantizeLinear", [f"{name}.q", f"{name}.scale", f"{name}.zero"],
+                                       [f"{name}.dq"])])
+        return f"{name}.dq"
+
+    def conv(name: str, x: str, cin: int, cout: int, int8: bool = True) -> str:
+        w = rng.normal(0, 1 / np.sqrt(cin * 9), (cout, cin, 3, 3)).astype(np.float32)
+        inits.append(numpy_helper.from_array(rng.normal(0, 0.1, cout).astype(np.float32), f"{name}.bias"))
+        weight = f"{name}.weight"
+        if int8:
+            scale = np.abs(w).reshape(cout, -1).max(1) / 127
+            w8 = np.round(w / scale[:, None, None, None]).astype(np.int8)
+            inits.extend([numpy_helper.from_array(w8, f"{name}.w8"),
+                      numpy_helper.from_array(scale.astype(np.float32), f"{name}.wscale"),
+                      numpy_helper.from_array(np.zeros(cout, np.int8), f"{name}.wzero")])
+            nodes.append(helper.make_node("DequantizeLinear", [f"{name}.w8", f"{name}.wscale", f"{name}.wzero"],
+                                          [weight], axis=0))
+        else:
+            inits.append(numpy_helper.from_array(w, weight))
+        nodes.append(helper.make_node("Conv", [x, weight, f"{name}.bias"], [name], kernel_shape=[3, 3],
+                                      pads=[1, 1, 1, 1]))
+        return name
+
+    x = qdq("q_x", "x", 4 / 255, 128)
+    c1, c2 = conv("conv1", x, 4, 8), conv("conv2", x, 4, 8)
+    nodes.append(helper.make_node("Sigmoid", [qdq("q_gate", c1, 8 / 255, 128)], ["gate"]))
+    conv("head", qdq("q_head", "gate", 1 / 255, 0), 8, 4, int8=False)
+    nodes.append(helper.make_node("Identity", ["head"], ["head_out"]))
+    nodes.append(helper.make_node("Concat", [qdq("q_cat1", c1, 8 / 255, 128), qdq("q_cat2", c2, 8 / 255, 128)],
+                                  ["cat"], axis=1))
+    conv("conv3", qdq("q_cat", "cat", 8 / 255, 128), 16, 4)
+    nodes.append(helper.make_node("Identity", ["conv3"], ["out"]))
+    nodes.append(helper.make_node("MaxPool", [qdq("q_pool", c2, 8 / 255, 128)], ["pooled"], kernel_shape=[2, 2],
+                                  strides=[2, 2]))
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in
+               (("head_out", [1, 4, 8, 16]), ("out", [1, 4, 8, 16]), ("pooled", [1, 8, 4, 8]))]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 16])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_int8_pairs_that_only_round_values_for_float_ops_or_a_requantised_concat_are_dropped(tmp_path):
+    from deploy.runtimes.openvino import drop_float_requantization
+
+    core = ov.Core()
+    x = np.random.default_rng(1).uniform(-2, 2, (1, 4, 8, 16)).astype(np.float32)
+    model = core.read_model(str(qdq_graph(tmp_path / "qdq.onnx")))
+    assert drop_float_requantization(model) == 4  # q_gate, q_head, q_cat1, q_cat2
+    assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()) == 3  # q_x, q_cat, q_pool
+    assert drop_float_requantization(model) == 0  # nothing left to drop
+
+    def run(m) -> list[np.ndarray]:
+        compiled = core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return [np.asarray(v) for v in compiled({"x": x}).values()]
+
+    # What runs is the graph without those four pairs, as onnxruntime computes it; the graph with them differs by
+    # more than float noise (they rounded the gate's input and the concat's inputs to 8 bits).
+    dropped = qdq_graph(tmp_path / "dropped.onnx", drop=("q_gate", "q_head", "q_cat1", "q_cat2"))
+    want, kept = _ort_run(dropped, {"x": x}), _ort_run(tmp_path / "qdq.onnx", {"x": x})
+    for got, w in zip(run(model), want, strict=True):
+        assert np.abs(got - w).max() <= 1e-4
+    assert max(np.abs(w - k).max() for w, k in zip(want, kept, strict=True)) > 1e-3
+    # A float model has no pairs: nothing to drop.
+    assert drop_float_requantization(core.read_model(str(tiny_segmenter(tmp_path / "seg.onnx")))) == 0
+
+
 # ----------------------------------------------------------------------------------------------- bad inputs
 def test_bad_models_sidecars_and_options_are_named(tmp_path):
     from deploy.runtimes.openvino import OpenVinoDetector, OpenVinoSegmenter
