@@ -79,8 +79,9 @@ def add_deploy_parser(subparsers) -> None:
     p.add_argument("--keep-float", nargs="+", default=[], metavar="LAYER",
                    help="layers left in float, by layer name (e.g. convdet, fire11.expand.expand1x1) or node name")
     p.add_argument("--keep-worst", type=int, default=None, metavar="K",
-                   help="also keep in float the K layers that hurt most (per-layer sensitivity; default: "
-                        "1 for a segmenter, 0 for a detector, deploy.quantize.DEFAULT_KEEP_WORST)")
+                   help="also keep in float the K layers that hurt most (per-layer sensitivity; default: 0, "
+                        "the head's input range is chosen instead; with --target tensorrt 1 for a segmenter: "
+                        "deploy.quantize.DEFAULT_KEEP_WORST)")
     p.add_argument("--sensitivity", action="store_true",
                    help="print every layer's sensitivity (its error when it alone is int8) and write it to "
                         "OUT.sensitivity.json")
@@ -213,7 +214,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     feeds = calibration_inputs(sidecar, args.calib, args.frames)
     keep = list(args.keep_float)
     if args.keep_worst is None:
-        args.keep_worst = DEFAULT_KEEP_WORST[sidecar.task]
+        args.keep_worst = DEFAULT_KEEP_WORST[args.target][sidecar.task]
     if args.keep_worst or args.sensitivity:
         ranking = layer_sensitivity(args.model, feeds, frames=args.sensitivity_frames, sidecar=sidecar, progress=True,
                                     target=args.target)

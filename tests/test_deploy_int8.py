@@ -18,12 +18,16 @@ from onnx import TensorProto, numpy_helper  # noqa: E402
 
 from deploy.quantize import (  # noqa: E402
     DEFAULT_KEEP_WORST,
+    HEAD_INPUT_FRACTIONS,
+    HEAD_INPUT_TOLERANCE,
     calibration_files,
     calibration_inputs,
+    head_input_tensors,
     int8_weights,
     layer_names,
     layer_sensitivity,
     quantize_model,
+    segmenter_classifier,
     worst_layers,
 )
 from deploy.sidecar import read_sidecar  # noqa: E402
@@ -137,6 +141,35 @@ def test_layers_named_in_keep_float_stay_float(tmp_path):
         quantize_model(result.path, tmp_path / "q3.onnx", feeds)
 
 
+def test_segmenter_classifier_input_gets_the_widest_range_that_quantises_about_as_well_as_the_best(tmp_path):
+    model = tiny_segmenter(tmp_path / "seg.onnx")
+    feeds = calibration_inputs(read_sidecar(model), _calib_folder(tmp_path / "data"))
+    graph = onnx.load(str(model))
+    assert segmenter_classifier(graph, "logits").name == "node_conv14"
+    assert head_input_tensors(graph, "segmentation") == ["skip"]  # conv14 reads the concatenated skip
+    result = quantize_model(model, tmp_path / "q.onnx", feeds)
+    record = json.loads(result.sidecar.read_text())["export"]["head_input_range"]
+    tried = dict(record["tried"])
+    assert tuple(tried) == HEAD_INPUT_FRACTIONS and all(0 <= e < 0.2 for e in tried.values())
+    chosen = max(f for f, e in tried.items() if e <= HEAD_INPUT_TOLERANCE * min(tried.values()))
+    assert record["fraction"] == chosen
+    # the range written is [0, fraction x the calibrated max] (the skip is ReLU outputs, so its low end is 0) ...
+    low, high = record["tensors"]["skip"]
+    assert low == record["calibrated_min"] == 0.0 and high == pytest.approx(chosen * record["calibrated_max"])
+    # ... and it is the range the classifier's input is quantised with: scale = high / 255, zero point 0
+    q = onnx.load(str(result.path))
+    inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+    quant = next(n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "skip")
+    assert float(inits[quant.input[1]]) == pytest.approx(high / 255, rel=1e-6) and int(inits[quant.input[2]]) == 0
+    assert len(int8_weights(q)) == 3  # the classifier is int8 too
+    # a classifier kept in float, or logits made by other ops after it (a CRF in the graph), get no head range
+    kept = quantize_model(model, tmp_path / "k.onnx", feeds, keep_float=["conv14"])
+    assert json.loads(kept.sidecar.read_text())["export"]["head_input_range"] == {"tensors": {}}
+    graph.graph.node.append(onnx.helper.make_node("Softmax", ["logits"], ["probs"], axis=1))
+    graph.graph.output[0].name = "probs"
+    assert segmenter_classifier(graph, "probs") is None and head_input_tensors(graph, "segmentation", "probs") == []
+
+
 def test_sensitivity_ranks_every_layer_by_the_labels_it_alone_changes(tmp_path):
     model = tiny_segmenter(tmp_path / "seg.onnx")
     feeds = calibration_inputs(read_sidecar(model), _calib_folder(tmp_path / "data"))
@@ -176,15 +209,16 @@ def test_quantize_command_keeps_the_worst_layer_float_and_writes_the_ranking(tmp
     assert [r["layer"] for r in ranking] and f"kept in float: {worst}" in text
     assert f"{worst}.weight_quantized" not in int8_weights(onnx.load(str(out)))
     assert len(int8_weights(onnx.load(str(out)))) == 2
-    # without --keep-worst a segmenter keeps its most sensitive layer too (DEFAULT_KEEP_WORST); 0 keeps none
+    # without --keep-worst nothing stays float for the CPU (the classifier's input range is chosen instead); for
+    # TensorRT, which takes no such range, a segmenter keeps its most sensitive layer (DEFAULT_KEEP_WORST)
     default = tmp_path / "int8" / "default.onnx"
     assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(default)]) == 0
-    assert f"kept in float: {worst}" in capsys.readouterr().out
-    assert int8_weights(onnx.load(str(default))) == int8_weights(onnx.load(str(out)))
-    assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(default), "--keep-worst",
-                 "0"]) == 0
     assert "kept in float: none" in capsys.readouterr().out and len(int8_weights(onnx.load(str(default)))) == 3
-    assert DEFAULT_KEEP_WORST == {"segmentation": 1, "detection": 0}
+    assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(default), "--target",
+                 "tensorrt"]) == 0
+    assert "kept in float: none" not in capsys.readouterr().out and len(int8_weights(onnx.load(str(default)))) == 2
+    assert DEFAULT_KEEP_WORST == {"cpu": {"segmentation": 0, "detection": 0},
+                                  "tensorrt": {"segmentation": 1, "detection": 0}}
     assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(out), "--frames", "0"]) == 2
     assert "--frames must be >= 1, got 0" in capsys.readouterr().err
     assert main(["deploy", "quantize", str(model), "--calib", str(tmp_path / "nothing"), "-o", str(out)]) == 2
