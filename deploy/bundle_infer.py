@@ -98,8 +98,11 @@ class Network:
             else:
                 import openvino as ov
 
+                core = ov.Core()
+                network = core.read_model(str(model))
+                drop_float_requantization(network)
                 # f32: OpenVINO's CPU default on CPUs with bf16 instructions is bf16, which moves the outputs.
-                self._compiled = ov.Core().compile_model(str(model), "CPU", {
+                self._compiled = core.compile_model(network, "CPU", {
                     "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
                     "INFERENCE_PRECISION_HINT": "f32"})
         except ImportError:
@@ -110,6 +113,65 @@ class Network:
             return self._session.run(self.outputs, feeds)
         result = self._compiled(feeds)
         return [np.asarray(result[self._compiled.output(name)]) for name in self.outputs]
+
+
+# An INT8 model's Q/DQ pairs that only round values for float ops or for a concat quantised again: OpenVINO runs
+# faster without them (the suite's deploy.runtimes.openvino.drop_float_requantization, whose doc says why).
+FLOAT_OPS = ("Sigmoid", "Maximum")
+WEIGHTED_OV_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
+
+
+def _dequantized_output(fake_quantize):
+    node = fake_quantize
+    for step in ("Convert", "Convert", "Subtract", "Multiply"):
+        targets = list(node.output(0).get_target_inputs())
+        if len(targets) != 1:
+            return None
+        following = targets[0].get_node()
+        if following.get_type_name() != step:
+            if step == "Subtract" and following.get_type_name() == "Multiply":
+                return following
+            return None
+        node = following
+    return node
+
+
+def _has_int8_weights(node) -> bool:
+    weights = node.input_value(1).get_node()
+    for _ in range(5):
+        if weights.get_type_name() == "Constant":
+            return weights.get_output_element_type(0).get_type_name() in ("i8", "u8")
+        if weights.get_input_size() == 0:
+            return False
+        weights = weights.input_value(0).get_node()
+    return False
+
+
+def _runs_in_float(node) -> bool:
+    kind = node.get_type_name()
+    return kind in FLOAT_OPS or (kind in WEIGHTED_OV_OPS and not _has_int8_weights(node))
+
+
+def _requantized_concat(node) -> bool:
+    return node.get_type_name() == "Concat" and all(
+        t.get_node().get_type_name() == "FakeQuantize" for t in node.output(0).get_target_inputs())
+
+
+def drop_float_requantization(model) -> int:
+    """Remove, in place, the Q/DQ pairs of an ov.Model whose values go on only to float ops or into requantised
+    Concats; returns how many."""
+    dropped = 0
+    for fake_quantize in model.get_ordered_ops():
+        if fake_quantize.get_type_name() != "FakeQuantize":
+            continue
+        dequantized = _dequantized_output(fake_quantize)
+        if dequantized is None:
+            continue
+        consumers = [t.get_node() for t in dequantized.output(0).get_target_inputs()]
+        if consumers and all(_runs_in_float(c) or _requantized_concat(c) for c in consumers):
+            dequantized.output(0).replace(fake_quantize.input_value(0))
+            dropped += 1
+    return dropped
 
 
 # ----------------------------------------------------------------------------------------------- detection

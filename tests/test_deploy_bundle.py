@@ -192,6 +192,19 @@ def test_openvino_bundle_runs_its_default_runtime(seg_model, tmp_path):
     assert (labels == ref.labels).mean() >= 0.999  # OpenVINO f32 against onnxruntime: float32 rounding only
 
 
+def test_script_drops_the_same_int8_pairs_for_openvino_as_the_runtime(tmp_path):
+    ov = pytest.importorskip("openvino")
+    from deploy.runtimes import openvino as runtime
+    from tests.test_deploy_openvino import qdq_graph
+
+    assert (script.FLOAT_OPS, script.WEIGHTED_OV_OPS) == (runtime.FLOAT_OPS, runtime.WEIGHTED_OV_OPS)
+    path = qdq_graph(tmp_path / "qdq.onnx")
+    ours, suites = ov.Core().read_model(str(path)), ov.Core().read_model(str(path))
+    assert script.drop_float_requantization(ours) == runtime.drop_float_requantization(suites) == 4
+    kinds = [[op.get_type_name() for op in m.get_ordered_ops()] for m in (ours, suites)]
+    assert kinds[0] == kinds[1] and kinds[0].count("FakeQuantize") == 3
+
+
 def test_bad_bundles_and_inputs_give_clear_errors(det_model, seg_model, tmp_path):
     lonely = tmp_path / "lonely.onnx"
     lonely.write_bytes(det_model.read_bytes())
