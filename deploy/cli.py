@@ -80,7 +80,7 @@ def add_deploy_parser(subparsers) -> None:
                    help="layers left in float, by layer name (e.g. convdet, fire11.expand.expand1x1) or node name")
     p.add_argument("--keep-worst", type=int, default=None, metavar="K",
                    help="also keep in float the K layers that hurt most (per-layer sensitivity; default: 0, "
-                        "the head's input range is chosen instead; with --target tensorrt 1 for a segmenter: "
+                        "the range of the head's input is chosen on the calibration frames instead: "
                         "deploy.quantize.DEFAULT_KEEP_WORST)")
     p.add_argument("--sensitivity", action="store_true",
                    help="print every layer's sensitivity (its error when it alone is int8) and write it to "

@@ -99,16 +99,17 @@ QUANTIZED_OPS = WEIGHTED_OPS  # the layers: their weights are int8; keep_float a
 OUTPUT_RANGE = 1.0
 OUTPUT_SCALE = "output_scale"
 # Layers `squeeze deploy quantize` keeps in float by default, the most sensitive first (layer_sensitivity), per
-# target and task. For the CPU target none: head_input_range gives each head's input the range that quantises best.
-# The bundled adapted SqueezeSegV2 calibrated on kitti_mini, on the four labelled real scans of
-# docs/domain_adaptation.md (fp32 car IoU 0.717): fully int8 with the calibrated range 0.516, with the chosen one
-# 0.717 in OpenVINO and onnxruntime alike; with conv14 (its most sensitive layer) in float instead 0.721 in OpenVINO
-# and 0.690 in onnxruntime, 8-15% slower in OpenVINO (conv14 then runs in bf16 or f32). On the simulated frames of
-# bench/bench_deploy.py the sim-trained one scores 98.72 fully int8, 98.21 with conv14 in float (fp32 98.70). What
-# keeping conv14 in float still buys is closeness to fp32: on those real scans 99.3-99.8% of the labels stay
-# fp32's, 98.3-99.3% fully int8 (`--keep-worst 1` keeps it). The TensorRT target has no head range (its symmetric
-# int8 activations take no calibrated low end), so a segmenter keeps its classifier in float there.
-DEFAULT_KEEP_WORST = {"cpu": {"segmentation": 0, "detection": 0}, "tensorrt": {"segmentation": 1, "detection": 0}}
+# target and task: none, since head_input_range gives each head's input the range that quantises best. The bundled
+# adapted SqueezeSegV2 calibrated on kitti_mini, on the four labelled real scans of docs/domain_adaptation.md (fp32
+# car IoU 0.717): for the CPU target fully int8 with the calibrated range 0.516, with the chosen one 0.717 in
+# OpenVINO and onnxruntime alike; with conv14 (its most sensitive layer) in float instead 0.721 in OpenVINO and
+# 0.690 in onnxruntime, 8-15% slower in OpenVINO (conv14 then runs in bf16 or f32). On the simulated frames of
+# bench/bench_deploy.py the sim-trained one scores 98.72 fully int8, 98.21 with conv14 in float (fp32 98.70). For
+# the TensorRT target (symmetric int8, run in onnxruntime): 0.248 with the calibrated range, 0.722 with the chosen
+# one (0.35 of it), 0.698 with conv14 in float; and the bundled SqueezeDet's car AP11 moderate on the simulated
+# validation frames 19.0 with calibrated ranges, 78.1 with its head's chosen (fp32 80.3). What keeping conv14 in float still buys is closeness to fp32: on those real scans
+# 99.3-99.8% of the labels stay fp32's, 98.3-99.3% fully int8 (`--keep-worst 1` keeps it).
+DEFAULT_KEEP_WORST = {"cpu": {"segmentation": 0, "detection": 0}, "tensorrt": {"segmentation": 0, "detection": 0}}
 
 
 # ------------------------------------------------------------------------------------------------- calibration
@@ -263,6 +264,7 @@ def _quantize(src: Path, out: Path, feeds: Sequence[dict[str, np.ndarray]], cach
         "WeightSymmetric": True, "ActivationSymmetric": symmetric, "QuantizeBias": t.int32_bias,
         # With symmetric ranges a ReLU is not implied by the quantised range, so it must stay in the graph.
         "QDQKeepRemovableActivations": symmetric}
+    overrides: dict[str, list[dict[str, Any]]] = {}
     if not t.output_qdq:
         extra["OpTypesToExcludeOutputQuantization"] = list(QUANTIZED_OPS)
     else:
@@ -272,8 +274,9 @@ def _quantize(src: Path, out: Path, feeds: Sequence[dict[str, np.ndarray]], cach
         # background anchors' outliers saturate, the values that change a detection keep 8 bits.
         r = np.float32(OUTPUT_RANGE)
         overrides = {name: [{"rmin": -r, "rmax": r}] for name in equalized_head_outputs(onnx.load(str(src)))}
-        for name, (low, high) in (ranges or {}).items():  # head_input_range's choice
-            overrides[name] = [{"rmin": np.float32(low), "rmax": np.float32(high)}]
+    for name, (low, high) in (ranges or {}).items():  # head_input_range's choice
+        overrides[name] = [{"rmin": np.float32(low), "rmax": np.float32(high)}]
+    if overrides:
         extra["TensorQuantOverrides"] = overrides
     quantize_static(
         str(src), str(out), _Reader(feeds) if not cache.is_file() else None,
@@ -343,13 +346,13 @@ def head_input_tensors(model: Any, task: str = "detection", logits: str = "logit
 def head_input_range(prepared: Path, tmp: Path, feeds: Sequence[dict[str, np.ndarray]], sidecar: Sidecar,
                      exclude: Sequence[str], method: str, target: str, frames: int = 8
                      ) -> tuple[dict[str, tuple[float, float]], dict[str, Any]]:
-    """The uint8 range of a head's input (head_input_tensors: an equalised ConvDet's, a segmenter classifier's)
-    that quantises best: each fraction of HEAD_INPUT_FRACTIONS of its calibrated max is tried (the calibrated min,
-    or 0, stays the low end), with every other range as calibrated, and the widest whose int8 model changes the
-    outputs (output_error, the sensitivity ranking's measure: scores for a detector, labels for a segmenter, on up
-    to `frames` calibration frames) by at most HEAD_INPUT_TOLERANCE times the least wins. Returns ({tensor: (low,
-    high)}, a record: the calibrated max, the chosen fraction, [(fraction, error), ...]); ({}, {}) without such a
-    head, or with its conv kept float.
+    """The int8 range of a head's input (head_input_tensors: an equalised ConvDet's, a segmenter classifier's) that
+    quantises best: each fraction of HEAD_INPUT_FRACTIONS of its calibrated max is tried (the calibrated min, or 0,
+    stays the low end; for symmetric int8 activations the range is +-fraction x the largest magnitude), with every
+    other range as calibrated, and the widest whose int8 model changes the outputs (output_error, the sensitivity
+    ranking's measure: scores for a detector, labels for a segmenter, on up to `frames` calibration frames) by at
+    most HEAD_INPUT_TOLERANCE times the least wins. Returns ({tensor: (low, high)}, a record: the calibrated max,
+    the chosen fraction, [(fraction, error), ...]); ({}, {}) without such a head, or with its conv kept float.
 
     Why: a head turns its input's rounding into the outputs directly, and the few largest values set a min / max
     range's step. SqueezeDet: fire11's output, which ConvDet reads, is 81% zeros, its non-zero values have a median
@@ -388,11 +391,17 @@ def head_input_range(prepared: Path, tmp: Path, feeds: Sequence[dict[str, np.nda
     top, low = max(float(v.max()) for v in values), min(0.0, min(float(v.min()) for v in values))
     if not top > 0:
         return {}, {}
+    symmetric = get_target(target).activations == "int8"
+    if symmetric:  # zero point 0: the range is +-top, top the largest magnitude (TensorRT takes no other)
+        top = max(top, -low)
     reference = outputs(str(prepared))
     measure = output_error(sidecar.task)
     tried = []
+    def span(fraction: float) -> tuple[float, float]:
+        return (-fraction * top if symmetric else low), fraction * top
+
     for fraction in HEAD_INPUT_FRACTIONS:
-        ranges = {name: (low, fraction * top) for name in names}
+        ranges = {name: span(fraction) for name in names}
         candidate = tmp / "head_range.onnx"
         _quantize(prepared, candidate, feeds, tmp / "ranges.json", exclude=exclude, method=method, target=target,
                   ranges=ranges)
@@ -401,8 +410,8 @@ def head_input_range(prepared: Path, tmp: Path, feeds: Sequence[dict[str, np.nda
                                                                                    strict=True)]))))
     least = min(error for _, error in tried)
     best = max(fraction for fraction, error in tried if error <= HEAD_INPUT_TOLERANCE * least)
-    return {name: (low, best * top) for name in names}, {"calibrated_max": top, "calibrated_min": low,
-                                                         "fraction": best, "tried": tried}
+    return {name: span(best) for name in names}, {"calibrated_max": top, "calibrated_min": low, "fraction": best,
+                                                  "tried": tried}
 
 
 def _prepared(model_path: Path, tmp: Path) -> Path:
@@ -435,8 +444,8 @@ def quantize_model(model_path: str | Path, out: str | Path, feeds: Sequence[dict
                    target: str = "cpu", head_range: bool = True) -> QuantizeResult:
     """Quantise `model_path` (an fp32 .onnx with its sidecar) into `out` (QDQ int8) for `target` (TARGETS),
     calibrated on `feeds` (calibration_inputs), with the layers named in keep_float left in float; with
-    `head_range`, an equalised ConvDet's input range is chosen by head_input_range (CPU target). Writes out's
-    sidecar (its export record lists the head ranges tried)."""
+    `head_range`, the range of a head's input (an equalised ConvDet's, a segmenter's classifier's) is chosen by
+    head_input_range. Writes out's sidecar (its export record lists the head ranges tried)."""
     import onnx
 
     t = get_target(target)
@@ -456,7 +465,7 @@ def quantize_model(model_path: str | Path, out: str | Path, feeds: Sequence[dict
         exclude += float_successors(graph, exclude, t.ops)
         staged = tmp / "int8.onnx"
         ranges, record = head_input_range(prepared, tmp, feeds, sidecar, exclude, method, t.name) \
-            if t.output_qdq and head_range else ({}, {})
+            if head_range else ({}, {})
         _quantize(prepared, staged, feeds, tmp / "ranges.json", exclude=exclude, method=method, target=t.name,
                   ranges=ranges)
         quantized = onnx.load(str(staged))

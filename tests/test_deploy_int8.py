@@ -209,16 +209,14 @@ def test_quantize_command_keeps_the_worst_layer_float_and_writes_the_ranking(tmp
     assert [r["layer"] for r in ranking] and f"kept in float: {worst}" in text
     assert f"{worst}.weight_quantized" not in int8_weights(onnx.load(str(out)))
     assert len(int8_weights(onnx.load(str(out)))) == 2
-    # without --keep-worst nothing stays float for the CPU (the classifier's input range is chosen instead); for
-    # TensorRT, which takes no such range, a segmenter keeps its most sensitive layer (DEFAULT_KEEP_WORST)
+    # without --keep-worst nothing stays float (the classifier's input range is chosen instead, DEFAULT_KEEP_WORST)
     default = tmp_path / "int8" / "default.onnx"
-    assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(default)]) == 0
-    assert "kept in float: none" in capsys.readouterr().out and len(int8_weights(onnx.load(str(default)))) == 3
-    assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(default), "--target",
-                 "tensorrt"]) == 0
-    assert "kept in float: none" not in capsys.readouterr().out and len(int8_weights(onnx.load(str(default)))) == 2
+    for target in ("cpu", "tensorrt"):
+        assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(default), "--target",
+                     target]) == 0
+        assert "kept in float: none" in capsys.readouterr().out and len(int8_weights(onnx.load(str(default)))) == 3
     assert DEFAULT_KEEP_WORST == {"cpu": {"segmentation": 0, "detection": 0},
-                                  "tensorrt": {"segmentation": 1, "detection": 0}}
+                                  "tensorrt": {"segmentation": 0, "detection": 0}}
     assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(out), "--frames", "0"]) == 2
     assert "--frames must be >= 1, got 0" in capsys.readouterr().err
     assert main(["deploy", "quantize", str(model), "--calib", str(tmp_path / "nothing"), "-o", str(out)]) == 2
