@@ -98,17 +98,18 @@ QUANTIZED_OPS = WEIGHTED_OPS  # the layers: their weights are int8; keep_float a
 # of that output is +-OUTPUT_RANGE (here, so that quantisation needs no torch)
 OUTPUT_RANGE = 1.0
 OUTPUT_SCALE = "output_scale"
-# Layers `squeeze deploy quantize` keeps in float by default, the most sensitive first (layer_sensitivity), per
-# target and task: none, since head_input_range gives each head's input the range that quantises best. The bundled
-# adapted SqueezeSegV2 calibrated on kitti_mini, on the four labelled real scans of docs/domain_adaptation.md (fp32
-# car IoU 0.717): for the CPU target fully int8 with the calibrated range 0.516, with the chosen one 0.717 in
-# OpenVINO and onnxruntime alike; with conv14 (its most sensitive layer) in float instead 0.721 in OpenVINO and
-# 0.690 in onnxruntime, 8-15% slower in OpenVINO (conv14 then runs in bf16 or f32). On the simulated frames of
-# bench/bench_deploy.py the sim-trained one scores 98.72 fully int8, 98.21 with conv14 in float (fp32 98.70). For
-# the TensorRT target (symmetric int8, run in onnxruntime): 0.248 with the calibrated range, 0.722 with the chosen
-# one (0.35 of it), 0.698 with conv14 in float; and the bundled SqueezeDet's car AP11 moderate on the simulated
-# validation frames 19.0 with calibrated ranges, 78.1 with its head's chosen (fp32 80.3). What keeping conv14 in float still buys is closeness to fp32: on those real scans
-# 99.3-99.8% of the labels stay fp32's, 98.3-99.3% fully int8 (`--keep-worst 1` keeps it).
+# Layers `squeeze deploy quantize` keeps in float by default, the most sensitive first (layer_sensitivity), per target
+# and task: none, since head_input_range gives each head's input the range that quantises best. The bundled adapted
+# SqueezeSegV2 calibrated on kitti_mini, on the four labelled real scans of docs/domain_adaptation.md (fp32 car IoU
+# 0.717): for the CPU target fully int8 with the calibrated range 0.516, with the chosen one 0.717 in OpenVINO and
+# onnxruntime alike; with conv14 (its most sensitive layer) in float instead 0.721 in OpenVINO and 0.690 in
+# onnxruntime, 8-15% slower in OpenVINO (conv14 then runs in bf16 or f32). On the simulated frames of
+# bench/bench_deploy.py the sim-trained one scores 98.72 fully int8, 98.21 with conv14 in float (fp32 98.70). For the
+# TensorRT target (symmetric int8, run in onnxruntime): 0.248 with the calibrated range, 0.722 with the chosen one
+# (0.35 of it), 0.698 with conv14 in float; and the bundled SqueezeDet's car AP11 moderate on the simulated validation
+# frames 19.0 with calibrated ranges, 78.1 with its head's chosen (fp32 80.3). What keeping conv14 in float still buys
+# is closeness to fp32: on those real scans 99.3-99.8% of the labels stay fp32's, 98.3-99.3% fully int8 (`--keep-worst
+# 1` keeps it).
 DEFAULT_KEEP_WORST = {"cpu": {"segmentation": 0, "detection": 0}, "tensorrt": {"segmentation": 0, "detection": 0}}
 
 

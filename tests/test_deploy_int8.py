@@ -214,7 +214,12 @@ def test_quantize_command_keeps_the_worst_layer_float_and_writes_the_ranking(tmp
     for target in ("cpu", "tensorrt"):
         assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(default), "--target",
                      target]) == 0
-        assert "kept in float: none" in capsys.readouterr().out and len(int8_weights(onnx.load(str(default)))) == 3
+        text = capsys.readouterr().out
+        assert "kept in float: none" in text and len(int8_weights(onnx.load(str(default)))) == 3
+        head = json.loads(default.with_suffix(".json").read_text())["export"]["head_input_range"]
+        low, high = head["tensors"]["skip"]
+        assert (f"head input skip: range [{low:.4g}, {high:.4g}], {head['fraction']:g} of the calibrated max "
+                f"{head['calibrated_max']:.4g}") in text
     assert DEFAULT_KEEP_WORST == {"cpu": {"segmentation": 0, "detection": 0},
                                   "tensorrt": {"segmentation": 0, "detection": 0}}
     assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(out), "--frames", "0"]) == 2
