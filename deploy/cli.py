@@ -79,9 +79,9 @@ def add_deploy_parser(subparsers) -> None:
     p.add_argument("--keep-float", nargs="+", default=[], metavar="LAYER",
                    help="layers left in float, by layer name (e.g. convdet, fire11.expand.expand1x1) or node name")
     p.add_argument("--keep-worst", type=int, default=None, metavar="K",
-                   help="also keep in float the K layers that hurt most (per-layer sensitivity; default: 0, "
-                        "the range of the head's input is chosen on the calibration frames instead: "
-                        "deploy.quantize.DEFAULT_KEEP_WORST)")
+                   help="also keep in float the K layers that hurt most (per-layer sensitivity; default: 0 "
+                        "where the range of the head's input is chosen on the calibration frames instead, else 1 "
+                        "for a segmenter: deploy.quantize.default_keep_worst)")
     p.add_argument("--sensitivity", action="store_true",
                    help="print every layer's sensitivity (its error when it alone is int8) and write it to "
                         "OUT.sensitivity.json")
@@ -206,7 +206,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         raise DataError(args.out, "the int8 model is an ONNX file: the output must end in .onnx")
     import json
 
-    from deploy.quantize import DEFAULT_KEEP_WORST, calibration_inputs, layer_sensitivity, quantize_model
+    from deploy.quantize import calibration_inputs, default_keep_worst, layer_sensitivity, quantize_model
     from deploy.sidecar import read_sidecar
     from squeeze.atomic import atomic_write_text
 
@@ -214,7 +214,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     feeds = calibration_inputs(sidecar, args.calib, args.frames)
     keep = list(args.keep_float)
     if args.keep_worst is None:
-        args.keep_worst = DEFAULT_KEEP_WORST[args.target][sidecar.task]
+        args.keep_worst = default_keep_worst(args.model, sidecar)
     if args.keep_worst or args.sensitivity:
         ranking = layer_sensitivity(args.model, feeds, frames=args.sensitivity_frames, sidecar=sidecar, progress=True,
                                     target=args.target)

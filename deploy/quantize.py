@@ -14,9 +14,9 @@ OpenVINO and TensorRT's explicit quantisation all consume):
   those the deployed model will see.
 - Layers can be kept in float by name (`keep_float`; the ReLUs, pools and concats after one stay float too);
   `layer_sensitivity` ranks the layers by the error each adds when it is the only int8 layer (on a few calibration
-  frames), so the worst can be kept in float (`worst_layers`). On the CPU target neither bundled model needs it
-  (DEFAULT_KEEP_WORST): each head's input gets the range `head_input_range` picks on the calibration frames, a
-  fraction of the calibrated max. SqueezeDet, exported through deploy.equalize (exact rewrites without which fully
+  frames), so the worst can be kept in float (`worst_layers`). Neither bundled model needs it (default_keep_worst):
+  each head's input gets the range `head_input_range` picks on the calibration frames, a fraction of the
+  calibrated max. SqueezeDet, exported through deploy.equalize (exact rewrites without which fully
   int8 fell to car AP 0), also has its head's output at the int8 range equalize scaled it to
   (`equalized_head_outputs`): fully int8 AP11 80.2 vs fp32 80.3 (76.8 with min / max, and 79.5 then with ConvDet
   and fire11's expands float). SqueezeSegV2, exported with its BN scales folded into the convs before the ReLUs,
@@ -80,6 +80,7 @@ __all__ = [
     "QuantizeResult",
     "calibration_files",
     "calibration_inputs",
+    "default_keep_worst",
     "equalized_head_outputs",
     "head_input_range",
     "head_input_tensors",
@@ -98,8 +99,9 @@ QUANTIZED_OPS = WEIGHTED_OPS  # the layers: their weights are int8; keep_float a
 # of that output is +-OUTPUT_RANGE (here, so that quantisation needs no torch)
 OUTPUT_RANGE = 1.0
 OUTPUT_SCALE = "output_scale"
-# Layers `squeeze deploy quantize` keeps in float by default, the most sensitive first (layer_sensitivity), per target
-# and task: none, since head_input_range gives each head's input the range that quantises best. The bundled adapted
+# Layers `squeeze deploy quantize` keeps in float by default, the most sensitive first (layer_sensitivity), for a
+# model whose head input range head_input_range cannot choose (default_keep_worst: a segmenter with its CRF in the
+# graph, whose classifier feeds the CRF's ops). A model whose head it can choose keeps none. The bundled adapted
 # SqueezeSegV2 calibrated on kitti_mini, on the four labelled real scans of docs/domain_adaptation.md (fp32 car IoU
 # 0.717): for the CPU target fully int8 with the calibrated range 0.516, with the chosen one 0.717 in OpenVINO and
 # onnxruntime alike; with conv14 (its most sensitive layer) in float instead 0.721 in OpenVINO and 0.690 in
@@ -110,7 +112,7 @@ OUTPUT_SCALE = "output_scale"
 # frames 19.0 with calibrated ranges, 78.1 with its head's chosen (fp32 80.3). What keeping conv14 in float still buys
 # is closeness to fp32: on those real scans 99.3-99.8% of the labels stay fp32's, 98.3-99.3% fully int8 (`--keep-worst
 # 1` keeps it).
-DEFAULT_KEEP_WORST = {"cpu": {"segmentation": 0, "detection": 0}, "tensorrt": {"segmentation": 0, "detection": 0}}
+DEFAULT_KEEP_WORST = {"segmentation": 1, "detection": 0}
 
 
 # ------------------------------------------------------------------------------------------------- calibration
@@ -342,6 +344,13 @@ def head_input_tensors(model: Any, task: str = "detection", logits: str = "logit
     x = producer[chain[-1]].input[0]
     concat = producer.get(x)
     return [x, *concat.input] if concat is not None and concat.op_type == "Concat" else [x]
+
+
+def default_keep_worst(model_path: str | Path, sidecar: Sidecar) -> int:
+    """How many of the most sensitive layers `squeeze deploy quantize` keeps in float when not told: none when the
+    model has a head whose input range head_input_range chooses, else DEFAULT_KEEP_WORST for its task."""
+    model = _load(Path(model_path))
+    return 0 if head_input_tensors(model, sidecar.task, sidecar.output_names[0]) else DEFAULT_KEEP_WORST[sidecar.task]
 
 
 def head_input_range(prepared: Path, tmp: Path, feeds: Sequence[dict[str, np.ndarray]], sidecar: Sidecar,

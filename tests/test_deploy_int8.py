@@ -22,6 +22,7 @@ from deploy.quantize import (  # noqa: E402
     HEAD_INPUT_TOLERANCE,
     calibration_files,
     calibration_inputs,
+    default_keep_worst,
     head_input_tensors,
     int8_weights,
     layer_names,
@@ -209,7 +210,7 @@ def test_quantize_command_keeps_the_worst_layer_float_and_writes_the_ranking(tmp
     assert [r["layer"] for r in ranking] and f"kept in float: {worst}" in text
     assert f"{worst}.weight_quantized" not in int8_weights(onnx.load(str(out)))
     assert len(int8_weights(onnx.load(str(out)))) == 2
-    # without --keep-worst nothing stays float (the classifier's input range is chosen instead, DEFAULT_KEEP_WORST)
+    # without --keep-worst nothing stays float: the classifier's input range is chosen instead (default_keep_worst)
     default = tmp_path / "int8" / "default.onnx"
     for target in ("cpu", "tensorrt"):
         assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(default), "--target",
@@ -220,8 +221,19 @@ def test_quantize_command_keeps_the_worst_layer_float_and_writes_the_ranking(tmp
         low, high = head["tensors"]["skip"]
         assert (f"head input skip: range [{low:.4g}, {high:.4g}], {head['fraction']:g} of the calibrated max "
                 f"{head['calibrated_max']:.4g}") in text
-    assert DEFAULT_KEEP_WORST == {"cpu": {"segmentation": 0, "detection": 0},
-                                  "tensorrt": {"segmentation": 0, "detection": 0}}
+    # ... but where ops follow the classifier (a CRF in the graph) no range is chosen, and it keeps the worst layer
+    graph = onnx.load(str(model))
+    conv14 = next(n for n in graph.graph.node if n.name == "node_conv14")
+    conv14.output[0] = "pre_crf"
+    graph.graph.initializer.append(numpy_helper.from_array(np.array(1.0, np.float32), "crf_gain"))
+    graph.graph.node.append(onnx.helper.make_node("Mul", ["pre_crf", "crf_gain"], ["logits"], name="crf"))
+    crf = tmp_path / "crf.onnx"
+    onnx.save(graph, str(crf))
+    crf.with_suffix(".json").write_text(model.with_suffix(".json").read_text().replace('"seg.onnx"', '"crf.onnx"'))
+    assert (default_keep_worst(model, read_sidecar(model)), default_keep_worst(crf, read_sidecar(crf))) == (0, 1)
+    assert main(["deploy", "quantize", str(crf), "--calib", str(folder), "-o", str(default)]) == 0
+    assert "kept in float: none" not in capsys.readouterr().out and len(int8_weights(onnx.load(str(default)))) == 2
+    assert DEFAULT_KEEP_WORST == {"segmentation": 1, "detection": 0}
     assert main(["deploy", "quantize", str(model), "--calib", str(folder), "-o", str(out), "--frames", "0"]) == 2
     assert "--frames must be >= 1, got 0" in capsys.readouterr().err
     assert main(["deploy", "quantize", str(model), "--calib", str(tmp_path / "nothing"), "-o", str(out)]) == 2
