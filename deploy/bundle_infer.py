@@ -122,6 +122,8 @@ WEIGHTED_OV_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData",
 
 
 def _dequantized_output(fake_quantize):
+    if all(t.get_node().get_type_name() != "Convert" for t in fake_quantize.output(0).get_target_inputs()):
+        return fake_quantize
     node = fake_quantize
     for step in ("Convert", "Convert", "Subtract", "Multiply"):
         targets = list(node.output(0).get_target_inputs())

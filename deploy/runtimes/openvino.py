@@ -62,9 +62,12 @@ def _openvino() -> Any:
 
 
 def _dequantized_output(fake_quantize: Any) -> Any | None:
-    """The node whose output is the dequantised value of a FakeQuantize read from ONNX Q/DQ (OpenVINO reads a
-    QuantizeLinear -> DequantizeLinear pair as FakeQuantize -> Convert -> Convert -> [Subtract] -> Multiply), or
-    None when the chain has another shape or branches."""
+    """The node whose output is the dequantised value of a FakeQuantize read from ONNX Q/DQ, or None when the chain
+    has another shape or branches. core.read_model reads a QuantizeLinear -> DequantizeLinear pair as FakeQuantize
+    -> Convert -> Convert -> [Subtract] -> Multiply; ov.convert_model (the IR writer) folds it into one
+    FakeQuantize with a float output."""
+    if all(t.get_node().get_type_name() != "Convert" for t in fake_quantize.output(0).get_target_inputs()):
+        return fake_quantize
     node = fake_quantize
     for step in ("Convert", "Convert", "Subtract", "Multiply"):
         targets = list(node.output(0).get_target_inputs())
