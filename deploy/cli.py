@@ -233,8 +233,8 @@ def run_quantize(args: argparse.Namespace) -> int:
           f"frames, target {args.target}; kept in float: {', '.join(result.float_layers) or 'none'})")
     head = json.loads(result.sidecar.read_text())["export"].get("head_input_range", {})
     for tensor, (low, high) in head.get("tensors", {}).items():
-        print(f"head input {tensor}: range [{low:.4g}, {high:.4g}], {head['fraction']:g} of the calibrated max "
-              f"{head['calibrated_max']:.4g} (deploy.quantize.head_input_range)")
+        print(f"{head['layer']} reads {tensor} in int8 range [{low:.4g}, {high:.4g}]: {head['fraction']:g} of the "
+              f"calibrated max {head['calibrated_max']:.4g} (deploy.quantize.head_input_range)")
     print(f"sidecar: {result.sidecar}")
     return 0
 

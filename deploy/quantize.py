@@ -362,8 +362,9 @@ def head_input_range(prepared: Path, tmp: Path, feeds: Sequence[dict[str, np.nda
     stays the low end; for symmetric int8 activations the range is +-fraction x the largest magnitude), with every
     other range as calibrated, and the widest whose int8 model changes the outputs (output_error, the sensitivity
     ranking's measure: scores for a detector, labels for a segmenter, on up to `frames` calibration frames) by at
-    most HEAD_INPUT_TOLERANCE times the least wins. Returns ({tensor: (low, high)}, a record: the calibrated max,
-    the chosen fraction, [(fraction, error), ...]); ({}, {}) without such a head, or with its conv kept float.
+    most HEAD_INPUT_TOLERANCE times the least wins. Returns ({tensor: (low, high)}, a record: the head's layer
+    name, the calibrated max, the chosen fraction, [(fraction, error), ...]); ({}, {}) without such a head, or with
+    its conv kept float.
 
     Why: a head turns its input's rounding into the outputs directly, and the few largest values set a min / max
     range's step. SqueezeDet: fire11's output, which ConvDet reads, is 81% zeros, its non-zero values have a median
@@ -421,7 +422,8 @@ def head_input_range(prepared: Path, tmp: Path, feeds: Sequence[dict[str, np.nda
                                                                                    strict=True)]))))
     least = min(error for _, error in tried)
     best = max(fraction for fraction, error in tried if error <= HEAD_INPUT_TOLERANCE * least)
-    return {name: span(best) for name in names}, {"calibrated_max": top, "calibrated_min": low, "fraction": best,
+    return {name: span(best) for name in names}, {"layer": layer_names(model).get(head.name, head.name),
+                                                  "calibrated_max": top, "calibrated_min": low, "fraction": best,
                                                   "tried": tried}
 
 

@@ -219,8 +219,8 @@ def test_quantize_command_keeps_the_worst_layer_float_and_writes_the_ranking(tmp
         assert "kept in float: none" in text and len(int8_weights(onnx.load(str(default)))) == 3
         head = json.loads(default.with_suffix(".json").read_text())["export"]["head_input_range"]
         low, high = head["tensors"]["skip"]
-        assert (f"head input skip: range [{low:.4g}, {high:.4g}], {head['fraction']:g} of the calibrated max "
-                f"{head['calibrated_max']:.4g}") in text
+        assert (f"conv14 reads skip in int8 range [{low:.4g}, {high:.4g}]: {head['fraction']:g} of the calibrated "
+                f"max {head['calibrated_max']:.4g}") in text
     # ... but where ops follow the classifier (a CRF in the graph) no range is chosen, and it keeps the worst layer
     graph = onnx.load(str(model))
     conv14 = next(n for n in graph.graph.node if n.name == "node_conv14")
