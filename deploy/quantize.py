@@ -399,8 +399,10 @@ def head_input_range(prepared: Path, tmp: Path, feeds: Sequence[dict[str, np.nda
     probe = onnx.load(str(prepared))
     probe.graph.output.append(onnx.helper.make_tensor_value_info(names[0], onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    values = [session.run([names[0]], f)[0] for f in feeds]
-    top, low = max(float(v.max()) for v in values), min(0.0, min(float(v.min()) for v in values))
+    top, low = -np.inf, 0.0
+    for f in feeds:  # one frame's activations at a time (32 of SqueezeSegV2's conv14 input would take 270 MB)
+        values = session.run([names[0]], f)[0]
+        top, low = max(top, float(values.max())), min(low, float(values.min()))
     if not top > 0:
         return {}, {}
     symmetric = get_target(target).activations == "int8"
