@@ -214,7 +214,7 @@ def prepare(work: Path, calib_frames: int, val_frames: int, names: tuple[str, ..
         result = quantize_model(fp32, work / f"{name}_int8.onnx", feeds, keep_float=keep)
         emit({"name": f"{name}_quantize_seconds", "value": round(time.perf_counter() - started, 2), "unit": "s",
               "calibration_frames": result.calibration_frames, "int8_layers": result.quantized_layers,
-              "float_layers": list(result.float_layers),
+              "float_layers": list(result.float_layers), "int8_vs_fp32_on_calibration_frames": result.check_error,
               "head_input_range": {k: v for k, v in read_sidecar(result.path).export["head_input_range"].items()
                                    if k in ("layer", "fraction", "tensors")}, "bar": None})
         models[name] = {"checkpoint": ckpt, "fp32": fp32, "int8": result.path}

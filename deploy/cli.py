@@ -231,6 +231,9 @@ def run_quantize(args: argparse.Namespace) -> int:
                             target=args.target)
     print(f"wrote {result.path} ({result.quantized_layers} int8 layers, {result.calibration_frames} calibration "
           f"frames, target {args.target}; kept in float: {', '.join(result.float_layers) or 'none'})")
+    change = f"{result.check_error:.2%} of valid pixels change label" if sidecar.task == "segmentation" else \
+        f"scores (class probability x confidence) move by {result.check_error:.2g} on average"
+    print(f"int8 against fp32 on {result.check_frames} calibration frames: {change}")
     head = json.loads(result.sidecar.read_text())["export"].get("head_input_range", {})
     for tensor, (low, high) in head.get("tensors", {}).items():
         print(f"{head['layer']} reads {tensor} in int8 range [{low:.4g}, {high:.4g}]: {head['fraction']:g} of the "

@@ -70,9 +70,11 @@ from squeeze.range_image import project_scan, read_range_npy
 from squeeze.segmentation import normalize_channels, raw_channels
 
 __all__ = [
+    "CHECK_FRAMES",
     "DEFAULT_KEEP_WORST",
     "HEAD_INPUT_FRACTIONS",
     "HEAD_INPUT_TOLERANCE",
+    "OUTPUT_ERROR_MEASURES",
     "OUTPUT_RANGE",
     "OUTPUT_SCALE",
     "QUANTIZED_OPS",
@@ -86,6 +88,8 @@ __all__ = [
     "head_input_tensors",
     "layer_names",
     "layer_sensitivity",
+    "mean_output_error",
+    "model_outputs",
     "quantize_model",
     "segmenter_classifier",
     "worst_layers",
@@ -114,6 +118,12 @@ OUTPUT_SCALE = "output_scale"
 # float still buys is closeness to fp32: on those real scans 99.3-99.8% of the labels stay fp32's, 98.3-99.3% fully
 # int8 (`--keep-worst 1` keeps it).
 DEFAULT_KEEP_WORST = {"segmentation": 1, "detection": 0}
+# What output_error measures, per task (in the sidecar's calibration check and the command's report), and on how many
+# calibration frames quantize_model checks its int8 model against fp32 (frames its ranges came from: a lower bound
+# of what changes on new frames, and a quick way to see a model that quantised badly).
+OUTPUT_ERROR_MEASURES = {"segmentation": "fraction of valid pixels whose label changes",
+                         "detection": "mean |change| of class probability x confidence"}
+CHECK_FRAMES = 8
 
 
 # ------------------------------------------------------------------------------------------------- calibration
@@ -251,6 +261,8 @@ class QuantizeResult:
     quantized_layers: int  # QUANTIZED_OPS nodes with int8 weights
     float_layers: tuple[str, ...]  # layer names kept in float on request
     calibration_frames: int
+    check_error: float  # output_error of the int8 model against fp32 on the first check_frames calibration frames
+    check_frames: int
 
 
 def _quantize(src: Path, out: Path, feeds: Sequence[dict[str, np.ndarray]], cache: Path,
@@ -391,11 +403,6 @@ def head_input_range(prepared: Path, tmp: Path, feeds: Sequence[dict[str, np.nda
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     test = list(feeds[:frames])
-
-    def outputs(source: Any) -> list[list[np.ndarray]]:
-        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        return [session.run(list(sidecar.output_names), f) for f in test]
-
     probe = onnx.load(str(prepared))
     probe.graph.output.append(onnx.helper.make_tensor_value_info(names[0], onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -408,20 +415,18 @@ def head_input_range(prepared: Path, tmp: Path, feeds: Sequence[dict[str, np.nda
     symmetric = get_target(target).activations == "int8"
     if symmetric:  # zero point 0: the range is +-top, top the largest magnitude (TensorRT takes no other)
         top = max(top, -low)
-    reference = outputs(str(prepared))
-    measure = output_error(sidecar.task)
-    tried = []
+
     def span(fraction: float) -> tuple[float, float]:
         return (-fraction * top if symmetric else low), fraction * top
 
+    reference = model_outputs(prepared, test, sidecar.output_names)
+    tried = []
     for fraction in HEAD_INPUT_FRACTIONS:
-        ranges = {name: span(fraction) for name in names}
         candidate = tmp / "head_range.onnx"
         _quantize(prepared, candidate, feeds, tmp / "ranges.json", exclude=exclude, method=method, target=target,
-                  ranges=ranges)
-        got = outputs(str(candidate))
-        tried.append((fraction, float(np.mean([measure(f, r, g) for f, r, g in zip(test, reference, got,
-                                                                                   strict=True)]))))
+                  ranges={name: span(fraction) for name in names})
+        got = model_outputs(candidate, test, sidecar.output_names)
+        tried.append((fraction, mean_output_error(sidecar.task, test, reference, got)))
     least = min(error for _, error in tried)
     best = max(fraction for fraction, error in tried if error <= HEAD_INPUT_TOLERANCE * least)
     return {name: span(best) for name in names}, {"layer": layer_names(model).get(head.name, head.name),
@@ -484,6 +489,9 @@ def quantize_model(model_path: str | Path, out: str | Path, feeds: Sequence[dict
         _quantize(prepared, staged, feeds, tmp / "ranges.json", exclude=exclude, method=method, target=t.name,
                   ranges=ranges)
         quantized = onnx.load(str(staged))
+        check = list(feeds[:CHECK_FRAMES])
+        check_error = mean_output_error(sidecar.task, check, model_outputs(prepared, check, sidecar.output_names),
+                                        model_outputs(staged, check, sidecar.output_names))
         out.parent.mkdir(parents=True, exist_ok=True)
         from squeeze.atomic import atomic_write_bytes
 
@@ -495,9 +503,12 @@ def quantize_model(model_path: str | Path, out: str | Path, feeds: Sequence[dict
                                                           "head_input_range": {
                                                               **record, "tensors": {k: list(v) for k, v in
                                                                                     ranges.items()}},
-                                                          "quantization": t.record()}))
+                                                          "quantization": t.record(),
+                                                          "calibration_check": {
+                                                              "frames": len(check), "value": check_error,
+                                                              "measure": OUTPUT_ERROR_MEASURES[sidecar.task]}}))
     n_int8 = len(int8_weights(quantized))
-    return QuantizeResult(out, side, n_int8, tuple(keep_float), len(feeds))
+    return QuantizeResult(out, side, n_int8, tuple(keep_float), len(feeds), check_error, len(check))
 
 
 def int8_weights(model: Any) -> list[str]:
@@ -535,6 +546,25 @@ def output_error(task: str) -> Callable[[dict[str, np.ndarray], list[np.ndarray]
     return det
 
 
+def model_outputs(source: str | Path | bytes, feeds: Sequence[dict[str, np.ndarray]], output_names: Sequence[str],
+                  threads: int = 1) -> list[list[np.ndarray]]:
+    """Each feed's outputs (in `output_names` order) of an ONNX model (a path or its bytes) in onnxruntime."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(source) if isinstance(source, Path) else source, options,
+                                   providers=["CPUExecutionProvider"])
+    return [session.run(list(output_names), f) for f in feeds]
+
+
+def mean_output_error(task: str, feeds: Sequence[dict[str, np.ndarray]], reference: list[list[np.ndarray]],
+                      got: list[list[np.ndarray]]) -> float:
+    """output_error(task) averaged over the feeds."""
+    measure = output_error(task)
+    return float(np.mean([measure(f, r, g) for f, r, g in zip(feeds, reference, got, strict=True)]))
+
+
 def layer_sensitivity(model_path: str | Path, feeds: Sequence[dict[str, np.ndarray]], frames: int = 4,
                       sidecar: Sidecar | None = None, progress: bool = False, target: str = "cpu", threads: int = 2
                       ) -> list[LayerSensitivity]:
@@ -542,19 +572,14 @@ def layer_sensitivity(model_path: str | Path, feeds: Sequence[dict[str, np.ndarr
     worst first: the model `quantize_model` writes with every other layer in keep_float (so the ReLUs, pools and
     concats the target quantises are int8 wherever no float layer precedes them, as there). Ranges are measured
     once on all feeds (a calibration cache) and reused for every layer. `threads`: onnxruntime's intra-op threads."""
-    import onnxruntime as ort
     from tqdm import tqdm
 
     model_path = Path(model_path)
     sidecar = sidecar if sidecar is not None else read_sidecar(model_path)
-    measure = output_error(sidecar.task)
     test = list(feeds[:frames])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
 
     def outputs(path: Path) -> list[list[np.ndarray]]:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return [session.run(list(sidecar.output_names), f) for f in test]
+        return model_outputs(path, test, sidecar.output_names, threads)
 
     with tempfile.TemporaryDirectory(prefix="squeeze-sens-") as tmp_name:
         tmp = Path(tmp_name)
@@ -572,9 +597,7 @@ def layer_sensitivity(model_path: str | Path, feeds: Sequence[dict[str, np.ndarr
             others = [n for n in layers if n != node]
             _quantize(prepared, one, feeds, cache, exclude=others + float_successors(graph, others, ops),
                       target=target)
-            got = outputs(one)
-            errors = [measure(f, r, g) for f, r, g in zip(test, reference, got, strict=True)]
-            result.append(LayerSensitivity(node, layer, float(np.mean(errors))))
+            result.append(LayerSensitivity(node, layer, mean_output_error(sidecar.task, test, reference, outputs(one))))
     return sorted(result, key=lambda s: -s.error)
 
 

@@ -17,6 +17,7 @@ import onnx  # noqa: E402
 from onnx import TensorProto, numpy_helper  # noqa: E402
 
 from deploy.quantize import (  # noqa: E402
+    CHECK_FRAMES,
     DEFAULT_KEEP_WORST,
     HEAD_INPUT_FRACTIONS,
     HEAD_INPUT_TOLERANCE,
@@ -114,6 +115,12 @@ def test_quantized_model_is_qdq_with_per_channel_int8_weights_and_agrees_with_fp
     assert act_zero_points and all(z.data_type == TensorProto.UINT8 for z in act_zero_points)
     side = json.loads(result.sidecar.read_text())
     assert (side["precision"], side["model_file"], side["export"]["calibration_frames"]) == ("int8", "seg_int8.onnx", 8)
+    # the check against fp32 on the calibration frames, counted here another way: the valid pixels whose label changes
+    changed = [(_session(model).run(None, f)[0].argmax(1) != _session(result.path).run(None, f)[0].argmax(1))[
+        f["mask"]].mean() for f in feeds[:CHECK_FRAMES]]
+    assert result.check_frames == CHECK_FRAMES == 8 and result.check_error == pytest.approx(np.mean(changed), abs=1e-12)
+    assert side["export"]["calibration_check"] == {"frames": 8, "value": result.check_error,
+                                                   "measure": "fraction of valid pixels whose label changes"}
     # labels on frames not used for calibration: measured 98.9% of the valid pixels agree with fp32
     images = range_images(16, seed=99)
     mask = images[..., 4] > 0
@@ -217,6 +224,8 @@ def test_quantize_command_keeps_the_worst_layer_float_and_writes_the_ranking(tmp
                      target]) == 0
         text = capsys.readouterr().out
         assert "kept in float: none" in text and len(int8_weights(onnx.load(str(default)))) == 3
+        check = json.loads(default.with_suffix(".json").read_text())["export"]["calibration_check"]
+        assert f"int8 against fp32 on 4 calibration frames: {check['value']:.2%} of valid pixels change label" in text
         head = json.loads(default.with_suffix(".json").read_text())["export"]["head_input_range"]
         low, high = head["tensors"]["skip"]
         assert (f"conv14 reads skip in int8 range [{low:.4g}, {high:.4g}]: {head['fraction']:g} of the calibrated "
