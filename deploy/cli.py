@@ -127,7 +127,7 @@ def add_deploy_parser(subparsers) -> None:
     p.add_argument("-o", "--out", type=Path, required=True, help="the bundle's folder (created)")
     p.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
                    help="the runtime infer.py uses by default (default onnxruntime; on an Intel CPU openvino runs "
-                        "an int8 model about 1.5-2x faster: README, deployed speed)")
+                        "an int8 model 1.3-2x faster: README, deployed speed)")
     p.set_defaults(run=run_bundle)
 
     p = sub.add_parser(
