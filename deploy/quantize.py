@@ -367,7 +367,8 @@ def default_keep_worst(model_path: str | Path, sidecar: Sidecar) -> int:
 
 
 def head_input_range(prepared: Path, tmp: Path, feeds: Sequence[dict[str, np.ndarray]], sidecar: Sidecar,
-                     exclude: Sequence[str], method: str, target: str, frames: int = 8
+                     exclude: Sequence[str], method: str, target: str, frames: int = 8,
+                     reference: list[list[np.ndarray]] | None = None
                      ) -> tuple[dict[str, tuple[float, float]], dict[str, Any]]:
     """The int8 range of a head's input (head_input_tensors: an equalised ConvDet's, a segmenter classifier's) that
     quantises best: each fraction of HEAD_INPUT_FRACTIONS of its calibrated max is tried (the calibrated min, or 0,
@@ -419,7 +420,8 @@ def head_input_range(prepared: Path, tmp: Path, feeds: Sequence[dict[str, np.nda
     def span(fraction: float) -> tuple[float, float]:
         return (-fraction * top if symmetric else low), fraction * top
 
-    reference = model_outputs(prepared, test, sidecar.output_names)
+    if reference is None:  # the float model's outputs on those frames (quantize_model passes the ones it has)
+        reference = model_outputs(prepared, test, sidecar.output_names)
     tried = []
     for fraction in HEAD_INPUT_FRACTIONS:
         candidate = tmp / "head_range.onnx"
@@ -484,13 +486,14 @@ def quantize_model(model_path: str | Path, out: str | Path, feeds: Sequence[dict
         exclude = resolve_layers(graph, keep_float, model_path) if keep_float else []
         exclude += float_successors(graph, exclude, t.ops)
         staged = tmp / "int8.onnx"
-        ranges, record = head_input_range(prepared, tmp, feeds, sidecar, exclude, method, t.name) \
-            if head_range else ({}, {})
+        check = list(feeds[:CHECK_FRAMES])
+        reference = model_outputs(prepared, check, sidecar.output_names)  # fp32, for the head range and the check
+        ranges, record = head_input_range(prepared, tmp, feeds, sidecar, exclude, method, t.name,
+                                          frames=CHECK_FRAMES, reference=reference) if head_range else ({}, {})
         _quantize(prepared, staged, feeds, tmp / "ranges.json", exclude=exclude, method=method, target=t.name,
                   ranges=ranges)
         quantized = onnx.load(str(staged))
-        check = list(feeds[:CHECK_FRAMES])
-        check_error = mean_output_error(sidecar.task, check, model_outputs(prepared, check, sidecar.output_names),
+        check_error = mean_output_error(sidecar.task, check, reference,
                                         model_outputs(staged, check, sidecar.output_names))
         out.parent.mkdir(parents=True, exist_ok=True)
         from squeeze.atomic import atomic_write_bytes

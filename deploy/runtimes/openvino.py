@@ -165,7 +165,7 @@ class OpenVinoNetwork:
                 dims[0] = ov.Dimension(1)
             shapes[port.get_any_name()] = ov.PartialShape(dims)
         model.reshape(shapes)
-        self.dropped_requantizations = drop_float_requantization(model)
+        drop_float_requantization(model)
         config = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_PRECISION_HINT": precision}
         self.compiled = core.compile_model(model, device, config)
