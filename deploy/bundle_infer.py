@@ -387,8 +387,9 @@ def project(points: np.ndarray, proj: dict) -> tuple[np.ndarray, np.ndarray, np.
         if not _plausible_rings(int(wrap.sum()) + 1, h) and np.any(pts[:, :3] != 0):
             rows = ring_rows(pts)
             if not _plausible_rings(int(rows.max()) + 1, h):
-                print(f"warning: the points are not stored ring by ring ({int(rows.max()) + 1} rings for a "
-                      f"{h}-row image); falling back to uniform elevation rows, which costs accuracy", file=sys.stderr)
+                print(f"warning: the laser ring of each point cannot be found ({int(rows.max()) + 1} rings for a "
+                      f"{h}-row image: no ring order, or only some lasers kept); falling back to uniform elevation "
+                      "rows, which costs accuracy", file=sys.stderr)
                 mode = "uniform"
     if mode == "uniform":
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -21,6 +21,11 @@ class ScanError(DataError):
     """A LiDAR scan (.bin, .pcd, point array) that is malformed."""
 
 
+class RingOrderError(ScanError):
+    """Ring mode cannot find the laser ring of each point: the points are not stored ring by ring, or the scan keeps
+    only some of its lasers. Uniform elevation rows still project it (what the predictors fall back to)."""
+
+
 class LabelError(DataError):
     """A KITTI label line or point-label file that is malformed."""
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from squeeze.errors import RangeImageError, ScanError
+from squeeze.errors import RangeImageError, RingOrderError, ScanError
 from squeeze.jit import njit
 from squeeze.kitti import atomic_write_bytes, check_points, read_file_bytes
 
@@ -220,9 +220,32 @@ def _plausible_ring_count(rings: int, height: int) -> bool:
     return 0.75 * height <= rings <= 1.25 * height + 1
 
 
-def _ring_count_error(rings: int, config: ProjectionConfig, source: str) -> ScanError:
-    return ScanError(source, f"ring mode found {rings} rings for a {config.height}-row image; the points "
+def _ring_count_error(rings: int, config: ProjectionConfig, source: str, rows: np.ndarray | None = None,
+                      points: np.ndarray | None = None) -> RingOrderError:
+    if rows is not None and points is not None and 2 <= rings < config.height and _rings_descend(points, rows):
+        # The lasers are in ring order but some are missing: a scan cropped in elevation. A 'velodyne_reduced' file
+        # (OpenPCDet, MMDetection3D) keeps the points inside the camera image, which drops the lower lasers, and
+        # the crop leaves nothing that says which laser the first kept ring is.
+        return RingOrderError(source, f"ring mode found {rings} rings, in ring order, for a {config.height}-row "
+                              "image: the scan keeps only some of its lasers (a 'velodyne_reduced' file cropped to "
+                              "the camera image drops the lower ones), so the row of each ring cannot be told; use "
+                              "the full scan (velodyne/), or uniform elevation rows")
+    return RingOrderError(source, f"ring mode found {rings} rings for a {config.height}-row image; the points "
                      "are not stored ring by ring (use mode='uniform' for unordered clouds)")
+
+
+def _rings_descend(points: np.ndarray, rows: np.ndarray) -> bool:
+    """Whether the median elevations of the rings `rows` numbers fall from each ring to the next, as a spinning
+    LiDAR's lasers do from the top one down (allowing one step in ten to rise: a laser's median elevation seen from
+    the sensor's origin moves with what it hits)."""
+    p = np.asarray(points, dtype=np.float64)
+    ok = rows >= 0
+    elevation = np.arctan2(p[ok, 2], np.hypot(p[ok, 0], p[ok, 1]))
+    ring = rows[ok]
+    order = np.argsort(ring, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(ring[order])) + 1]
+    medians = np.array([np.median(part) for part in np.split(elevation[order], starts[1:])])
+    return len(medians) >= 2 and float(np.mean(np.diff(medians) < 0)) >= 0.9
 
 
 # A jump back of the azimuth by more than this can only be a new sweep: within one ring, consecutive points of the
@@ -290,7 +313,7 @@ def project_scan(points: np.ndarray, config: ProjectionConfig | None = None, lab
         rows = ring_rows(pts)
         rings = int(rows.max()) + 1
         if not _plausible_ring_count(rings, h):
-            raise _ring_count_error(int(wraps) + 1 if rings <= 1 else rings, config, source)
+            raise _ring_count_error(int(wraps) + 1 if rings <= 1 else rings, config, source, rows, pts)
         image, index, pixel, wraps = _project(pts, *args, rows)
     label = None
     if labels is not None:

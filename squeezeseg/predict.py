@@ -22,7 +22,7 @@ from torch import nn
 from squeeze.checkpoint import load_named_model
 from squeeze.classes import segmentation_class_names
 from squeeze.config import build_named
-from squeeze.errors import ScanError
+from squeeze.errors import RingOrderError
 from squeeze.predictor import Segmentation
 from squeeze.range_image import ProjectionConfig, project_scan
 from squeeze.segmentation import (
@@ -183,17 +183,15 @@ def sample_from_points(points: np.ndarray, data_config: SegDataConfig, frame_id:
 def project_points(points: np.ndarray, data_config: SegDataConfig, frame_id: str = "<scan>",
                    uniform: bool = False) -> RangeSample:
     """`sample_from_points` with the data config's projection, or its uniform-rows variant when `uniform` or when
-    the points are not stored ring by ring (a warning says so: uniform rows leave empty stripes and cost accuracy,
-    car IoU 0.18 -> 0.14 on real scans)."""
+    ring mode cannot find the rings (points not stored ring by ring, or only some lasers kept; a warning says so:
+    uniform rows leave empty stripes and cost accuracy, car IoU 0.18 -> 0.14 on real scans)."""
     uniform_projection = dataclasses.replace(data_config.projection, mode="uniform")
     if uniform:
         return sample_from_points(points, data_config, frame_id, uniform_projection)
     try:
         return sample_from_points(points, data_config, frame_id)
-    except ScanError as e:
-        if "ring by ring" not in str(e):
-            raise
-        log.warning("%s: the points are not stored ring by ring (%s); falling back to uniform elevation "
+    except RingOrderError as e:
+        log.warning("%s: the laser ring of each point cannot be found (%s); falling back to uniform elevation "
                     "rows, which costs accuracy", frame_id, e.fault.split(";")[0])
         return sample_from_points(points, data_config, frame_id, uniform_projection)
 

@@ -322,6 +322,20 @@ def test_ring_rows_on_a_synthetic_front_crop():
 
     with pytest.raises(ScanError, match="not stored ring by ring"):  # no ring order at all is still refused
         project_scan(shuffled, squeezeseg_front())
+    # Only the upper 46 lasers (a 'velodyne_reduced' file cropped to the camera image): in ring order, but which
+    # laser the first kept ring is cannot be told, so ring mode refuses it and says why.
+    from squeeze.errors import RingOrderError
+
+    ring = np.arange(len(scan)) // 720
+    upper = scan[keep & (ring < 46)]
+    with pytest.raises(RingOrderError, match=r"found 46 rings, in ring order, .*velodyne_reduced"):
+        project_scan(upper, squeezeseg_front(), source="000008.bin")
+    lower = scan[keep & (ring >= 18)]  # the top 18 lasers saw only sky
+    with pytest.raises(RingOrderError, match="found 46 rings, in ring order"):
+        project_scan(lower, squeezeseg_front())
+    reversed_rings = np.concatenate([scan[keep & (ring == k)] for k in range(45, -1, -1)])
+    with pytest.raises(RingOrderError, match="not stored ring by ring"):  # rings bottom-up: no laser order
+        project_scan(reversed_rings, squeezeseg_front())
 
 
 # ------------------------------------------------------------------------------------------ segmentation metrics
@@ -470,5 +484,16 @@ def test_seg_predict_warns_when_it_falls_back_to_uniform_rows(caplog):
     shuffled = scan[np.random.default_rng(0).permutation(len(scan))]
     with caplog.at_level(logging.WARNING):
         sample = project_points(shuffled, SegDataConfig(), "/data/shuffled.bin")
-    assert "/data/shuffled.bin: the points are not stored ring by ring" in caplog.text
+    assert "/data/shuffled.bin: the laser ring of each point cannot be found (ring mode found" in caplog.text
     assert "falling back to uniform elevation rows" in caplog.text and sample.mask.any()
+    caplog.clear()
+    # A camera-FOV crop ('velodyne_reduced'): the lower 18 lasers are gone, so the rows of the 46 kept are unknown.
+    upper = scan[(np.abs(az) <= 45) & (np.arange(len(scan)) // 360 < 46)]
+    with caplog.at_level(logging.WARNING):
+        reduced = project_points(upper, SegDataConfig(), "/data/reduced.bin")
+    assert ("/data/reduced.bin: the laser ring of each point cannot be found (ring mode found 46 rings, in ring order, "
+            in caplog.text)
+    assert "falling back to uniform elevation rows" in caplog.text
+    # Uniform rows: 64 bins over +2.0 .. -24.9 degrees, where the 64 synthetic lasers are 26.9 / 63 degrees apart,
+    # so laser k lands in row floor(k * 64 / 63): the kept lasers 0..45 fill rows 0..45 (45.7 -> 45), none below.
+    assert np.flatnonzero(reduced.mask.any(axis=1)).tolist() == [int(k * 64 / 63) for k in range(46)]

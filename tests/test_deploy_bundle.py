@@ -157,7 +157,7 @@ def test_segmentation_bundle_runs_without_torch_and_matches_the_runtime(seg_mode
     proc, report = run_infer(folder, *paths, "--out", str(tmp_path / "out"), "--npz")
     assert proc.returncode == 0 and report == {"code": 0, "leaked": []}, proc.stderr[-2000:]
     # The shuffled scan has no ring order: uniform rows, with the warning the runtime gives too.
-    assert proc.stderr.count("not stored ring by ring") == 1
+    assert proc.stderr.count("the laser ring of each point cannot be found") == 1
 
     runtime = OnnxSegmenter(seg_model)
     side = read_sidecar(seg_model)

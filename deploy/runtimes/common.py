@@ -19,7 +19,7 @@ import numpy as np
 from deploy.sidecar import Sidecar
 from squeeze.crf import apply_crf
 from squeeze.detection import boxes_to_original, postprocess, preprocess_image
-from squeeze.errors import DataError, ScanError
+from squeeze.errors import DataError, RingOrderError
 from squeeze.predictor import Detections2D, Segmentation
 from squeeze.range_image import ProjectionConfig, RangeImage, project_scan
 from squeeze.segmentation import (
@@ -152,13 +152,12 @@ class NetworkSegmenter:
 
 
 def project_points(points: np.ndarray, projection: ProjectionConfig) -> tuple[RangeImage, np.ndarray]:
-    """(RangeImage, (N,) pixel_of_point) of a scan; a scan not stored ring by ring falls back to uniform elevation
-    rows with a warning, as the torch segmenter does (squeezeseg.predict.project_points)."""
+    """(RangeImage, (N,) pixel_of_point) of a scan; a scan whose rings ring mode cannot find (not stored ring by
+    ring, or only some lasers kept) falls back to uniform elevation rows with a warning, as the torch segmenter
+    does (squeezeseg.predict.project_points)."""
     try:
         return project_scan(points, projection)
-    except ScanError as e:
-        if "ring by ring" not in str(e) or projection.mode != "ring":
-            raise
-        log.warning("the points are not stored ring by ring (%s); falling back to uniform elevation rows, which "
-                    "costs accuracy", e.fault.split(";")[0])
+    except RingOrderError as e:
+        log.warning("the laser ring of each point cannot be found (%s); falling back to uniform elevation rows, "
+                    "which costs accuracy", e.fault.split(";")[0])
         return project_scan(points, dataclasses.replace(projection, mode="uniform"))
