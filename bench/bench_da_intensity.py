@@ -6,8 +6,11 @@ training scans' mean intensity. For information, two tables of medians: per lase
 and an in-sample ceiling, `own_table_ratio`: medians of the held-out scan itself per ring x surface (facing up or
 not) x range band (0-5-10-20-40-inf m), 640 cells fitted on the very pixels they are scored on. A renderer that
 sees only geometry cannot know the held-out scan's own medians, so when that ceiling is near the bar, the bar is
-about what the geometry of those scans can say, not about the renderer. Prints one JSON object per line; exits 1
-when a fold misses the bar.
+about what the geometry of those scans can say, not about the renderer. And `ring_neighbour_ratio`: each return
+predicted by the real intensity of its two neighbours on the same laser ring (their mean; the one there when the
+other is missing), an oracle that reads the held-out scan's own intensities, so it measures how much a return
+differs from the surface around it (speckle, edges): what no renderer removes. Prints one JSON object per line;
+exits 1 when a fold misses the bar.
 
     .venv/bin/python bench/bench_da_intensity.py [--real DIR] [--steps 400] [--rings 64] [--threads 2]
 """
@@ -54,6 +57,25 @@ def own_table_mae(image) -> float:
     return float(np.abs(predicted - y).mean())
 
 
+def ring_neighbour_mae(image) -> tuple[float, np.ndarray]:
+    """MAE of predicting each valid pixel by the real intensity of its left and right neighbours on the same ring
+    (their mean, or the one that is valid; columns wrap around a full revolution), and the (H, W) mask of the
+    pixels it predicts (valid, with at least one valid neighbour)."""
+    m, v = image.mask, np.where(image.mask, image.intensity, 0.0).astype(np.float64)
+    ml, mr = np.roll(m, 1, axis=1), np.roll(m, -1, axis=1)
+    vl, vr = np.roll(v, 1, axis=1), np.roll(v, -1, axis=1)
+    count = ml.astype(np.int64) + mr
+    scored = m & (count > 0)
+    predicted = (vl * ml + vr * mr) / np.maximum(count, 1)
+    return float(np.abs(predicted - v)[scored].mean()), scored
+
+
+def ring_neighbour_ratio(image, training_mean: float) -> float:
+    """`ring_neighbour_mae` over the training mean's MAE on the same pixels."""
+    mae, scored = ring_neighbour_mae(image)
+    return mae / float(np.abs(image.intensity[scored] - training_mean).mean())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", type=Path, default=DEFAULT_REAL, help="folder of real scans (default: kitti_mini)")
@@ -88,6 +110,7 @@ def main() -> int:
                           "mean_baseline_mae": round(baseline, 4),
                           "ring_median_mae": round(float(np.abs(y - ring_median[rows]).mean()), 4),
                           "own_table_ratio": round(own_table_mae(test) / baseline, 4),
+                          "ring_neighbour_ratio": round(ring_neighbour_ratio(test, values.mean()), 4),
                           "train_seconds": round(seconds, 1), "steps": args.steps}), flush=True)
     return 0 if ok else 1
 

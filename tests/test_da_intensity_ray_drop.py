@@ -264,3 +264,28 @@ def test_project_scan_with_given_rings_ignores_the_point_order():
     # a ring outside the image drops its point
     _, pixel = project_scan(points[:1], full_360(), rings=np.array([64]))
     assert pixel.tolist() == [-1]
+
+
+def test_ring_neighbour_oracle_of_the_intensity_bench_hand_computed():
+    """bench_da_intensity's `ring_neighbour_ratio`: each return predicted by its same-ring neighbours' intensity."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_da_intensity", Path(__file__).resolve().parents[1] / "bench" / "bench_da_intensity.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    intensity = np.array([[0.1, 0.3, 0.0, 0.7],
+                          [0.5, 0.0, 0.0, 0.2]], np.float32)
+    mask = np.array([[True, True, False, True],
+                     [True, False, False, False]])
+    xyz = np.zeros((2, 4, 3), np.float32)
+    image = RangeImage(xyz=xyz, intensity=intensity, range=mask.astype(np.float32), mask=mask,
+                       point_index=np.where(mask, 0, -1))
+    mae, scored = bench.ring_neighbour_mae(image)
+    # Row 0 wraps around: col 0 <- (0.7 + 0.3) / 2 = 0.5 (err 0.4); col 1 <- 0.1 (col 2 empty; err 0.2);
+    # col 3 <- 0.1 (col 2 empty, col 0 wraps; err 0.6). Row 1: col 0 has no valid neighbour, not scored.
+    assert scored.tolist() == [[True, True, False, True], [False, False, False, False]]
+    assert mae == pytest.approx((0.4 + 0.2 + 0.6) / 3)
+    # Against a training mean of 0.3: its errors on the same three pixels are 0.2, 0.0, 0.4.
+    assert bench.ring_neighbour_ratio(image, 0.3) == pytest.approx(((0.4 + 0.2 + 0.6) / 3) / ((0.2 + 0.0 + 0.4) / 3))
