@@ -28,8 +28,7 @@ import torch
 
 from domain_adapt.intensity import (
     IntensityNetConfig,
-    mean_abs_error,
-    render_intensity,
+    held_out_error,
     ring_images,
     surface_normals,
     train_renderer,
@@ -57,25 +56,6 @@ def own_table_mae(image) -> float:
     return float(np.abs(predicted - y).mean())
 
 
-def ring_neighbour_mae(image) -> tuple[float, np.ndarray]:
-    """MAE of predicting each valid pixel by the real intensity of its left and right neighbours on the same ring
-    (their mean, or the one that is valid; columns wrap around a full revolution), and the (H, W) mask of the
-    pixels it predicts (valid, with at least one valid neighbour)."""
-    m, v = image.mask, np.where(image.mask, image.intensity, 0.0).astype(np.float64)
-    ml, mr = np.roll(m, 1, axis=1), np.roll(m, -1, axis=1)
-    vl, vr = np.roll(v, 1, axis=1), np.roll(v, -1, axis=1)
-    count = ml.astype(np.int64) + mr
-    scored = m & (count > 0)
-    predicted = (vl * ml + vr * mr) / np.maximum(count, 1)
-    return float(np.abs(predicted - v)[scored].mean()), scored
-
-
-def ring_neighbour_ratio(image, training_mean: float) -> float:
-    """`ring_neighbour_mae` over the training mean's MAE on the same pixels."""
-    mae, scored = ring_neighbour_mae(image)
-    return mae / float(np.abs(image.intensity[scored] - training_mean).mean())
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", type=Path, default=DEFAULT_REAL, help="folder of real scans (default: kitti_mini)")
@@ -96,13 +76,12 @@ def main() -> int:
         t0 = time.perf_counter()
         net, _ = train_renderer(train, steps=args.steps, config=IntensityNetConfig(width=args.width, rings=args.rings))
         seconds = time.perf_counter() - t0
-        values = np.concatenate([im.intensity[im.mask] for im in train])
         y = test.intensity[test.mask]
         rows = np.nonzero(test.mask)[0]
         ring_median = np.array([np.median(np.concatenate([im.intensity[k][im.mask[k]] for im in train]))
                                 for k in range(test.shape[0])])
-        mae = mean_abs_error(render_intensity(net, test), test)
-        baseline = float(np.abs(y - values.mean()).mean())
+        error = held_out_error(net, train, test)
+        mae, baseline = error["held_out_mae"], error["mean_baseline_mae"]
         ratio = mae / baseline
         ok &= ratio <= BAR
         print(json.dumps({"name": "intensity_rendering_mae_ratio", "held_out": name, "value": round(ratio, 4),
@@ -110,7 +89,7 @@ def main() -> int:
                           "mean_baseline_mae": round(baseline, 4),
                           "ring_median_mae": round(float(np.abs(y - ring_median[rows]).mean()), 4),
                           "own_table_ratio": round(own_table_mae(test) / baseline, 4),
-                          "ring_neighbour_ratio": round(ring_neighbour_ratio(test, values.mean()), 4),
+                          "ring_neighbour_ratio": round(error["ring_neighbour_ratio"], 4),
                           "train_seconds": round(seconds, 1), "steps": args.steps}), flush=True)
     return 0 if ok else 1
 

@@ -174,7 +174,24 @@ def test_intensity_train_command_with_a_bias_per_ring(kitti_mini, tmp_path, caps
     out = tmp_path / "renderer.pt"
     # at most 2 scans, spread over the folder: the first and the last (held out); a bias per ring by default
     assert main(["da", "intensity", "train", str(kitti_mini), "-o", str(out), "--steps", "2", "--max-scans", "2"]) == 0
-    assert "held-out scan 000002.bin: MAE" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "held-out scan 000002.bin: MAE" in printed
+    # The same-ring oracle on the held-out scan, against the training scan's mean, recomputed here by hand.
+    from domain_adapt.intensity import ring_images
+    from domain_adapt.readers import read_scan
+
+    first, held = ring_images([read_scan(kitti_mini / "training" / "velodyne" / f) for f in ("000000.bin",
+                                                                                           "000002.bin")])
+    v, m = held.intensity.astype(np.float64), held.mask
+    left, right = np.roll(m, 1, axis=1), np.roll(m, -1, axis=1)
+    n = left.astype(int) + right
+    guess = (np.roll(v, 1, axis=1) * left + np.roll(v, -1, axis=1) * right) / np.maximum(n, 1)
+    scored = m & (n > 0)
+    mean = first.intensity[first.mask].astype(np.float64).mean()
+    oracle = np.abs(guess - v)[scored].mean() / np.abs(v[scored] - mean).mean()
+    metrics = torch.load(out, weights_only=True)["metrics"]
+    assert metrics["ring_neighbour_ratio"] == pytest.approx(oracle, rel=1e-4) and 0.4 < oracle < 0.8
+    assert f"an oracle: {oracle:.2f})" in printed
     net = load_renderer(out)
     assert net.config.rings == 64 and tuple(net.ring_features.shape) == (16, 64, 1)
     assert main(["da", "intensity", "train", str(kitti_mini), "-o", str(out), "--steps", "2", "--rings", "0"]) == 0
@@ -266,26 +283,22 @@ def test_project_scan_with_given_rings_ignores_the_point_order():
     assert pixel.tolist() == [-1]
 
 
-def test_ring_neighbour_oracle_of_the_intensity_bench_hand_computed():
-    """bench_da_intensity's `ring_neighbour_ratio`: each return predicted by its same-ring neighbours' intensity."""
-    import importlib.util
-    from pathlib import Path
+def test_ring_neighbour_oracle_hand_computed():
+    """`ring_neighbour_error`: each return predicted by its same-ring neighbours' real intensity."""
+    from domain_adapt.intensity import ring_neighbour_error
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_da_intensity", Path(__file__).resolve().parents[1] / "bench" / "bench_da_intensity.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     intensity = np.array([[0.1, 0.3, 0.0, 0.7],
                           [0.5, 0.0, 0.0, 0.2]], np.float32)
     mask = np.array([[True, True, False, True],
                      [True, False, False, False]])
-    xyz = np.zeros((2, 4, 3), np.float32)
-    image = RangeImage(xyz=xyz, intensity=intensity, range=mask.astype(np.float32), mask=mask,
-                       point_index=np.where(mask, 0, -1))
-    mae, scored = bench.ring_neighbour_mae(image)
+    image = RangeImage(xyz=np.zeros((2, 4, 3), np.float32), intensity=intensity, range=mask.astype(np.float32),
+                       mask=mask, point_index=np.where(mask, 0, -1))
+    mae, scored = ring_neighbour_error(image)
     # Row 0 wraps around: col 0 <- (0.7 + 0.3) / 2 = 0.5 (err 0.4); col 1 <- 0.1 (col 2 empty; err 0.2);
     # col 3 <- 0.1 (col 2 empty, col 0 wraps; err 0.6). Row 1: col 0 has no valid neighbour, not scored.
     assert scored.tolist() == [[True, True, False, True], [False, False, False, False]]
     assert mae == pytest.approx((0.4 + 0.2 + 0.6) / 3)
-    # Against a training mean of 0.3: its errors on the same three pixels are 0.2, 0.0, 0.4.
-    assert bench.ring_neighbour_ratio(image, 0.3) == pytest.approx(((0.4 + 0.2 + 0.6) / 3) / ((0.2 + 0.0 + 0.4) / 3))
+    empty = RangeImage(xyz=np.zeros((1, 4, 3), np.float32), intensity=np.zeros((1, 4), np.float32),
+                       range=np.zeros((1, 4), np.float32), mask=np.zeros((1, 4), bool),
+                       point_index=np.full((1, 4), -1))
+    assert ring_neighbour_error(empty)[0] == 0.0 and not ring_neighbour_error(empty)[1].any()
