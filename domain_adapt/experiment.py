@@ -239,7 +239,10 @@ def write_results(out: Path, results: list[RowResult], renderer_metrics: dict | 
     if renderer_metrics:
         lines += ["", f"Intensity renderer on a held-out target scan: MAE {renderer_metrics['held_out_mae']:.4f} "
                       f"against {renderer_metrics['mean_baseline_mae']:.4f} for the training mean "
-                      f"(ratio {renderer_metrics['held_out_mae'] / renderer_metrics['mean_baseline_mae']:.2f})."]
+                      f"(ratio {renderer_metrics['held_out_mae'] / renderer_metrics['mean_baseline_mae']:.2f}"
+                      + (f"; predicting each return by its same-ring neighbours' real intensity, an oracle: "
+                         f"{renderer_metrics['ring_neighbour_ratio']:.2f}" if "ring_neighbour_ratio" in renderer_metrics
+                         else "") + ")."]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps({"rows": [dataclasses.asdict(r) for r in results],
                                                   "renderer": renderer_metrics}, indent=1) + "\n")

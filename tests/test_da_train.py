@@ -154,7 +154,10 @@ def test_da_run_command_end_to_end_on_real_scans(kitti_mini, tmp_path, capsys):
     assert all(r["steps"] == 1 and set(r["iou"]) == {"car", "pedestrian", "cyclist"} for r in results["rows"])
     renderer = results["renderer"]
     assert renderer["held_out"] and 0 < renderer["held_out_mae"] and 0 < renderer["mean_baseline_mae"]
-    assert "(the target scans themselves)" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
+    assert "(the target scans themselves)" in table
+    oracle = renderer["ring_neighbour_ratio"]
+    assert f"an oracle: {oracle:.2f})." in table and 0.4 < oracle < 0.8
     assert (out / "plus_calibration" / "adapted.pt").exists() and (out / "ablation.png").exists()
     with pytest.raises(SystemExit):
         main(["da", "run", "--source", "s", "--target", "t", "--eval", "e", "-o", "o", "--jitter", "0.5,0"])
