@@ -553,13 +553,34 @@ def _project(xy: np.ndarray, angles: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def _best_heading(xy: np.ndarray, lo: float, hi: float, quick: bool = False) -> float:
     """The heading in [lo, hi) (radians) of the best closeness score, 1 degree grid then 0.05 degree refinement
-    (quick: a 3 degree grid only)."""
-    coarse = np.arange(lo, hi, 3 * COARSE_STEP if quick else COARSE_STEP)
-    best = coarse[int(np.argmax(_closeness(*_project(xy, coarse))))]
+    (quick: a 3 degree grid only).
+
+    The score is flat where every point lies within CLOSENESS_D0 of an edge: over +-1.7 degrees for one 1.7 m face
+    seen alone, less for an L. Any heading there fits as well, and the first of them (what an argmax gives) is
+    biased towards `lo` and moves with the grid when the points rotate; the middle of the flat top is neither."""
+    step = 3 * COARSE_STEP if quick else COARSE_STEP
+    coarse = np.arange(lo, hi, step)
+    first, last = _top_run(_closeness(*_project(xy, coarse)), wraps=math.isclose(hi - lo, 0.5 * math.pi))
     if quick:
-        return float(best)
-    fine = best + np.arange(-COARSE_STEP, COARSE_STEP + 0.5 * FINE_STEP, FINE_STEP)
-    return float(fine[int(np.argmax(_closeness(*_project(xy, fine))))])
+        return float(lo + 0.5 * (first + last) * step)
+    fine = lo + np.arange(first * step - COARSE_STEP, last * step + COARSE_STEP + 0.5 * FINE_STEP, FINE_STEP)
+    top_first, top_last = _top_run(_closeness(*_project(xy, fine)), wraps=False)
+    return float(0.5 * (fine[top_first] + fine[top_last]))
+
+
+def _top_run(scores: np.ndarray, wraps: bool) -> tuple[int, int]:
+    """(first, last) index of the run of equal best scores that holds the argmax; with `wraps` (a search over a
+    whole quarter turn, the period of a rectangle's axes) the run may continue past either end, and the indices then
+    step outside [0, len) so that their mean is the run's middle."""
+    best = int(np.argmax(scores))
+    top = scores >= scores[best] * (1.0 - 1e-12)
+    n = len(scores)
+    first = last = best
+    while first - 1 > best - n and (top[first - 1] if first - 1 >= 0 else wraps and top[first - 1 + n]):
+        first -= 1
+    while last + 1 < best + n and (top[last + 1] if last + 1 < n else wraps and top[last + 1 - n]):
+        last += 1
+    return first, last
 
 
 def _dedupe(xy: np.ndarray) -> np.ndarray:

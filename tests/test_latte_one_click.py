@@ -103,6 +103,24 @@ def test_l_shape_recovers_yaw_sizes_and_centre(yaw):
     assert -math.pi / 2 <= fitted < math.pi / 2  # no prior: the heading's sign is unknown, half-turn range
 
 
+def test_l_shape_takes_the_middle_of_a_flat_closeness_top():
+    # Noise-free faces lie within CLOSENESS_D0 of their edges over a range of headings, where the score is flat. The
+    # first heading of that range (an argmax) was 0.7 degrees low on such an L and moved with the points' rotation;
+    # the middle of the range is the true heading.
+    for yaw in (0.3, 1.0, -0.7, 1.4):
+        *_, width, fitted = fit_box_l_shape(l_shape(10.0, 2.0, 4.0, 1.8, yaw))
+        assert yaw_error(fitted, yaw) < math.radians(0.05) and abs(width - 1.8) < 0.01
+    # One face seen alone (a 1.7 m back, 5 cm steps): flat over about +-1.7 degrees; its middle is the face's line.
+    t = np.arange(-0.85, 0.85 + 1e-9, 0.05)
+    for direction in (0.2, -0.45, 1.3):
+        face = np.stack([10.0 + t * math.cos(direction), 2.0 + t * math.sin(direction)], axis=1)
+        *_, length, width, fitted = fit_box_l_shape(face)
+        assert yaw_error(fitted, direction) < math.radians(0.05) and width < 1e-3 and abs(length - 1.7) < 1e-3
+        # With a prior (the search window is not a whole quarter turn) the same middle.
+        *_, fitted = fit_box_l_shape(face, prior_yaw=direction + 0.1)
+        assert yaw_error(fitted, direction, 2 * math.pi) < math.radians(0.05)
+
+
 def test_l_shape_with_a_prior_returns_the_heading_nearest_it():
     pts = l_shape(8.0, 6.0, 4.0, 1.6, 0.3)
     # A prior pointing the other way along the same axis gets the flipped heading, within 1 degree of pi + 0.3.
