@@ -7,7 +7,9 @@
 - a KITTI raw drive: PATH/velodyne_points/data/*.bin (a DATE_drive_NNNN_sync folder; unlabelled target data).
 
 `read_scan(file)` gives (N, 4) points and (N,) laser rings: the row of each valid pixel for range images, the ring
-recovered from KITTI's point order (squeeze.range_image.ring_rows) for `.bin` scans.
+recovered from KITTI's point order (squeeze.range_image.scan_ring_rows) for `.bin` scans, which refuses a scan whose
+points are not stored ring by ring or that keeps only some lasers (a camera-FOV 'velodyne_reduced' file): their
+rings would land on the wrong lasers' rows.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from squeeze.errors import DataError
 from squeeze.kitti import SCAN_FOLDERS, folder_files, read_velodyne
-from squeeze.range_image import read_range_npy, ring_rows
+from squeeze.range_image import read_range_npy, scan_ring_rows
 
 LAYOUTS = ("range-image .npy (lidar_2d/)", "KITTI object (training/velodyne/*.bin)",
            "KITTI raw drive (velodyne_points/data/*.bin)")
@@ -38,7 +40,8 @@ def find_scans(path: str | Path) -> list[Path]:
 
 
 def read_scan(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 4) float32 points and (N,) int64 laser rings (0 = top; -1 where unknown) of one scan file."""
+    """(N, 4) float32 points and (N,) int64 laser rings (0 = top; -1 where unknown) of one scan file; RingOrderError
+    (a DataError) for a `.bin` scan whose rings cannot be told."""
     p = Path(path)
     if p.suffix == ".npy":
         image = read_range_npy(p)
@@ -46,7 +49,7 @@ def read_scan(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         points = np.concatenate([image.xyz[image.mask], image.intensity[image.mask][:, None]], axis=1)
         return points.astype(np.float32), rows.astype(np.int64)
     points = read_velodyne(p)
-    return points, ring_rows(points)
+    return points, scan_ring_rows(points, source=str(p))
 
 
 def spread_indices(count: int, n: int | None) -> list[int]:

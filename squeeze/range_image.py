@@ -220,17 +220,17 @@ def _plausible_ring_count(rings: int, height: int) -> bool:
     return 0.75 * height <= rings <= 1.25 * height + 1
 
 
-def _ring_count_error(rings: int, config: ProjectionConfig, source: str, rows: np.ndarray | None = None,
+def _ring_count_error(rings: int, height: int, source: str, rows: np.ndarray | None = None,
                       points: np.ndarray | None = None) -> RingOrderError:
-    if rows is not None and points is not None and 2 <= rings < config.height and _rings_descend(points, rows):
+    if rows is not None and points is not None and 2 <= rings < height and _rings_descend(points, rows):
         # The lasers are in ring order but some are missing: a scan cropped in elevation. A 'velodyne_reduced' file
         # (OpenPCDet, MMDetection3D) keeps the points inside the camera image, which drops the lower lasers, and
         # the crop leaves nothing that says which laser the first kept ring is.
-        return RingOrderError(source, f"ring mode found {rings} rings, in ring order, for a {config.height}-row "
+        return RingOrderError(source, f"ring mode found {rings} rings, in ring order, for a {height}-row "
                               "image: the scan keeps only some of its lasers (a 'velodyne_reduced' file cropped to "
                               "the camera image drops the lower ones), so the row of each ring cannot be told; use "
                               "the full scan (velodyne/), or uniform elevation rows")
-    return RingOrderError(source, f"ring mode found {rings} rings for a {config.height}-row image; the points "
+    return RingOrderError(source, f"ring mode found {rings} rings for a {height}-row image; the points "
                      "are not stored ring by ring (use mode='uniform' for unordered clouds)")
 
 
@@ -283,6 +283,18 @@ def ring_rows(points: np.ndarray) -> np.ndarray:
     return rows
 
 
+def scan_ring_rows(points: np.ndarray, height: int = 64, source: str = "<scan>") -> np.ndarray:
+    """`ring_rows` of a scan that must be a `height`-laser sweep: RingOrderError, as ring-mode `project_scan` gives,
+    when the rings it finds are not that (points not stored ring by ring, or only some of the lasers kept), rather
+    than rows that put returns on the wrong lasers."""
+    pts = np.asarray(points)
+    rows = ring_rows(pts)
+    rings = int(rows.max()) + 1 if len(rows) else 0
+    if _has_range(pts) and not _plausible_ring_count(rings, height):
+        raise _ring_count_error(rings, height, source, rows, pts)
+    return rows
+
+
 def project_scan(points: np.ndarray, config: ProjectionConfig | None = None, labels: np.ndarray | None = None,
                  source: str = "<scan>", rings: np.ndarray | None = None) -> tuple[RangeImage, np.ndarray]:
     """Project (N, 4) x, y, z, intensity points to a range image.
@@ -313,7 +325,7 @@ def project_scan(points: np.ndarray, config: ProjectionConfig | None = None, lab
         rows = ring_rows(pts)
         rings = int(rows.max()) + 1
         if not _plausible_ring_count(rings, h):
-            raise _ring_count_error(int(wraps) + 1 if rings <= 1 else rings, config, source, rows, pts)
+            raise _ring_count_error(int(wraps) + 1 if rings <= 1 else rings, h, source, rows, pts)
         image, index, pixel, wraps = _project(pts, *args, rows)
     label = None
     if labels is not None:

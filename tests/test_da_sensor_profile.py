@@ -128,6 +128,28 @@ def test_readers_find_each_layout(tmp_path):
         find_scans(tmp_path / "missing")
 
 
+def test_read_scan_refuses_a_scan_whose_rings_cannot_be_told(tmp_path):
+    # The rings of a `.bin` scan come from KITTI's point order. A full ring-ordered scan gives rings 0..63; a
+    # camera-FOV crop that kept only the upper 46 lasers, or a shuffled cloud, would put returns on the wrong
+    # lasers' rows of every per-ring statistic (sensor profile, renderer, ray drop): refused, saying why.
+    from squeeze.errors import RingOrderError
+    from tests.test_range_image import ring_ordered_scan
+
+    scan = ring_ordered_scan(n_rings=64, n_az=360)
+    ring = np.arange(len(scan)) // 360
+    az = np.degrees(np.arctan2(scan[:, 1], scan[:, 0]))
+    scan.tofile(tmp_path / "full.bin")
+    assert read_scan(tmp_path / "full.bin")[1].tolist() == ring.tolist()
+    scan[(np.abs(az) <= 45) & (ring < 46)].tofile(tmp_path / "reduced.bin")
+    with pytest.raises(RingOrderError, match=r"reduced.bin: ring mode found 46 rings, in ring order"):
+        read_scan(tmp_path / "reduced.bin")
+    scan[np.random.default_rng(0).permutation(len(scan))].tofile(tmp_path / "shuffled.bin")
+    with pytest.raises(RingOrderError, match="not stored ring by ring"):
+        read_scan(tmp_path / "shuffled.bin")
+    np.zeros((3, 4), np.float32).tofile(tmp_path / "empty.bin")  # every point at the origin: nothing to refuse
+    assert read_scan(tmp_path / "empty.bin")[1].tolist() == [-1, -1, -1]
+
+
 def test_simulator_applies_the_profile(tmp_path):
     from domain_adapt.sim import simulate
 
