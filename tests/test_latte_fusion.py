@@ -169,7 +169,7 @@ def test_fusion_on_simulated_frames_with_true_2d_boxes(tmp_path):
     from latte.scene import open_source
     from squeeze.kitti import read_labels
 
-    simulate(tmp_path / "sim", frames=4, seed=11, progress=False)
+    simulate(tmp_path / "sim", frames=4, seed=11, progress=False, world="dense")  # enough cars to count
     src = open_source(tmp_path / "sim")
     names = ("Car", "Van", "Pedestrian", "Cyclist")
     ious = []

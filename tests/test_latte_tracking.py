@@ -330,6 +330,8 @@ def test_simulated_drive_with_the_real_refit(tmp_path):
             for b in out if seen(objects[2][b.track_id])]
     naive_ious = [bev_iou_velo(b.array[None], objects[2][b.track_id][None])[0, 0]
                   for b in naive if seen(objects[2][b.track_id])]
-    assert len(ious) >= 5
+    # Three of this drive's cars are in all three frames and seen in the last (KITTI's street density since the
+    # simulator matched it: five before); bench_latte_tracking measures the re-fit over whole drives.
+    assert len(ious) >= 3
     assert min(ious) >= 0.7
     assert sum(i < 0.7 for i in naive_ious) >= len(ious) // 2  # traffic moves 1-2 m a frame relative to the sensor
