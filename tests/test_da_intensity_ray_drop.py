@@ -302,3 +302,21 @@ def test_ring_neighbour_oracle_hand_computed():
                        range=np.zeros((1, 4), np.float32), mask=np.zeros((1, 4), bool),
                        point_index=np.full((1, 4), -1))
     assert ring_neighbour_error(empty)[0] == 0.0 and not ring_neighbour_error(empty)[1].any()
+
+
+def test_rendering_a_mirrored_scan_gives_the_mirrored_intensities():
+    # render_intensity averages the scan and its mirror image, so a scan seen in a mirror (columns reversed, y
+    # negated) renders as the mirror image of the scan's rendering, exactly; one reading alone does not.
+    rng = np.random.default_rng(3)
+    net, _ = train_renderer([_ring_image(rng) for _ in range(2)], steps=20, batch=2, crop_width=32, lr=1e-2,
+                            config=IntensityNetConfig(width=8))
+    image = _ring_image(rng, width=48)
+    xyz = image.xyz[:, ::-1].copy()
+    xyz[..., 1] = -xyz[..., 1]
+    mirrored = RangeImage(xyz=xyz, intensity=image.intensity[:, ::-1].copy(), range=image.range[:, ::-1].copy(),
+                          mask=image.mask[:, ::-1].copy(), point_index=image.point_index[:, ::-1].copy())
+    both = render_intensity(net, image)
+    assert np.array_equal(render_intensity(net, mirrored), both[:, ::-1])
+    one = render_intensity(net, image, mirror=False)
+    assert not np.allclose(render_intensity(net, mirrored, mirror=False), one[:, ::-1], atol=1e-3)
+    assert not np.array_equal(one, both)
