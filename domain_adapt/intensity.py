@@ -177,7 +177,7 @@ def render_intensity(net: IntensityNet, image: RangeImage, mode: str = "median",
     mirror: read the scan and its mirror image (`mirror_channels`) and decode the average of the two predicted
     distributions. The renderer learned both (training mirrors at random), and the average is a steadier
     estimate: on the seven real held-out folds of bench/bench_da_intensity.py it lowered the error ratio by
-    0.000-0.014 (docs/domain_adaptation.md)."""
+    0.002-0.013 (docs/domain_adaptation.md)."""
     net.eval()
     x = torch.from_numpy(geometry_channels(image))[None]
     w = x.shape[-1]
