@@ -194,8 +194,9 @@ def render_intensity(net: IntensityNet, image: RangeImage, mode: str = "median",
 
 def held_out_error(net: IntensityNet, train: list[RangeImage], held: RangeImage) -> dict[str, float]:
     """The renderer's mean absolute error on a scan left out of its training, and that of predicting the training
-    scans' mean intensity everywhere (issue 13's bar: the first <= 0.7x the second). For scale, `ring_neighbour_ratio`
-    (`ring_neighbour_error`): an oracle that reads the held-out scan's own intensities does that well."""
+    scans' mean intensity everywhere (issue 13's bar: the first <= 0.7x the second). For scale,
+    `ring_neighbour_ratio`: the error of `ring_neighbour_error`'s oracle, which reads the held-out scan's own
+    intensities, over the training mean's on the same pixels (about the floor of the renderer's ratio)."""
     mean = float(np.mean(np.concatenate([im.intensity[im.mask] for im in train])))
     neighbour_mae, scored = ring_neighbour_error(held)
     return {"held_out_mae": mean_abs_error(render_intensity(net, held), held),

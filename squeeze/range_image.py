@@ -322,10 +322,7 @@ def project_scan(points: np.ndarray, config: ProjectionConfig | None = None, lab
     if (config.mode == "ring" and given is None and not _plausible_ring_count(int(wraps) + 1, h)
             and _has_range(pts)):
         # No +180 -> -180 wrap per ring: a cropped scan (its rings found by the jump across the crop) or no ring order.
-        rows = ring_rows(pts)
-        rings = int(rows.max()) + 1
-        if not _plausible_ring_count(rings, h):
-            raise _ring_count_error(int(wraps) + 1 if rings <= 1 else rings, h, source, rows, pts)
+        rows = scan_ring_rows(pts, h, source)
         image, index, pixel, wraps = _project(pts, *args, rows)
     label = None
     if labels is not None:
